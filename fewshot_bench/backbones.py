@@ -1,0 +1,79 @@
+"""Built-in feature extractors. Every backbone maps (B, C, H, W) images to (B, D, h, w) feature maps.
+
+Methods that need vectors (ProtoNet, MatchingNet, MAML) flatten the maps; relation-style methods (RN, CRN)
+keep them. A backbone factory takes the number of input channels and returns an ``nn.Module``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fewshot_bench.registry import register_backbone
+
+
+def conv_block(in_channels: int, out_channels: int, *, padding: int = 1, pool: bool = True) -> nn.Sequential:
+    """3×3 conv, batch norm, ReLU, and optionally 2×2 max pooling."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=padding),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    ]
+    if pool:
+        layers.append(nn.MaxPool2d(2, ceil_mode=True))
+    return nn.Sequential(*layers)
+
+
+class Conv4(nn.Sequential):
+    """Conv-4: 4 × [3×3 conv, BN, ReLU, 2×2 max-pool] (Vinyals 2016, Snell 2017, Finn 2017)."""
+
+    def __init__(self, in_channels: int, width: int = 64) -> None:
+        super().__init__(
+            conv_block(in_channels, width),
+            conv_block(width, width),
+            conv_block(width, width),
+            conv_block(width, width),
+        )
+
+
+class RelationEncoder(nn.Sequential):
+    """Relation Network encoder (Sung 2018): 4 conv blocks of 64, unpadded and pooled in the first two.
+
+    Keeps larger feature maps than Conv-4 (5×5 at 28×28 input, 10×10 at 48×48, 19×19 at 84×84), which the
+    relation module compares.
+    """
+
+    def __init__(self, in_channels: int, width: int = 64) -> None:
+        super().__init__(
+            conv_block(in_channels, width, padding=0),
+            conv_block(width, width, padding=0),
+            conv_block(width, width, pool=False),
+            conv_block(width, width, pool=False),
+        )
+
+
+@register_backbone("conv4", description="Conv-4 with 64 filters: 4 × [3×3 conv, BN, ReLU, 2×2 max-pool]")
+def conv4(in_channels: int) -> nn.Module:
+    return Conv4(in_channels, 64)
+
+
+@register_backbone("conv4-32", description="Conv-4 with 32 filters (MAML's miniImageNet backbone)")
+def conv4_32(in_channels: int) -> nn.Module:
+    return Conv4(in_channels, 32)
+
+
+@register_backbone("rn-encoder", description="Relation Network encoder: 4 conv blocks, pooling in the first two")
+def rn_encoder(in_channels: int) -> nn.Module:
+    return RelationEncoder(in_channels, 64)
+
+
+def feature_shape(backbone: nn.Module, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """(channels, height, width) of the backbone's output for one image of ``image_shape``."""
+    was_training = backbone.training
+    backbone.eval()
+    with torch.no_grad():
+        out = backbone(torch.zeros(1, *image_shape))
+    backbone.train(was_training)
+    if out.dim() == 2:
+        return (out.shape[1], 1, 1)
+    return tuple(out.shape[1:])  # type: ignore[return-value]

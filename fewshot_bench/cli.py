@@ -1,0 +1,225 @@
+"""The ``bench`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from fewshot_bench import __version__
+from fewshot_bench.config import HELP, RunConfig, merge
+from fewshot_bench.errors import BenchError, ConfigError
+
+_ARG_TYPES = {"int": int, "float": float}
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML file with any of the keys below (flags override it)")
+    parser.add_argument("--plugin", action="append", default=[], metavar="FILE",
+                        help="load a plugin file (method, dataset or backbone); repeatable")
+    for f in fields(RunConfig):
+        if f.name == "dataset_options":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = str(f.type)
+        arg_type = int if kind.startswith("int") else float if kind.startswith("float") else str
+        parser.add_argument(flag, dest=f.name, type=arg_type, default=None, help=HELP[f.name])
+    parser.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an option of the dataset plugin; repeatable")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bench",
+        description="Few-shot classification benchmark harness: every method under one episodic protocol.",
+    )
+    parser.add_argument("--version", action="version", version=f"fewshot-bench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="train and evaluate methods on identical test episodes")
+    _add_run_flags(run)
+
+    lister = sub.add_parser("list", help="list registered methods, datasets and backbones")
+    lister.add_argument("kind", nargs="?", choices=["methods", "datasets", "backbones"], default=None)
+    lister.add_argument("--plugin", action="append", default=[], metavar="FILE", help="also load this plugin file")
+    lister.add_argument("--options", action="store_true", help="show every option with its default")
+
+    datasets = sub.add_parser("datasets", help="inspect datasets")
+    dsub = datasets.add_subparsers(dest="datasets_command", metavar="ACTION")
+    show = dsub.add_parser("show", help="print class counts and split presets; write a contact sheet")
+    show.add_argument("name", help="dataset name")
+    show.add_argument("--out", help="write a contact sheet PNG (one row per class) here")
+    show.add_argument("--per-class", type=int, default=12, help="images per class on the contact sheet")
+    show.add_argument("--data-root", default=None, help="folder of the dataset, if not built in")
+    show.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE")
+    show.add_argument("--plugin", action="append", default=[], metavar="FILE")
+    return parser
+
+
+def _key_values(items: Sequence[str], flag: str) -> dict[str, Any]:
+    result = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"{flag} expects KEY=VALUE, got '{item}'")
+        key, value = item.split("=", 1)
+        result[key.strip()] = value.strip()
+    return result
+
+
+def _load_plugins(paths: Sequence[str]) -> None:
+    from fewshot_bench.registry import load_plugin_file
+
+    for path in paths:
+        load_plugin_file(path)
+
+
+def _stderr_console() -> Console:
+    return Console(stderr=True)
+
+
+class ProgressObserver:
+    """Rich progress bars for training and evaluation, and one line per finished cell."""
+
+    def __init__(self, progress: Progress, console: Console, total_cells: int) -> None:
+        self.progress, self.console = progress, console
+        self.cells = progress.add_task("cells", total=total_cells)
+        self.train_task = self.eval_task = None
+        self.label = ""
+
+    def cell_started(self, label: str, shot: int, seed: int, train_episodes: int, test_episodes: int) -> None:
+        for task in (self.train_task, self.eval_task):
+            if task is not None:
+                self.progress.remove_task(task)
+        self.label = f"{label} {shot}-shot seed {seed}"
+        self.train_task = self.progress.add_task(f"train {self.label}", total=train_episodes)
+        self.eval_task = self.progress.add_task(f"test  {self.label}", total=test_episodes)
+
+    def trained(self, episodes: int, loss: float | None) -> None:
+        description = f"train {self.label}" + (f" loss {loss:.4f}" if loss is not None else "")
+        self.progress.update(self.train_task, advance=episodes,
+                             **({"description": description} if loss is not None else {}))
+
+    def evaluated(self, episodes: int) -> None:
+        self.progress.update(self.eval_task, advance=episodes)
+
+    def cell_finished(self, record: dict[str, Any], skipped: bool) -> None:
+        from fewshot_bench.stats import ci95
+        import numpy as np
+
+        self.progress.update(self.cells, advance=1)
+        acc = np.asarray(record["accuracies"]) * 100
+        what = "kept (already done)" if skipped else (
+            f"train {record['train_seconds']:.0f}s, test {record['eval_seconds']:.0f}s")
+        self.console.print(f"  {record['label']:<28} {record['shot']}-shot seed {record['seed']}: "
+                           f"{acc.mean():.2f} ± {ci95(acc):.2f}  ({what})")
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from fewshot_bench.reporting import print_table
+    from fewshot_bench.runner import resolve_variants, run
+
+    _load_plugins(args.plugin)
+    flags = {f.name: getattr(args, f.name) for f in fields(RunConfig) if f.name != "dataset_options"}
+    if args.dataset_option:
+        flags["dataset_options"] = _key_values(args.dataset_option, "--dataset-option")
+    config = merge(args.config, flags)
+    out = Console()
+    err = _stderr_console()
+    total = len(resolve_variants(config)) * len(config.shots) * len(config.seeds)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    result = None
+    try:
+        with Progress(*columns, console=err, transient=True) as progress:
+            result = run(config, ProgressObserver(progress, err, total))
+    except KeyboardInterrupt:
+        err.print("interrupted: finished cells are saved in the run folder; rerun the same command with "
+                  "--run-id to continue")
+        return 130
+    print_table(result.summary, out, title=f"{config.dataset} — split '{result.summary[0]['split']}'")
+    out.print(f"results: {result.store.root}")
+    return 0
+
+
+def command_list(args: argparse.Namespace) -> int:
+    from fewshot_bench.method import FewShotMethod
+    from fewshot_bench.registry import BACKBONES, DATASETS, METHODS
+
+    _load_plugins(args.plugin)
+    console = Console()
+    kinds = [args.kind] if args.kind else ["methods", "datasets", "backbones"]
+    registries = {"methods": METHODS, "datasets": DATASETS, "backbones": BACKBONES}
+    for kind in kinds:
+        table = Table(title=kind, title_justify="left")
+        table.add_column("name", style="bold")
+        table.add_column("description")
+        table.add_column("source")
+        if args.options and kind != "backbones":
+            table.add_column("options (default)")
+        for entry in registries[kind].entries():
+            row = [entry.name, entry.description, entry.source + (f" ({entry.version})" if entry.version
+                                                                  and entry.source != "built-in" else "")]
+            if args.options and kind != "backbones":
+                obj = entry.obj
+                options = obj.all_options() if isinstance(obj, type) and issubclass(obj, FewShotMethod) else \
+                    getattr(obj, "options", ())
+                row.append("\n".join(f"{o.name}={o.default!r}: {o.help}" for o in options))
+            table.add_row(*row)
+        console.print(table)
+    return 0
+
+
+def command_datasets(args: argparse.Namespace) -> int:
+    from fewshot_bench.contact_sheet import save_contact_sheet
+    from fewshot_bench.protocol import dataset_plugin, load_dataset
+
+    if args.datasets_command != "show":
+        raise ConfigError("use `bench datasets show NAME [--out sheet.png]`")
+    _load_plugins(args.plugin)
+    config = merge(None, {"dataset": args.name, "data_root": args.data_root,
+                          "dataset_options": _key_values(args.dataset_option, "--dataset-option") or None})
+    dataset = load_dataset(config)
+    console = Console()
+    table = Table(title=f"{dataset.name}: {len(dataset.labels)} images, {dataset.image_shape} (C, H, W)",
+                  title_justify="left")
+    table.add_column("class")
+    table.add_column("images", justify="right")
+    for name, count in dataset.class_counts().items():
+        table.add_row(name, str(count))
+    console.print(table)
+    default, presets = dataset_plugin(args.name).split_presets(dataset)
+    for name, split in presets.items():
+        marker = " (default)" if name == default else ""
+        console.print(f"split '{name}'{marker}: train {', '.join(split.train)}"
+                      + (f"; val {', '.join(split.val)}" if split.val else "")
+                      + f"; test {', '.join(split.test)}")
+    if args.out:
+        path = save_contact_sheet(dataset, Path(args.out), per_class=args.per_class)
+        console.print(f"contact sheet: {path}")
+    return 0
+
+
+COMMANDS = {"run": command_run, "list": command_list, "datasets": command_datasets}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return COMMANDS[args.command](args)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""Run configuration: typed defaults < YAML file (``--config``) < command-line flags.
+
+Every key is declared once here with its type and help text; unknown keys and wrong types are errors
+naming the key. The merged configuration is saved in each run folder and is enough to rerun it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from fewshot_bench.errors import ConfigError
+
+
+@dataclass
+class RunConfig:
+    """Everything a ``bench run`` needs; see ``bench run --help`` for each key."""
+
+    methods: list = field(default_factory=lambda: ["protonet"])
+    dataset: str = "synthetic-fer"
+    data_root: str | None = None
+    dataset_options: dict = field(default_factory=dict)
+    split: Any = None
+    image_size: int | None = None
+    channels: int | None = None
+    way: int = 3
+    train_way: int | None = None
+    shots: list = field(default_factory=lambda: [1, 5])
+    query: int = 15
+    train_query: int | None = None
+    train_episodes: int = 400
+    test_episodes: int = 600
+    meta_batch: int = 1
+    lr: float = 1e-3
+    lr_step: int = 2000
+    lr_gamma: float = 0.5
+    val_episodes: int = 0
+    val_interval: int = 500
+    seeds: list = field(default_factory=lambda: [0])
+    device: str = "auto"
+    output_dir: str = "results/runs"
+    run_id: str | None = None
+    log_interval: int = 50
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+HELP = {
+    "methods": "method variants, e.g. crn,crn[js_weight=0],protonet",
+    "dataset": "dataset name (see `bench list datasets`)",
+    "data_root": "folder (or file) holding the dataset, for datasets that are not built in",
+    "dataset_options": "options of the dataset plugin (mapping)",
+    "split": "class split: a preset name of the dataset, or a mapping with train/val/test class names",
+    "image_size": "resize images to this side (default: the dataset's own size)",
+    "channels": "convert images to this many channels (1 or 3; default: the dataset's own)",
+    "way": "classes per test episode (N)",
+    "train_way": "classes per meta-training episode (default: all training classes if at most 20, else `way`)",
+    "shots": "support images per class (K), one cell per value",
+    "query": "query images per class in test episodes",
+    "train_query": "query images per class in meta-training episodes (default: `query`)",
+    "train_episodes": "meta-training episodes per cell",
+    "test_episodes": "test episodes per cell (identical for every method)",
+    "meta_batch": "episodes per optimiser step",
+    "lr": "Adam learning rate",
+    "lr_step": "multiply the learning rate by lr_gamma every this many episodes",
+    "lr_gamma": "learning-rate decay factor",
+    "val_episodes": "validation episodes for model selection on the split's val classes (0 = off)",
+    "val_interval": "validate every this many training episodes",
+    "seeds": "seeds, one cell per value (training and test episodes both depend on it)",
+    "device": "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps",
+    "output_dir": "where run folders are written",
+    "run_id": "name of the run folder (default: timestamp + methods)",
+    "log_interval": "training episodes between progress updates of the loss",
+}
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "methods": (list,), "dataset": (str,), "data_root": (str,), "dataset_options": (dict,),
+    "split": (str, dict), "image_size": (int,), "channels": (int,), "way": (int,), "train_way": (int,),
+    "shots": (list,), "query": (int,), "train_query": (int,), "train_episodes": (int,),
+    "test_episodes": (int,), "meta_batch": (int,), "lr": (float,), "lr_step": (int,),
+    "lr_gamma": (float,), "val_episodes": (int,), "val_interval": (int,), "seeds": (list,),
+    "device": (str,), "output_dir": (str,), "run_id": (str,), "log_interval": (int,),
+}
+_LIST_ITEM = {"shots": int, "seeds": int}
+_NULLABLE = {"data_root", "split", "image_size", "channels", "train_way", "train_query", "run_id"}
+_POSITIVE = {"way", "query", "train_episodes", "test_episodes", "meta_batch", "lr_step", "val_interval",
+             "log_interval", "image_size", "train_way", "train_query"}
+
+
+def _coerce(key: str, value: Any) -> Any:
+    expected = _FIELD_TYPES[key]
+    if value is None:
+        if key in _NULLABLE:
+            return None
+        raise ConfigError(f"config key '{key}' cannot be empty")
+    if float in expected and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if list in expected and isinstance(value, (str, int)) and not isinstance(value, bool):
+        if key == "methods" or not isinstance(value, str):
+            value = [value]
+        else:
+            value = [v for v in value.split(",") if v.strip()]
+    if key == "methods" and isinstance(value, list):
+        value = _split_method_list(value)
+    if isinstance(value, bool) or not isinstance(value, expected):
+        names = " or ".join("list" if t is list else "mapping" if t is dict else t.__name__ for t in expected)
+        raise ConfigError(f"config key '{key}' must be {names}, got {value!r}")
+    if key in _LIST_ITEM:
+        try:
+            value = [int(v) for v in value if not isinstance(v, bool)] if all(
+                not isinstance(v, bool) and float(v).is_integer() for v in value) else None
+        except (TypeError, ValueError):
+            value = None
+        if not value:
+            raise ConfigError(f"config key '{key}' must be a non-empty list of integers")
+    if key in _POSITIVE and isinstance(value, (int, float)) and value < 1:
+        raise ConfigError(f"config key '{key}' must be at least 1, got {value}")
+    if key == "shots" and min(value) < 1:
+        raise ConfigError("config key 'shots' must contain positive integers")
+    if key == "methods" and not value:
+        raise ConfigError("config key 'methods' must name at least one method")
+    return value
+
+
+def _split_method_list(items: list) -> list:
+    """Split 'crn,crn[js_weight=0,dap=false]' at commas outside brackets; keep mappings as they are."""
+    result: list = []
+    for item in items:
+        if not isinstance(item, str):
+            result.append(item)
+            continue
+        depth, current = 0, ""
+        for char in item:
+            if char == "[":
+                depth += 1
+            elif char == "]":
+                depth -= 1
+            if char == "," and depth == 0:
+                if current.strip():
+                    result.append(current.strip())
+                current = ""
+            else:
+                current += char
+        if current.strip():
+            result.append(current.strip())
+    return result
+
+
+def apply(config: RunConfig, overrides: Mapping[str, Any], source: str) -> RunConfig:
+    """Return ``config`` with ``overrides`` applied; unknown keys and wrong types raise ConfigError."""
+    known = {f.name for f in fields(RunConfig)}
+    values = config.to_dict()
+    for key, value in overrides.items():
+        if key not in known:
+            close = [k for k in known if k.replace("_", "") == str(key).replace("_", "").replace("-", "")]
+            hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(known))}"
+            raise ConfigError(f"unknown config key '{key}' in {source}{hint}")
+        values[key] = _coerce(key, value)
+    return RunConfig(**values)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a mapping, with one-line errors for every way that can fail."""
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"config file '{path}' does not exist")
+    try:
+        data = yaml.safe_load(file.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"config file '{path}' is not valid YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path}' must contain a mapping of keys to values")
+    return data
+
+
+def merge(file: str | Path | None, flags: Mapping[str, Any]) -> RunConfig:
+    """Defaults < YAML file < flags (flags whose value is None were not given)."""
+    config = RunConfig()
+    if file is not None:
+        config = apply(config, load_yaml(file), source=f"config file '{file}'")
+    return apply(config, {k: v for k, v in flags.items() if v is not None}, source="command-line flags")
+
+
+def dump(config: RunConfig) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)

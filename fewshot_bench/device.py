@@ -1,0 +1,29 @@
+"""Choosing the torch device: CUDA, then MPS, then CPU, unless the user names one."""
+
+from __future__ import annotations
+
+import torch
+
+from fewshot_bench.errors import ConfigError
+
+
+def choose_device(requested: str = "auto") -> torch.device:
+    """The device to run on; ``auto`` prefers CUDA, then Apple MPS, then the CPU."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"unknown device '{requested}'; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device '{requested}' was requested but CUDA is not available; use --device auto or cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device '{requested}' does not exist; this machine has {torch.cuda.device_count()} GPU(s)")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("device 'mps' was requested but MPS is not available; use --device auto or cpu")
+    return device

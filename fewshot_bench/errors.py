@@ -1,0 +1,33 @@
+"""User-facing errors: anything a user can cause is raised as a BenchError.
+
+The CLI prints ``error: <message>`` for these and exits non-zero, without a traceback. Every message
+names the problem and, where there is one, the fix.
+"""
+
+
+class BenchError(Exception):
+    """An error caused by the user's request or inputs (config, names, data); printed without traceback."""
+
+
+class ConfigError(BenchError):
+    """A configuration key, value or file is invalid."""
+
+
+class UnknownNameError(BenchError):
+    """A method, dataset or backbone name is not registered."""
+
+
+class EpisodeError(BenchError):
+    """An episodic request cannot be satisfied by the data (too few classes or items)."""
+
+
+class SplitError(BenchError):
+    """A class split is inconsistent with itself or with the dataset."""
+
+
+class LeakageError(BenchError):
+    """An episode contains a class outside the split it was drawn for."""
+
+
+class DatasetError(BenchError):
+    """A dataset on disk is missing, malformed or corrupt."""

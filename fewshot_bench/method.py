@@ -1,0 +1,128 @@
+"""The method contract: one small base class that every few-shot method implements.
+
+A method is an ``nn.Module`` built around a backbone. The runner only ever calls:
+
+* ``meta_batch_loss(tasks)`` during meta-training (default: the mean of ``loss(task)`` over the batch);
+* ``predict(support, support_labels, query, n_way)`` at evaluation, returning ``(n_query, n_way)`` scores
+  (higher = more likely). Query labels are never passed to ``predict``.
+
+``loss(task)`` defaults to cross-entropy on ``predict``'s scores, which is right for ProtoNet (logits) and
+MatchingNet (log-probabilities: their log-softmax is themselves). Relation-style methods override it with
+their own losses; MAML overrides ``predict`` to adapt on the support set with gradients enabled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fewshot_bench.errors import ConfigError
+from fewshot_bench.options import Option, Spec, format_label, resolve_options
+from fewshot_bench.registry import BACKBONES, METHODS
+
+
+@dataclass
+class Task:
+    """One episode as tensors on the method's device.
+
+    Attributes:
+        support: (n_way * n_shot, C, H, W) float images, class-major.
+        support_labels: (n_way * n_shot,) int64 in ``[0, n_way)``.
+        query: (n_way * n_query, C, H, W) float images, class-major.
+        query_labels: (n_way * n_query,) int64 in ``[0, n_way)``; used by losses only.
+        n_way: number of classes in the episode.
+        n_shot: support images per class.
+    """
+
+    support: torch.Tensor
+    support_labels: torch.Tensor
+    query: torch.Tensor
+    query_labels: torch.Tensor
+    n_way: int
+    n_shot: int
+
+
+BACKBONE_OPTION = "backbone"
+
+
+class FewShotMethod(nn.Module):
+    """Base class of every few-shot method.
+
+    Subclasses declare ``options`` (typed, with defaults), a ``default_backbone`` name, and implement
+    ``predict``; they override ``loss`` when their training objective is not cross-entropy on the scores.
+    The constructor receives the built backbone, the input image shape and the resolved options.
+    """
+
+    options: ClassVar[tuple[Option, ...]] = ()
+    default_backbone: ClassVar[str] = "conv4"
+    paper: ClassVar[str] = ""
+
+    def __init__(self, backbone: nn.Module, image_shape: tuple[int, int, int], **options: Any) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.image_shape = image_shape
+        self.config = options
+
+    def predict(self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor,
+                n_way: int) -> torch.Tensor:
+        """Scores of shape (n_query, n_way) for the query images, given the labelled support set."""
+        raise NotImplementedError
+
+    def loss(self, task: Task) -> torch.Tensor:
+        """Meta-training loss of one episode (a scalar)."""
+        scores = self.predict(task.support, task.support_labels, task.query, task.n_way)
+        return F.cross_entropy(scores, task.query_labels)
+
+    def meta_batch_loss(self, tasks: list[Task]) -> torch.Tensor:
+        """Meta-training loss of a batch of episodes: the mean of the per-episode losses."""
+        return torch.stack([self.loss(task) for task in tasks]).mean()
+
+    @classmethod
+    def all_options(cls) -> tuple[Option, ...]:
+        """The method's declared options plus the backbone choice every method has."""
+        backbone = Option(BACKBONE_OPTION, str, cls.default_backbone, "feature extractor (see `bench list backbones`)")
+        return (*cls.options, backbone)
+
+
+@dataclass(frozen=True)
+class MethodVariant:
+    """A registered method with resolved options and the label it has in every table."""
+
+    name: str
+    options: tuple[tuple[str, Any], ...]
+    label: str
+
+    @property
+    def option_dict(self) -> dict[str, Any]:
+        return dict(self.options)
+
+    @property
+    def method_class(self) -> type[FewShotMethod]:
+        return METHODS.get(self.name)
+
+    def build(self, image_shape: tuple[int, int, int]) -> FewShotMethod:
+        options = self.option_dict
+        backbone_name = options.pop(BACKBONE_OPTION)
+        backbone = BACKBONES.get(backbone_name)(image_shape[0])
+        return self.method_class(backbone, image_shape, **options)
+
+
+def resolve_variant(spec: Spec) -> MethodVariant:
+    """Look up ``spec.name`` in the method registry and validate its options."""
+    cls = METHODS.get(spec.name)
+    if not (isinstance(cls, type) and issubclass(cls, FewShotMethod)):
+        raise ConfigError(f"method '{spec.name}' is not a FewShotMethod subclass; see docs on plugins")
+    declared = cls.all_options()
+    resolved = resolve_options(declared, spec.option_dict, owner=f"method '{spec.name}'")
+    if resolved[BACKBONE_OPTION] not in BACKBONES:
+        BACKBONES.get(resolved[BACKBONE_OPTION])  # raises the standard unknown-name error
+    label = format_label(spec.name, resolved, declared)
+    return MethodVariant(spec.name, tuple(resolved.items()), label)
+
+
+def parameter_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,146 @@
+"""The episodic protocol of a run: dataset, class split, episode settings, and their checks.
+
+Everything impossible is refused here, before any training: unknown datasets or presets, a split naming
+classes the dataset lacks or overlapping parts, more ways than classes, classes with too few items.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from fewshot_bench.config import RunConfig
+from fewshot_bench.data import DatasetPlugin, ImageDataset, class_ids_for
+from fewshot_bench.episodes import EpisodeSampler, EpisodeSet, check_episodes, derive_seed
+from fewshot_bench.errors import ConfigError, DatasetError
+from fewshot_bench.options import resolve_options
+from fewshot_bench.registry import DATASETS
+from fewshot_bench.splits import ClassSplit
+
+MAX_ALL_CLASS_TRAIN_WAY = 20
+
+
+@dataclass
+class Protocol:
+    """A loaded dataset with its validated split and the episode sizes of a run."""
+
+    dataset: ImageDataset
+    split: ClassSplit
+    train_ids: list[int]
+    val_ids: list[int]
+    test_ids: list[int]
+    way: int
+    train_way: int
+    query: int
+    train_query: int
+    labels: np.ndarray
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.dataset.class_names
+
+    def train_sampler(self, shot: int, seed: int) -> EpisodeSampler:
+        return EpisodeSampler(self.labels, self.train_ids, self.train_way, shot, self.train_query,
+                              derive_seed(seed, "train", self.dataset.fingerprint, self.split.fingerprint(),
+                                          self.train_way, shot, self.train_query),
+                              self.class_names, purpose="meta-training")
+
+    def test_episodes(self, shot: int, seed: int, n_episodes: int) -> EpisodeSet:
+        """The fixed test episodes of a setting: a function of the data, split, N, K, Q and seed only,
+        so every method is evaluated on exactly the same episodes."""
+        sampler = EpisodeSampler(self.labels, self.test_ids, self.way, shot, self.query,
+                                 derive_seed(seed, "test", self.dataset.fingerprint, self.split.fingerprint(),
+                                             self.way, shot, self.query),
+                                 self.class_names, purpose="test")
+        episodes = sampler.sample_set(n_episodes)
+        check_episodes(episodes, self.labels, self.test_ids, self.class_names, "test")
+        return episodes
+
+    def val_episodes(self, shot: int, seed: int, n_episodes: int) -> EpisodeSet | None:
+        if not self.val_ids or n_episodes == 0:
+            return None
+        way = min(self.way, len(self.val_ids))
+        sampler = EpisodeSampler(self.labels, self.val_ids, way, shot, self.query,
+                                 derive_seed(seed, "val", self.dataset.fingerprint, self.split.fingerprint(),
+                                             way, shot, self.query),
+                                 self.class_names, purpose="validation")
+        episodes = sampler.sample_set(n_episodes)
+        check_episodes(episodes, self.labels, self.val_ids, self.class_names, "validation")
+        return episodes
+
+    def check_requests(self, shots: list[int], val_episodes: int) -> None:
+        """Build every sampler the run will need once, so impossible requests fail before training."""
+        for shot in shots:
+            self.train_sampler(shot, 0)
+            EpisodeSampler(self.labels, self.test_ids, self.way, shot, self.query, 0, self.class_names,
+                           purpose="test")
+            if self.val_ids and val_episodes:
+                EpisodeSampler(self.labels, self.val_ids, min(self.way, len(self.val_ids)), shot, self.query, 0,
+                               self.class_names, purpose="validation")
+
+
+def dataset_plugin(name: str) -> DatasetPlugin:
+    cls = DATASETS.get(name)
+    plugin = cls() if isinstance(cls, type) else cls
+    if not isinstance(plugin, DatasetPlugin):
+        raise ConfigError(f"dataset '{name}' is not a DatasetPlugin; see the plugin guide")
+    return plugin
+
+
+def load_dataset(config: RunConfig) -> ImageDataset:
+    """Load, resize and convert the configured dataset."""
+    plugin = dataset_plugin(config.dataset)
+    options = resolve_options(plugin.options, config.dataset_options, owner=f"dataset '{config.dataset}'")
+    root = Path(config.data_root).expanduser() if config.data_root else None
+    if plugin.needs_root and root is None:
+        raise DatasetError(f"dataset '{config.dataset}' needs --data-root (where your copy lives); "
+                           f"{plugin.where_to_get}".rstrip("; "))
+    if root is not None and not root.exists():
+        raise DatasetError(f"data root '{root}' does not exist; pass the folder of your copy of "
+                           f"'{config.dataset}' with --data-root")
+    dataset = plugin.load(root, options)
+    return dataset.resized(config.image_size, config.channels)
+
+
+def resolve_split(config: RunConfig, dataset: ImageDataset) -> ClassSplit:
+    """The configured split: a preset name, the plugin's default preset, or a user mapping."""
+    plugin = dataset_plugin(config.dataset)
+    if isinstance(config.split, dict):
+        split = ClassSplit.from_mapping(config.split, where="config key 'split'")
+    else:
+        default, presets = plugin.split_presets(dataset)
+        name = config.split or default
+        if name is None:
+            raise ConfigError(f"dataset '{config.dataset}' has no default split; give one with split: "
+                              "{train: [...], test: [...]} in your config")
+        if name not in presets:
+            raise ConfigError(f"unknown split '{name}' for dataset '{config.dataset}'; presets: "
+                              f"{', '.join(sorted(presets)) or 'none'}")
+        preset = presets[name]
+        split = ClassSplit(preset.train, preset.test, preset.val, name)
+    split.validate(dataset.class_names, config.dataset)
+    return split
+
+
+def prepare(config: RunConfig) -> Protocol:
+    """Load the data, validate the split and every episode request of ``config``."""
+    dataset = load_dataset(config)
+    split = resolve_split(config, dataset)
+    train_ids = class_ids_for(split.train, dataset.class_names)
+    train_way = config.train_way or (len(train_ids) if len(train_ids) <= MAX_ALL_CLASS_TRAIN_WAY else config.way)
+    protocol = Protocol(
+        dataset=dataset,
+        split=split,
+        train_ids=train_ids,
+        val_ids=class_ids_for(split.val, dataset.class_names),
+        test_ids=class_ids_for(split.test, dataset.class_names),
+        way=config.way,
+        train_way=train_way,
+        query=config.query,
+        train_query=config.train_query or config.query,
+        labels=dataset.labels.numpy(),
+    )
+    protocol.check_requests(list(config.shots), config.val_episodes)
+    return protocol

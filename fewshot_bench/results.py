@@ -1,0 +1,167 @@
+"""The run store: one folder per run, every file written atomically.
+
+Layout of ``results/runs/<run-id>/``::
+
+    config.yaml            merged configuration (enough to rerun the run)
+    environment.json       versions, device, git commit, host, start time
+    episodes/<setting>.npz the fixed test episodes of each setting (class ids + item indices)
+    cells/<cell>.json      one finished cell: variant, setting, seed, per-episode accuracies, timings
+    accuracies.csv         every test episode of every cell (long format)
+    summary.csv            one row per (variant, setting): mean, ci95, std, episodes, seeds
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import socket
+import subprocess
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from fewshot_bench.episodes import EpisodeSet
+from fewshot_bench.stats import summarize
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old file or the new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def environment_info(device: str) -> dict[str, Any]:
+    """Versions, device and git commit, saved with every run."""
+    import torch
+    import torchvision
+
+    from fewshot_bench import __version__
+
+    info: dict[str, Any] = {
+        "fewshot_bench": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "device": device,
+        "device_name": torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else platform.processor() or "cpu",
+        "cpu_threads": torch.get_num_threads(),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": _git_commit(),
+    }
+    return info
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+class RunStore:
+    """Reads and writes one run folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def run_id(self) -> str:
+        return self.root.name
+
+    def save_config(self, text: str) -> None:
+        atomic_write_text(self.root / "config.yaml", text)
+
+    def save_environment(self, info: dict[str, Any]) -> None:
+        atomic_write_text(self.root / "environment.json", json.dumps(info, indent=2) + "\n")
+
+    def episodes_path(self, setting: str) -> Path:
+        return self.root / "episodes" / f"{setting}.npz"
+
+    def save_episodes(self, setting: str, episodes: EpisodeSet) -> None:
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, class_ids=episodes.class_ids, support=episodes.support, query=episodes.query)
+        atomic_write_bytes(self.episodes_path(setting), buffer.getvalue())
+
+    def cell_path(self, cell_id: str) -> Path:
+        return self.root / "cells" / f"{cell_id}.json"
+
+    def has_cell(self, cell_id: str) -> bool:
+        return self.cell_path(cell_id).exists()
+
+    def save_cell(self, cell_id: str, record: dict[str, Any]) -> None:
+        atomic_write_text(self.cell_path(cell_id), json.dumps(record, indent=1) + "\n")
+
+    def load_cell(self, cell_id: str) -> dict[str, Any]:
+        return json.loads(self.cell_path(cell_id).read_text())
+
+    def load_cells(self) -> list[dict[str, Any]]:
+        cells = []
+        for path in sorted((self.root / "cells").glob("*.json")):
+            cells.append(json.loads(path.read_text()))
+        return cells
+
+    def write_tables(self, cells: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Write accuracies.csv and summary.csv from the cells; return the summary rows."""
+        cells = list(cells)
+        long = io.StringIO()
+        writer = csv.writer(long, lineterminator="\n")
+        writer.writerow(["label", "method", "dataset", "split", "way", "shot", "query", "seed", "episode", "accuracy"])
+        for cell in cells:
+            for i, accuracy in enumerate(cell["accuracies"]):
+                writer.writerow([cell["label"], cell["method"], cell["dataset"], cell["split"], cell["way"],
+                                 cell["shot"], cell["query"], cell["seed"], i, f"{accuracy:.6f}"])
+        atomic_write_text(self.root / "accuracies.csv", long.getvalue())
+        rows = summary_rows(cells)
+        out = io.StringIO()
+        fields = ["label", "method", "dataset", "split", "way", "shot", "query", "backbone", "mean", "ci95",
+                  "std", "episodes", "seeds", "seed_std", "params", "train_episodes"]
+        writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
+        atomic_write_text(self.root / "summary.csv", out.getvalue())
+        return rows
+
+
+def summary_rows(cells: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (variant, dataset, split, way, shot, query), seeds pooled, in first-seen order."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for cell in cells:
+        key = (cell["label"], cell["dataset"], cell["split"], cell["way"], cell["shot"], cell["query"])
+        groups.setdefault(key, []).append(cell)
+    rows = []
+    for (label, dataset, split, way, shot, query), members in groups.items():
+        summary = summarize({m["seed"]: np.asarray(m["accuracies"]) for m in members})
+        rows.append({
+            "label": label, "method": members[0]["method"], "dataset": dataset, "split": split, "way": way,
+            "shot": shot, "query": query, "backbone": members[0]["backbone"], "mean": summary.mean,
+            "ci95": summary.ci95, "std": summary.std, "episodes": summary.n_episodes, "seeds": summary.n_seeds,
+            "seed_std": summary.seed_std, "params": members[0]["params"],
+            "train_episodes": members[0]["train_episodes"],
+        })
+    return rows

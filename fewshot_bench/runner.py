@@ -1,0 +1,162 @@
+"""Runs a grid of cells (method variant × shot × seed) under one protocol and stores each cell as it ends."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol as TypingProtocol
+
+import numpy as np
+import torch
+
+from fewshot_bench.config import RunConfig, dump
+from fewshot_bench.device import choose_device
+from fewshot_bench.errors import ConfigError
+from fewshot_bench.evaluation import evaluate
+from fewshot_bench.method import MethodVariant, parameter_count, resolve_variant
+from fewshot_bench.options import Spec
+from fewshot_bench.protocol import Protocol, prepare
+from fewshot_bench.results import RunStore, environment_info
+from fewshot_bench.tasks import TaskBuilder, channel_statistics
+from fewshot_bench.training import TrainSettings, train
+
+
+class RunObserver(TypingProtocol):
+    """Receives progress events; the CLI draws progress bars with them, tests may ignore them."""
+
+    def cell_started(self, label: str, shot: int, seed: int, train_episodes: int, test_episodes: int) -> None: ...
+    def trained(self, episodes: int, loss: float | None) -> None: ...
+    def evaluated(self, episodes: int) -> None: ...
+    def cell_finished(self, record: dict[str, Any], skipped: bool) -> None: ...
+
+
+class SilentObserver:
+    """An observer that ignores every event."""
+
+    def cell_started(self, *args: Any) -> None: ...
+    def trained(self, *args: Any) -> None: ...
+    def evaluated(self, *args: Any) -> None: ...
+    def cell_finished(self, *args: Any, **kwargs: Any) -> None: ...
+
+
+@dataclass
+class RunResult:
+    """What a finished run leaves: its store and its summary rows."""
+
+    store: RunStore
+    summary: list[dict[str, Any]]
+    config: RunConfig
+
+
+def resolve_variants(config: RunConfig) -> list[MethodVariant]:
+    variants = [resolve_variant(Spec.from_config(item)) for item in config.methods]
+    labels = [v.label for v in variants]
+    duplicates = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicates:
+        raise ConfigError(f"method variant '{duplicates[0]}' is listed twice; remove the repeat")
+    return variants
+
+
+def cell_id(label: str, way: int, shot: int, query: int, seed: int) -> str:
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-")
+    digest = hashlib.sha256(label.encode()).hexdigest()[:6]
+    return f"{slug}-{digest}__{way}w{shot}s{query}q__seed{seed}"
+
+
+def default_run_id(config: RunConfig) -> str:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    names = "-".join(dict.fromkeys(Spec.from_config(m).name for m in config.methods))
+    return f"{stamp}-{config.dataset}-{names}"[:80]
+
+
+def run(config: RunConfig, observer: RunObserver | None = None) -> RunResult:
+    """Validate everything, then train and evaluate every cell, writing each one as soon as it ends."""
+    observer = observer or SilentObserver()
+    variants = resolve_variants(config)
+    device = choose_device(config.device)
+    protocol = prepare(config)
+    run_id = config.run_id or default_run_id(config)
+    config = RunConfig(**{**config.to_dict(), "run_id": run_id})
+    store = RunStore(Path(config.output_dir) / run_id)
+    store.save_config(dump(config))
+    store.save_environment(environment_info(str(device)))
+
+    train_indices = np.flatnonzero(np.isin(protocol.labels, protocol.train_ids))
+    mean, std = channel_statistics(protocol.dataset.images, train_indices)
+    builder = TaskBuilder(protocol.dataset, device, mean, std)
+    settings = TrainSettings(episodes=config.train_episodes, meta_batch=config.meta_batch, lr=config.lr,
+                             lr_step=config.lr_step, lr_gamma=config.lr_gamma, log_interval=config.log_interval,
+                             val_interval=config.val_interval)
+
+    for seed in config.seeds:
+        for shot in config.shots:
+            setting = f"{protocol.way}w{shot}s{protocol.query}q_seed{seed}"
+            test_episodes = protocol.test_episodes(shot, seed, config.test_episodes)
+            store.save_episodes(setting, test_episodes)
+            val_episodes = protocol.val_episodes(shot, seed, config.val_episodes)
+            for variant in variants:
+                cid = cell_id(variant.label, protocol.way, shot, protocol.query, seed)
+                if store.has_cell(cid):
+                    observer.cell_finished(store.load_cell(cid), skipped=True)
+                    continue
+                observer.cell_started(variant.label, shot, seed, config.train_episodes, config.test_episodes)
+                record = run_cell(variant, protocol, builder, settings, shot, seed, test_episodes, val_episodes,
+                                  device, observer)
+                record.update(dataset=config.dataset, split=protocol.split.name,
+                              test_episodes_file=f"episodes/{setting}.npz",
+                              test_episodes_sha=test_episodes.fingerprint())
+                store.save_cell(cid, record)
+                observer.cell_finished(record, skipped=False)
+    summary = store.write_tables(store.load_cells())
+    return RunResult(store, summary, config)
+
+
+def run_cell(variant: MethodVariant, protocol: Protocol, builder: TaskBuilder, settings: TrainSettings,
+             shot: int, seed: int, test_episodes, val_episodes, device: torch.device,
+             observer: RunObserver) -> dict[str, Any]:
+    """Train one variant for one (shot, seed) and evaluate it on the setting's fixed test episodes."""
+    torch.manual_seed(seed)
+    method = variant.build(protocol.dataset.image_shape).to(device, memory_format=torch.channels_last)
+    history = train(method, protocol.train_sampler(shot, seed), builder, settings,
+                    allowed_class_ids=protocol.train_ids, labels=protocol.labels,
+                    class_names=protocol.class_names, val_episodes=val_episodes,
+                    progress=observer.trained)
+    result = evaluate(method, builder, test_episodes, progress=observer.evaluated)
+    return {
+        "label": variant.label,
+        "method": variant.name,
+        "options": {k: v for k, v in variant.options},
+        "backbone": variant.option_dict["backbone"],
+        "way": protocol.way,
+        "shot": shot,
+        "query": protocol.query,
+        "train_way": protocol.train_way,
+        "train_query": protocol.train_query,
+        "seed": seed,
+        "params": parameter_count(method),
+        "train_episodes": settings.episodes,
+        "train_seconds": round(history.seconds, 3),
+        "eval_seconds": round(result.seconds, 3),
+        "device": str(device),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "loss_curve": {"episode": history.loss_episodes, "loss": history.losses},
+        "val_curve": {"episode": history.val_episodes, "accuracy": history.val_accuracies,
+                      "selected_episode": history.selected_episode},
+        "mean": float(np.mean(result.accuracies) * 100),
+        "accuracies": [round(float(a), 6) for a in result.accuracies],
+        "class_accuracy": _per_class_accuracy(result.class_correct, test_episodes.class_ids, protocol),
+    }
+
+
+def _per_class_accuracy(class_correct: np.ndarray, class_ids: np.ndarray, protocol: Protocol) -> dict[str, float]:
+    """Accuracy on each test class over all episodes (correct queries / queries of that class)."""
+    totals: dict[str, list[float]] = {}
+    for c in sorted(protocol.test_ids):
+        mask = class_ids == c
+        if mask.any():
+            totals[protocol.class_names[c]] = [float(class_correct[mask].sum()), float(mask.sum() * protocol.query)]
+    return {name: correct / seen for name, (correct, seen) in totals.items()}

@@ -1,0 +1,58 @@
+"""Turning episodes (index sets) into normalised tensors on the device."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fewshot_bench.data import ImageDataset
+from fewshot_bench.episodes import Episode
+from fewshot_bench.method import Task
+
+
+def channel_statistics(images: torch.Tensor, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std (in [0, 1] units) of the images at ``indices``.
+
+    The runner passes the meta-training classes' indices only: test classes never inform normalisation.
+    """
+    count = 0
+    total = torch.zeros(images.shape[1], dtype=torch.float64)
+    total_sq = torch.zeros(images.shape[1], dtype=torch.float64)
+    for start in range(0, len(indices), 8192):
+        chunk = images[torch.as_tensor(indices[start:start + 8192])].to(torch.float64) / 255.0
+        total += chunk.sum(dim=(0, 2, 3))
+        total_sq += chunk.pow(2).sum(dim=(0, 2, 3))
+        count += chunk.shape[0] * chunk.shape[2] * chunk.shape[3]
+    mean = total / count
+    std = (total_sq / count - mean.pow(2)).clamp_min(1e-12).sqrt()
+    return mean.float(), std.float()
+
+
+class TaskBuilder:
+    """Holds the dataset's uint8 images on the device and gathers normalised episodes from them."""
+
+    def __init__(self, dataset: ImageDataset, device: torch.device, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.device = device
+        self.images = dataset.images.to(device)
+        channels = self.images.shape[1]
+        self.scale = (1.0 / (255.0 * std)).view(1, channels, 1, 1).to(device)
+        self.shift = (mean / std).view(1, channels, 1, 1).to(device)
+
+    def gather(self, indices: np.ndarray) -> torch.Tensor:
+        index = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64)).to(self.device, non_blocking=True)
+        images = self.images.index_select(0, index).float().mul_(self.scale).sub_(self.shift)
+        # channels-last convolutions are markedly faster on CPU (oneDNN) and on CUDA (tensor cores).
+        return images.contiguous(memory_format=torch.channels_last)
+
+    def task(self, episode: Episode) -> Task:
+        n_way, n_shot, n_query = episode.n_way, episode.n_shot, episode.n_query
+        images = self.gather(np.concatenate([episode.support, episode.query]))
+        labels = torch.arange(n_way, device=self.device)
+        return Task(
+            support=images[: n_way * n_shot],
+            support_labels=labels.repeat_interleave(n_shot),
+            query=images[n_way * n_shot:],
+            query_labels=labels.repeat_interleave(n_query),
+            n_way=n_way,
+            n_shot=n_shot,
+        )

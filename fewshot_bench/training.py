@@ -1,0 +1,108 @@
+"""The one meta-training loop, shared by every method."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from fewshot_bench.episodes import EpisodeSampler, EpisodeSet, check_episodes
+from fewshot_bench.evaluation import evaluate
+from fewshot_bench.method import FewShotMethod
+from fewshot_bench.tasks import TaskBuilder
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Optimisation settings of one training run."""
+
+    episodes: int
+    meta_batch: int = 1
+    lr: float = 1e-3
+    lr_step: int = 2000
+    lr_gamma: float = 0.5
+    log_interval: int = 50
+    val_interval: int = 500
+
+
+@dataclass
+class TrainHistory:
+    """What training produced besides the weights: the loss curve and validation accuracies."""
+
+    loss_episodes: list[int] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    val_episodes: list[int] = field(default_factory=list)
+    val_accuracies: list[float] = field(default_factory=list)
+    selected_episode: int | None = None
+    seconds: float = 0.0
+
+
+ProgressCallback = Callable[[int, float | None], None]
+
+
+def train(
+    method: FewShotMethod,
+    sampler: EpisodeSampler,
+    builder: TaskBuilder,
+    settings: TrainSettings,
+    *,
+    allowed_class_ids: list[int],
+    labels,
+    class_names: list[str],
+    val_episodes: EpisodeSet | None = None,
+    progress: ProgressCallback | None = None,
+) -> TrainHistory:
+    """Meta-train ``method`` on episodes from ``sampler`` with Adam and a step learning-rate schedule.
+
+    With ``val_episodes`` the weights with the best validation accuracy are kept (model selection on
+    validation classes only). Losses are accumulated on the device and read once per log interval so the
+    episode loop never waits for the device.
+    """
+    history = TrainHistory()
+    optimiser = torch.optim.Adam(method.parameters(), lr=settings.lr)
+    steps_per_decay = max(1, settings.lr_step // settings.meta_batch)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=steps_per_decay, gamma=settings.lr_gamma)
+    best_state, best_accuracy = None, -1.0
+    running = torch.zeros((), device=builder.device)
+    since_log = 0
+    done = 0
+    start = time.perf_counter()
+    method.train()
+    while done < settings.episodes:
+        batch = min(settings.meta_batch, settings.episodes - done)
+        episodes = [sampler.sample() for _ in range(batch)]
+        for episode in episodes:
+            check_episodes(episode, labels, allowed_class_ids, class_names, "training")
+        loss = method.meta_batch_loss([builder.task(e) for e in episodes])
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        scheduler.step()
+        running += loss.detach() * batch
+        since_log += batch
+        done += batch
+        at_log = done % settings.log_interval < batch or done == settings.episodes
+        logged = None
+        if at_log:
+            logged = float(running) / since_log
+            history.loss_episodes.append(done)
+            history.losses.append(logged)
+            running.zero_()
+            since_log = 0
+        if val_episodes is not None and (done % settings.val_interval < batch or done == settings.episodes):
+            accuracy = float(evaluate(method, builder, val_episodes).accuracies.mean())
+            method.train()
+            history.val_episodes.append(done)
+            history.val_accuracies.append(accuracy)
+            if accuracy > best_accuracy:
+                best_accuracy, history.selected_episode = accuracy, done
+                best_state = copy.deepcopy(method.state_dict())
+        if progress is not None:
+            progress(batch, logged)
+    if best_state is not None:
+        method.load_state_dict(best_state)
+    history.seconds = time.perf_counter() - start
+    return history

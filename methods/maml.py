@@ -1,0 +1,92 @@
+"""Model-Agnostic Meta-Learning, MAML (Finn, Abbeel & Levine, ICML 2017).
+
+The meta-parameters θ of a Conv-4 + linear classifier are adapted to each episode by a few steps of
+gradient descent on the support loss (θ' = θ − α ∇θ L_support); the meta-objective is the query loss of
+the adapted weights, back-propagated through the adaptation (second order) or, with ``first_order=true``,
+treating the inner gradients as constants (FOMAML). At test time the same adaptation runs with gradients
+enabled, even inside the evaluation loop's ``no_grad``.
+
+Implemented with ``torch.func.functional_call`` on a dictionary of fast weights, so that tasks of a
+meta-batch can later be vectorised; verified against ``learn2learn.algorithms.MAML`` in the tests.
+
+Choices, all options:
+
+* ``bn``: ``batch`` (default, as Finn's code) normalises with the statistics of the batch being processed,
+  in training and at test (support during adaptation, query at prediction) and keeps no running
+  statistics; ``running`` keeps running statistics, updated during meta-training and used at test.
+* Head: a linear layer with ``max_way`` outputs; an N-way episode uses the first N (so meta-training and
+  test may differ in N, e.g. 4-way training and 3-way testing on the FER split).
+
+@inproceedings{finn2017model,
+  title     = {Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks},
+  author    = {Finn, Chelsea and Abbeel, Pieter and Levine, Sergey},
+  booktitle = {International Conference on Machine Learning (ICML)},
+  year      = {2017}
+}
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from fewshot_bench.backbones import feature_shape
+from fewshot_bench.method import FewShotMethod, Task
+from fewshot_bench.options import Option
+from fewshot_bench.registry import register_method
+
+
+@register_method("maml")
+class MAML(FewShotMethod):
+    """Model-Agnostic Meta-Learning: inner-loop adaptation of Conv-4 + linear head (Finn et al. 2017)."""
+
+    paper = "Finn, Abbeel & Levine. Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks. ICML 2017."
+    default_backbone = "conv4-32"
+    options = (
+        Option("inner_steps", int, 5, "gradient steps on the support set (training and test)"),
+        Option("inner_lr", float, 0.01, "inner-loop learning rate α"),
+        Option("first_order", bool, False, "first-order MAML (no second derivatives)"),
+        Option("bn", str, "batch", "batch-norm statistics: batch (transductive, Finn) or running", ("batch", "running")),
+        Option("max_way", int, 20, "outputs of the linear head; an N-way episode uses the first N"),
+    )
+
+    def __init__(self, backbone: nn.Module, image_shape: tuple[int, int, int], **options) -> None:
+        super().__init__(backbone, image_shape, **options)
+        c, h, w = feature_shape(backbone, image_shape)
+        self.head = nn.Linear(c * h * w, options["max_way"])
+        if options["bn"] == "batch":
+            for module in self.backbone.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.track_running_stats = False
+                    module.running_mean = module.running_var = module.num_batches_tracked = None
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(images).flatten(1))
+
+    def logits(self, params: dict[str, torch.Tensor], images: torch.Tensor, n_way: int) -> torch.Tensor:
+        return functional_call(self, params, (images,))[:, :n_way]
+
+    def adapt(self, support: torch.Tensor, support_labels: torch.Tensor, n_way: int,
+              create_graph: bool) -> dict[str, torch.Tensor]:
+        """Fast weights after ``inner_steps`` gradient steps on the support loss."""
+        fast = dict(self.named_parameters())
+        for _ in range(self.config["inner_steps"]):
+            loss = F.cross_entropy(self.logits(fast, support, n_way), support_labels)
+            names = [n for n, p in fast.items() if p.requires_grad]
+            grads = torch.autograd.grad(loss, [fast[n] for n in names], create_graph=create_graph, allow_unused=True)
+            for name, grad in zip(names, grads):
+                if grad is not None:
+                    fast[name] = fast[name] - self.config["inner_lr"] * grad
+        return fast
+
+    def predict(self, support, support_labels, query, n_way):
+        with torch.enable_grad():
+            fast = self.adapt(support, support_labels, n_way, create_graph=False)
+        return self.logits({k: v.detach() for k, v in fast.items()}, query, n_way)
+
+    def loss(self, task: Task) -> torch.Tensor:
+        second_order = not self.config["first_order"]
+        fast = self.adapt(task.support, task.support_labels, task.n_way, create_graph=second_order)
+        return F.cross_entropy(self.logits(fast, task.query, task.n_way), task.query_labels)

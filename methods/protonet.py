@@ -1,0 +1,48 @@
+"""Prototypical Networks (Snell, Swersky & Zemel, NeurIPS 2017).
+
+Each class is represented by the mean of its support embeddings (its prototype); a query is scored by
+the negative squared Euclidean distance to each prototype, and training minimises cross-entropy over
+those scores.
+
+@inproceedings{snell2017prototypical,
+  title     = {Prototypical Networks for Few-shot Learning},
+  author    = {Snell, Jake and Swersky, Kevin and Zemel, Richard},
+  booktitle = {Advances in Neural Information Processing Systems},
+  year      = {2017}
+}
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fewshot_bench.method import FewShotMethod
+from fewshot_bench.registry import register_method
+
+
+def class_means(features: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
+    """(n_way, D) mean feature of each class; ``features`` is (n, D), ``labels`` (n,) in [0, n_way)."""
+    sums = torch.zeros(n_way, features.shape[1], dtype=features.dtype, device=features.device)
+    sums.index_add_(0, labels, features)
+    counts = torch.bincount(labels, minlength=n_way).to(features.dtype).unsqueeze(1)
+    return sums / counts
+
+
+def squared_euclidean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(len(a), len(b)) squared Euclidean distances."""
+    return (a.unsqueeze(1) - b.unsqueeze(0)).pow(2).sum(-1)
+
+
+@register_method("protonet")
+class ProtoNet(FewShotMethod):
+    """Prototypical Networks: squared Euclidean distance to class-mean embeddings (Snell et al. 2017)."""
+
+    paper = "Snell, Swersky & Zemel. Prototypical Networks for Few-shot Learning. NeurIPS 2017."
+    default_backbone = "conv4"
+
+    def predict(self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor,
+                n_way: int) -> torch.Tensor:
+        features = self.backbone(torch.cat([support, query])).flatten(1)
+        support_features, query_features = features[: len(support)], features[len(support):]
+        prototypes = class_means(support_features, support_labels, n_way)
+        return -squared_euclidean(query_features, prototypes)

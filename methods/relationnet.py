@@ -1,0 +1,122 @@
+"""Relation Network (Sung et al., CVPR 2018).
+
+The encoder keeps feature maps; a class is represented by the sum of its K support maps (as in the
+paper), concatenated along channels with each query map, and a learned relation module (2 conv blocks +
+FC 8 + FC 1 with a sigmoid) scores every (class, query) pair in [0, 1]. Training regresses the scores on
+one-hot targets with mean squared error.
+
+The relation module adapts to the size of the encoder's maps: its convolutions are unpadded when the
+maps are at least 10×10 (the paper's miniImageNet module, 19×19 → 3×3) and padded otherwise (the paper's
+Omniglot module, 5×5 → 1×1); a pooling step is skipped where the map is already 1×1.
+
+@inproceedings{sung2018learning,
+  title     = {Learning to Compare: Relation Network for Few-Shot Learning},
+  author    = {Sung, Flood and Yang, Yongxin and Zhang, Li and Xiang, Tao and Torr, Philip H. S. and
+               Hospedales, Timothy M.},
+  booktitle = {IEEE Conference on Computer Vision and Pattern Recognition (CVPR)},
+  year      = {2018}
+}
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fewshot_bench.backbones import feature_shape
+from fewshot_bench.method import FewShotMethod, Task
+from fewshot_bench.options import Option
+from fewshot_bench.registry import register_method
+
+
+class RelationModule(nn.Module):
+    """g_φ: two conv blocks on a [class map ‖ query map] pair, then FC → hidden → 1 with a sigmoid."""
+
+    def __init__(self, in_channels: int, map_size: tuple[int, int], hidden: int = 8, width: int = 64) -> None:
+        super().__init__()
+        padding = 0 if min(map_size) >= 10 else 1
+        layers: list[nn.Module] = []
+        h, w = map_size
+        channels = in_channels
+        for _ in range(2):
+            layers += [nn.Conv2d(channels, width, 3, padding=padding), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            h, w = h + 2 * padding - 2, w + 2 * padding - 2
+            if min(h, w) >= 2:
+                layers.append(nn.MaxPool2d(2))
+                h, w = h // 2, w // 2
+            channels = width
+        self.convs = nn.Sequential(*layers)
+        self.fc1 = nn.Linear(width * h * w, hidden)
+        self.fc2 = nn.Linear(hidden, 1)
+
+    def forward(self, pairs: torch.Tensor) -> torch.Tensor:
+        """(P, 2C, h, w) pairs → (P,) relation scores in [0, 1]."""
+        x = self.convs(pairs).flatten(1)
+        return torch.sigmoid(self.fc2(F.relu(self.fc1(x)))).squeeze(1)
+
+
+def group_by_class(maps: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
+    """(n_way, K, C, h, w) support maps grouped by label (support sets are class-balanced)."""
+    order = torch.argsort(labels, stable=True)
+    return maps[order].view(n_way, -1, *maps.shape[1:])
+
+
+def relation_scores(module: RelationModule, class_maps: torch.Tensor, query_maps: torch.Tensor) -> torch.Tensor:
+    """(n_query, n_way) scores of every (query, class) pair."""
+    n_way, n_query = class_maps.shape[0], query_maps.shape[0]
+    left = class_maps.unsqueeze(0).expand(n_query, -1, -1, -1, -1)
+    right = query_maps.unsqueeze(1).expand(-1, n_way, -1, -1, -1)
+    pairs = torch.cat([left, right], dim=2).flatten(0, 1)
+    return module(pairs.contiguous(memory_format=torch.channels_last)).view(n_query, n_way)
+
+
+def one_hot_mse(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between relation scores and one-hot targets (the RN/CRN relation loss)."""
+    target = F.one_hot(labels, scores.shape[1]).to(scores.dtype)
+    return F.mse_loss(scores, target)
+
+
+class RelationStyleMethod(FewShotMethod):
+    """Shared machinery of RN and CRN: encoder maps, a relation module, and MSE on relation scores."""
+
+    default_backbone = "rn-encoder"
+
+    def __init__(self, backbone: nn.Module, image_shape: tuple[int, int, int], **options) -> None:
+        super().__init__(backbone, image_shape, **options)
+        channels, h, w = feature_shape(backbone, image_shape)
+        self.relation = RelationModule(2 * channels, (h, w), hidden=options.get("hidden", 8))
+
+    def embed(self, support: torch.Tensor, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        maps = self.backbone(torch.cat([support, query]))
+        return maps[: len(support)], maps[len(support):]
+
+    def class_maps(self, grouped: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def scores_and_classes(self, support, support_labels, query, n_way):
+        support_maps, query_maps = self.embed(support, query)
+        grouped = group_by_class(support_maps, support_labels, n_way)
+        classes = self.class_maps(grouped)
+        return relation_scores(self.relation, classes, query_maps), classes, grouped, query_maps
+
+    def predict(self, support, support_labels, query, n_way):
+        return self.scores_and_classes(support, support_labels, query, n_way)[0]
+
+    def loss(self, task: Task) -> torch.Tensor:
+        return one_hot_mse(self.predict(task.support, task.support_labels, task.query, task.n_way),
+                           task.query_labels)
+
+
+@register_method("relationnet")
+class RelationNet(RelationStyleMethod):
+    """Relation Network: learned relation module on summed support maps, MSE loss (Sung et al. 2018)."""
+
+    paper = "Sung et al. Learning to Compare: Relation Network for Few-Shot Learning. CVPR 2018."
+    options = (
+        Option("class_pool", str, "sum", "how K support maps form the class map (the paper sums)", ("sum", "mean")),
+        Option("hidden", int, 8, "hidden units of the relation module's first FC layer"),
+    )
+
+    def class_maps(self, grouped: torch.Tensor) -> torch.Tensor:
+        return grouped.sum(1) if self.config["class_pool"] == "sum" else grouped.mean(1)

@@ -1,0 +1,61 @@
+"""Shared fixtures: a private cache folder, tiny datasets, and the location of the shared real data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path | None:
+    """``$FEWSHOT_BENCH_DATA`` or ``../shared/data`` beside the repository, if it exists."""
+    candidates = [os.environ.get("FEWSHOT_BENCH_DATA"), REPO.parent / "shared" / "data"]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    os.environ["FEWSHOT_BENCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    os.environ["COLUMNS"] = "200"  # rich wraps tables at 80 columns when output is not a terminal
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if path is None:
+        pytest.skip("shared real data not found (set FEWSHOT_BENCH_DATA or place it in ../shared/data)")
+    return path
+
+
+TINY_FER = {"total": 500, "size": 24, "identities": 20}
+
+
+def tiny_run_flags(tmp_path: Path, **overrides) -> dict:
+    """Config values for a seconds-long run on a tiny synthetic-fer."""
+    flags = {
+        "dataset_options": dict(TINY_FER),
+        "shots": [1, 2],
+        "query": 3,
+        "train_episodes": 4,
+        "test_episodes": 6,
+        "output_dir": str(tmp_path / "runs"),
+        "run_id": "tiny",
+        "log_interval": 2,
+        "device": "cpu",
+    }
+    flags.update(overrides)
+    return flags
+
+
+@pytest.fixture
+def labels_two_per_class() -> np.ndarray:
+    return np.repeat(np.arange(5), 10)

@@ -1,0 +1,132 @@
+import csv
+import re
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import tiny_run_flags
+from fewshot_bench.cli import main
+from fewshot_bench.config import merge
+from fewshot_bench.runner import run
+
+
+def cli_args(flags: dict) -> list[str]:
+    args = []
+    for key, value in flags.items():
+        if key == "dataset_options":
+            for k, v in value.items():
+                args += ["--dataset-option", f"{k}={v}"]
+        else:
+            args += [f"--{key.replace('_', '-')}", ",".join(map(str, value)) if isinstance(value, list) else str(value)]
+    return args
+
+
+def test_full_tiny_run_through_the_cli_writes_the_run_folder(tmp_path, capsys):
+    flags = tiny_run_flags(tmp_path)
+    assert main(["run", "--methods", "protonet"] + cli_args(flags)) == 0
+    out = capsys.readouterr().out
+    assert "protonet" in out and "1-shot" in out and "2-shot" in out and "±" in out
+    assert "1.96" in out  # the CI formula is stated with the table
+    folder = tmp_path / "runs" / "tiny"
+    for name in ("config.yaml", "environment.json", "accuracies.csv", "summary.csv"):
+        assert (folder / name).is_file(), name
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    assert config["test_episodes"] == 6 and config["methods"] == ["protonet"]
+    env = json.loads((folder / "environment.json").read_text())
+    assert {"torch", "python", "device", "git_commit"} <= set(env)
+    rows = list(csv.DictReader((folder / "accuracies.csv").open()))
+    assert len(rows) == 2 * 6
+    summary = list(csv.DictReader((folder / "summary.csv").open()))
+    assert {r["shot"] for r in summary} == {"1", "2"}
+    assert sorted(p.name for p in (folder / "episodes").iterdir()) == ["3w1s3q_seed0.npz", "3w2s3q_seed0.npz"]
+
+
+def test_every_method_sees_identical_test_episodes_from_test_classes_only(tmp_path):
+    from tests_helpers import register_constant_method  # noqa: F401  (registers 'constant-test')
+
+    config = merge(None, tiny_run_flags(tmp_path, methods=["protonet", "constant-test"], shots=[1]))
+    result = run(config)
+    cells = result.store.load_cells()
+    assert len(cells) == 2
+    assert cells[0]["test_episodes_sha"] == cells[1]["test_episodes_sha"]
+    # The constant method always answers class 0: exactly 1/3 on every 3-way episode.
+    constant = next(c for c in cells if c["method"] == "constant-test")
+    assert np.allclose(constant["accuracies"], 1 / 3)
+    with np.load(result.store.root / "episodes" / "3w1s3q_seed0.npz") as episodes:
+        from fewshot_bench.protocol import load_dataset
+
+        labels = load_dataset(config).labels.numpy()
+        names = load_dataset(config).class_names
+        seen = {names[c] for c in np.unique(labels[episodes["query"]])}
+    assert seen == {"angry", "disgust", "fear"}
+
+
+def test_rerunning_into_the_same_run_keeps_finished_cells(tmp_path, capsys):
+    flags = tiny_run_flags(tmp_path, shots=[1])
+    assert main(["run", "--methods", "protonet"] + cli_args(flags)) == 0
+    cell = next((tmp_path / "runs" / "tiny" / "cells").glob("*.json"))
+    before = cell.read_text()
+    capsys.readouterr()
+    assert main(["run", "--methods", "protonet"] + cli_args(flags)) == 0
+    assert "kept (already done)" in capsys.readouterr().err
+    assert cell.read_text() == before
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--methods", "nosuchmethod"], re.escape("unknown method 'nosuchmethod'; available:")),
+    (["--methods", "protonet[foo=1]"], re.escape("unknown option 'foo' for method 'protonet'")),
+    (["--way", "5"], re.escape("5-way episodes need 5 classes but the split has only 3")),
+    (["--shots", "50"], r"class '\w+' has \d+ items but 50-shot 3-query episodes need 53"),
+    (["--dataset", "nosuchdataset"], re.escape("unknown dataset 'nosuchdataset'")),
+    (["--split", "nosuchsplit"], re.escape("unknown split 'nosuchsplit' for dataset 'synthetic-fer'; presets: paper")),
+    (["--device", "cuda:7"], re.escape("device 'cuda:7'")),
+    (["--dataset-option", "size=big"], re.escape("option 'size' of dataset 'synthetic-fer' must be of type int")),
+])
+def test_user_errors_are_one_line_and_exit_nonzero(tmp_path, capsys, extra, message):
+    flags = tiny_run_flags(tmp_path)
+    flags["dataset_options"] = {"total": 280, "size": 20}  # 40 images in each of the rare classes
+    code = main(["run"] + cli_args(flags) + extra)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert re.search(message, err), err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_split_from_config_file_and_bad_yaml(tmp_path, capsys):
+    config = tmp_path / "split.yaml"
+    config.write_text("split: {train: [happy, neutral, sad], test: [angry, disgust, surprise]}\n")
+    flags = tiny_run_flags(tmp_path, shots=[1], test_episodes=2)
+    assert main(["run", "--config", str(config)] + cli_args(flags)) == 0
+    assert "surprise" not in capsys.readouterr().err
+    config.write_text("split: {train: [happy, sad], test: [sad, fear, angry]}\n")
+    assert main(["run", "--config", str(config)] + cli_args(flags)) == 2
+    assert "puts class 'sad' in both 'train' and 'test'" in capsys.readouterr().err
+    config.write_text("split: {train: [happy\n")
+    assert main(["run", "--config", str(config)] + cli_args(flags)) == 2
+    assert "is not valid YAML" in capsys.readouterr().err
+
+
+def test_missing_data_root_is_named(tmp_path, capsys):
+    from fewshot_bench.data import DatasetPlugin
+    from fewshot_bench.registry import DATASETS
+
+    if "needs-root-test" not in DATASETS:
+        @DATASETS.register("needs-root-test")
+        class NeedsRoot(DatasetPlugin):
+            """A dataset that must be given a folder."""
+
+    assert main(["run", "--dataset", "needs-root-test"]) == 2
+    assert "needs --data-root" in capsys.readouterr().err
+    assert main(["run", "--dataset", "needs-root-test", "--data-root", str(tmp_path / "nope")]) == 2
+    assert f"data root '{tmp_path / 'nope'}' does not exist" in capsys.readouterr().err
+
+
+def test_help_and_list_work(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "protonet" in out and "synthetic-fer" in out and "conv4" in out

@@ -1,0 +1,93 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from fewshot_bench.method import Task
+from fewshot_bench.methods.crn import CRN, depth_average_pool, js_distance_loss, js_divergence
+from fewshot_bench.methods.matchingnet import attention_log_probs
+from fewshot_bench.methods.relationnet import RelationModule, RelationNet, group_by_class, one_hot_mse
+from fewshot_bench.registry import BACKBONES
+
+
+def test_matchingnet_attention_sums_to_one_and_is_a_weighted_vote():
+    support = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.1]])
+    labels = torch.tensor([0, 1, 0])
+    query = torch.tensor([[1.0, 0.05], [0.0, 2.0]])
+    attention, log_probs = attention_log_probs(query, support, labels, 2, scale=1.0)
+    assert torch.allclose(attention.sum(1), torch.ones(2))
+    votes = torch.stack([attention[:, labels == c].sum(1) for c in range(2)], 1)
+    assert torch.allclose(log_probs.exp(), votes, atol=1e-6)
+    cos = torch.nn.functional.cosine_similarity(query[:1], support)
+    assert torch.allclose(attention[0], torch.softmax(cos, 0), atol=1e-6)
+    assert log_probs.argmax(1).tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("size", [(5, 5), (10, 10), (19, 19), (1, 1), (3, 3)])
+def test_relation_module_works_at_any_map_size_and_scores_lie_in_0_1(size):
+    module = RelationModule(128, size)
+    scores = module(torch.randn(6, 128, *size) * 10)
+    assert scores.shape == (6,) and bool(((scores >= 0) & (scores <= 1)).all())
+
+
+def test_relation_mse_target_is_one_hot():
+    scores = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.2, 0.6]])
+    labels = torch.tensor([0, 2])
+    expected = ((0.1 ** 2 + 0.1 ** 2 + 0) + (0.2 ** 2 + 0.2 ** 2 + 0.4 ** 2)) / 6
+    assert one_hot_mse(scores, labels).item() == pytest.approx(expected)
+    assert one_hot_mse(torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([0])).item() == 0.0
+
+
+def test_relationnet_sums_shots_and_crn_dap_averages_them():
+    maps = torch.arange(2 * 3 * 4, dtype=torch.float32).view(6, 1, 2, 2)
+    labels = torch.tensor([0, 1, 0, 1, 0, 1])
+    grouped = group_by_class(maps, labels, 2)
+    assert torch.equal(grouped[0], maps[[0, 2, 4]]) and torch.equal(grouped[1], maps[[1, 3, 5]])
+    dap = depth_average_pool(grouped)
+    assert torch.allclose(dap[0], maps[[0, 2, 4]].mean(0)) and torch.allclose(dap[1], maps[[1, 3, 5]].mean(0))
+    rn = RelationNet(BACKBONES.get("rn-encoder")(1), (1, 28, 28), class_pool="sum", hidden=8)
+    summed = rn.class_maps(grouped)
+    assert torch.equal(summed[0], maps[0] + maps[2] + maps[4]) and torch.equal(summed[1], maps[1] + maps[3] + maps[5])
+
+
+def test_dap_with_one_shot_is_the_identity():
+    maps = torch.randn(3, 1, 64, 5, 5)
+    assert torch.equal(depth_average_pool(maps), maps[:, 0])
+
+
+def test_js_divergence_properties_and_hand_computed_value():
+    p = torch.tensor([0.5, 0.5, 0.0])
+    q = torch.tensor([0.0, 0.5, 0.5])
+    assert js_divergence(p, p).item() == pytest.approx(0.0, abs=1e-7)
+    assert js_divergence(p, q).item() == pytest.approx(js_divergence(q, p).item())
+    # m = (0.25, 0.5, 0.25): KL(p||m) = 0.5·log2(2) + 0.5·log2(1) = 0.5, same for q → JS = 0.5
+    assert js_divergence(p, q).item() == pytest.approx(0.5, abs=1e-6)
+    disjoint = js_divergence(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]))
+    assert disjoint.item() == pytest.approx(1.0, abs=1e-6)
+    random = torch.softmax(torch.randn(50, 10) * 3, 1)
+    values = js_divergence(random[:25], random[25:])
+    assert bool(((values >= 0) & (values <= 1)).all())
+
+
+def test_js_distance_loss_decreases_when_classes_are_pulled_apart():
+    close = torch.stack([torch.zeros(4, 2, 2), torch.zeros(4, 2, 2) + 0.01 * torch.arange(16.).view(4, 2, 2)])
+    apart = torch.stack([torch.zeros(4, 2, 2), 5.0 * torch.arange(16.).view(4, 2, 2)])
+    assert js_distance_loss(apart).item() < js_distance_loss(close).item()
+    # identical class maps: every D_JS = 0, so L = 1 − N/N² = 1 − 1/N
+    same = torch.zeros(3, 4, 2, 2)
+    assert js_distance_loss(same).item() == pytest.approx(1 - 1 / 3)
+
+
+def test_crn_loss_adds_weighted_js_term():
+    torch.manual_seed(0)
+    backbone = BACKBONES.get("rn-encoder")(1)
+    model = CRN(backbone, (1, 28, 28), dap=True, js_weight=0.7, multiply_raw=False, hidden=8)
+    model.eval()
+    task = Task(torch.randn(6, 1, 28, 28), torch.tensor([0, 0, 1, 1, 2, 2]), torch.randn(6, 1, 28, 28),
+                torch.tensor([0, 1, 2, 0, 1, 2]), 3, 2)
+    scores, classes, _, _ = model.scores_and_classes(task.support, task.support_labels, task.query, 3)
+    expected = one_hot_mse(scores, task.query_labels) + 0.7 * js_distance_loss(classes)
+    assert model.loss(task).item() == pytest.approx(expected.item(), rel=1e-5)
+    model.config["js_weight"] = 0.0
+    assert model.loss(task).item() == pytest.approx(one_hot_mse(scores, task.query_labels).item(), rel=1e-5)

@@ -1,0 +1,143 @@
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import pytest
+
+from fewshot_bench import registry as registry_module
+from fewshot_bench.cli import main
+from fewshot_bench.errors import BenchError, UnknownNameError
+from fewshot_bench.method import FewShotMethod
+from fewshot_bench.registry import METHODS, Registry
+
+
+def test_builtins_are_registered_with_descriptions_and_source():
+    entry = METHODS.entry("protonet")
+    assert issubclass(entry.obj, FewShotMethod)
+    assert entry.source == "built-in"
+    assert "Prototypical" in entry.description
+
+
+def test_unknown_name_lists_the_available_ones():
+    with pytest.raises(UnknownNameError, match=r"unknown method 'nope'; available: .*protonet"):
+        METHODS.get("nope")
+
+
+def test_duplicate_names_are_rejected():
+    reg = Registry("method", "fewshot_bench.methods", "no.such.group")
+
+    @reg.register("twin")
+    class A:
+        """first"""
+
+    with pytest.raises(BenchError, match="duplicate method name 'twin'"):
+        @reg.register("twin")
+        class B:
+            """second"""
+
+
+def _fake_entry_points(monkeypatch, eps):
+    def entry_points(group=None):
+        return [ep for ep in eps if ep.group == group]
+
+    monkeypatch.setattr(registry_module.importlib.metadata, "entry_points", entry_points)
+
+
+def test_entry_point_plugins_register_and_broken_ones_only_warn(monkeypatch, capsys):
+    from importlib.metadata import EntryPoint
+
+    good = types.ModuleType("fsb_test_good_plugin")
+
+    class CosineThing(FewShotMethod):
+        """A method that comes from an installed package."""
+
+    good.CosineThing = CosineThing
+    monkeypatch.setitem(sys.modules, "fsb_test_good_plugin", good)
+    eps = [
+        EntryPoint("cosine-thing", "fsb_test_good_plugin:CosineThing", "grp.methods"),
+        EntryPoint("broken", "fsb_test_missing_module:Nothing", "grp.methods"),
+    ]
+    _fake_entry_points(monkeypatch, eps)
+    reg = Registry("method", "fewshot_bench.methods", "grp.methods")
+    assert "cosine-thing" in reg.names()
+    assert reg.get("cosine-thing") is CosineThing
+    assert "broken" not in reg.names()
+    err = capsys.readouterr().err
+    assert "warning: method plugin 'broken'" in err and "failed to load" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_broken_file_in_builtin_package_warns_and_others_still_load(tmp_path, monkeypatch, capsys):
+    package = tmp_path / "fsb_test_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "good.py").write_text(textwrap.dedent("""
+        from fewshot_bench.registry import Registry
+        import fsb_test_pkg
+        fsb_test_pkg.REG.add("good", object(), description="fine")
+    """))
+    (package / "bad.py").write_text("raise RuntimeError('boom')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg = Registry("method", "fsb_test_pkg", "no.such.group")
+    import fsb_test_pkg
+
+    fsb_test_pkg.REG = reg
+    assert reg.names() == ["good"]
+    err = capsys.readouterr().err
+    assert "method plugin 'fsb_test_pkg.bad' failed to import" in err and "boom" in err
+
+
+PLUGIN = '''
+"""A plugin file registering a method."""
+import torch
+from fewshot_bench.method import FewShotMethod
+from fewshot_bench.registry import register_method
+
+
+@register_method("nearest-neighbour-test")
+class NearestNeighbour(FewShotMethod):
+    """1-NN on flattened backbone features (test plugin)."""
+
+    def predict(self, support, support_labels, query, n_way):
+        s = self.backbone(support).flatten(1)
+        q = self.backbone(query).flatten(1)
+        d = torch.cdist(q, s)
+        scores = torch.full((len(q), n_way), -1e9)
+        for c in range(n_way):
+            scores[:, c] = -d[:, support_labels == c].min(1).values
+        return scores
+'''
+
+
+def test_plugin_file_is_listed_with_its_path_and_runs(tmp_path, capsys):
+    from conftest import tiny_run_flags
+
+    plugin = tmp_path / "my_nn.py"
+    plugin.write_text(PLUGIN)
+    assert main(["list", "methods", "--plugin", str(plugin)]) == 0
+    out = capsys.readouterr().out
+    assert "nearest-neighbour-test" in out and "my_nn.py" in out
+    flags = tiny_run_flags(tmp_path, shots=[1])
+    args = ["run", "--plugin", str(plugin), "--methods", "nearest-neighbour-test,protonet"]
+    for key in ("shots", "query", "train_episodes", "test_episodes", "output_dir", "run_id", "device"):
+        value = flags[key]
+        args += [f"--{key.replace('_', '-')}", ",".join(map(str, value)) if isinstance(value, list) else str(value)]
+    for key, value in flags["dataset_options"].items():
+        args += ["--dataset-option", f"{key}={value}"]
+    assert main(args) == 0
+    assert "nearest-neighbour-test" in capsys.readouterr().out
+
+
+def test_broken_plugin_file_is_a_one_line_error(tmp_path, capsys):
+    plugin = tmp_path / "broken.py"
+    plugin.write_text("import does_not_exist_anywhere\n")
+    assert main(["list", "--plugin", str(plugin)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: plugin file") and "does_not_exist_anywhere" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_missing_plugin_file(capsys):
+    assert main(["list", "--plugin", "/no/such/plugin.py"]) == 2
+    assert "does not exist" in capsys.readouterr().err
