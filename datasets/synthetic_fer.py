@@ -39,7 +39,6 @@ CLASS_NAMES = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"
 RAF_DB_COUNTS = {"surprise": 1619, "fear": 355, "disgust": 877, "happy": 5957, "sad": 2460,
                  "angry": 867, "neutral": 3204}
 MIN_PER_CLASS = 40
-GENERATOR_VERSION = 1
 
 # Expression prototypes: brow_raise, brow_inner, eye_open, mouth_curve, mouth_open, mouth_width,
 # nose_wrinkle, upper_lip. Neutral is all zeros; units are roughly "full expression = 1".
@@ -120,7 +119,7 @@ def _draw_batch(identity: dict[str, np.ndarray], expr: np.ndarray, nuisance: dic
 
     dark = ident["skin"] * 0.25
     eye_y = ident["eye_y"]
-    eye_open = np.clip(1.0 + 0.55 * e["eye_open"], 0.25, 2.0)
+    eye_open = np.clip(1.0 + 0.65 * e["eye_open"], 0.25, 2.2)
     for side in (-1.0, 1.0):
         ex = side * ident["eye_dx"]
         ew, eh = ident["eye_w"], ident["eye_w"] * 0.55 * eye_open
@@ -129,14 +128,14 @@ def _draw_batch(identity: dict[str, np.ndarray], expr: np.ndarray, nuisance: dic
         pupil = np.maximum(_ellipse(x, y, ex, eye_y, ew * 0.45, ew * 0.45), sclera)
         canvas = _paint(canvas, _coverage(pupil, pixel), 0.08)
         # Brows: overall height from brow_raise, inner end from brow_inner (sad/fear up, anger down).
-        base = eye_y - eh - 0.07 - 0.13 * e["brow_raise"]
+        base = eye_y - eh - 0.07 - 0.16 * e["brow_raise"]
         inner_y = base - 0.10 * e["brow_inner"]
         outer_y = base + 0.02 * e["brow_inner"]
         brow = _capsule(x, y, side * (ident["eye_dx"] - ew * 0.9), inner_y,
                         side * (ident["eye_dx"] + ew * 1.15), outer_y, ident["brow_thick"])
         canvas = _paint(canvas, _coverage(brow, pixel), hair_shade * 0.8)
         # Nose-bridge wrinkles (disgust, some anger).
-        wrinkle = _capsule(x, y, side * 0.05, eye_y + 0.06, side * 0.11, eye_y + 0.13, 0.012)
+        wrinkle = _capsule(x, y, side * 0.04, eye_y + 0.05, side * 0.13, eye_y + 0.15, 0.022)
         canvas = _paint(canvas, _coverage(wrinkle, pixel) * np.clip(e["nose_wrinkle"], 0, 1), dark)
         # Glasses: ring around each eye.
         ring = np.abs(_ellipse(x, y, ex, eye_y, ew * 1.6, ew * 1.25)) - 0.014
@@ -151,10 +150,10 @@ def _draw_batch(identity: dict[str, np.ndarray], expr: np.ndarray, nuisance: dic
     mw = ident["mouth_w"] * np.clip(1.0 + 0.3 * e["mouth_width"], 0.5, 1.6)
     my = ident["mouth_y"]
     t = np.clip(x / mw, -1.0, 1.0)
-    centre = my + 0.05 * e["mouth_curve"] * (1.0 - 2.0 * t * t) - 0.04 * e["mouth_curve"] * t * t
+    centre = my + 0.06 * e["mouth_curve"] * (1.0 - 2.0 * t * t) - 0.05 * e["mouth_curve"] * t * t
     bulge = 1.0 - t * t
     upper = centre - (0.012 + 0.05 * np.clip(e["mouth_open"], 0, None) * 0.6
-                      + 0.03 * np.clip(e["upper_lip"], 0, None)) * bulge
+                      + 0.06 * np.clip(e["upper_lip"], 0, None)) * bulge
     lower = centre + (0.012 + 0.09 * np.clip(e["mouth_open"], 0, None)) * bulge
     inside = np.maximum(np.maximum(upper - y, y - lower), np.abs(x) - mw)
     canvas = _paint(canvas, _coverage(inside - 0.012, pixel), ident["skin"] * 0.45)
@@ -176,7 +175,7 @@ def _draw_batch(identity: dict[str, np.ndarray], expr: np.ndarray, nuisance: dic
 
 
 def generate(total: int = 4000, size: int = 48, identities: int = 120, seed: int = 0,
-             expression_noise: float = 0.35) -> tuple[np.ndarray, np.ndarray]:
+             expression_noise: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
     """Draw the dataset: (N, size, size) uint8 images and (N,) int64 labels in CLASS_NAMES order."""
     rng = np.random.default_rng(seed)
     sizes = class_sizes(total)
@@ -184,24 +183,24 @@ def generate(total: int = 4000, size: int = 48, identities: int = 120, seed: int
     n = len(labels)
     u = rng.uniform
     identity_table = {
-        "face_rx": u(0.52, 0.68, identities), "face_ry": u(0.70, 0.86, identities),
-        "skin": u(0.45, 0.85, identities), "eye_dx": u(0.21, 0.30, identities),
+        "face_rx": u(0.56, 0.66, identities), "face_ry": u(0.74, 0.84, identities),
+        "skin": u(0.55, 0.85, identities), "eye_dx": u(0.21, 0.30, identities),
         "eye_w": u(0.085, 0.125, identities), "eye_y": u(-0.18, -0.08, identities),
-        "brow_thick": u(0.02, 0.045, identities), "nose_len": u(0.2, 0.3, identities),
+        "brow_thick": u(0.03, 0.05, identities), "nose_len": u(0.2, 0.3, identities),
         "mouth_y": u(0.38, 0.5, identities), "mouth_w": u(0.16, 0.24, identities),
         "hair_amount": u(0.0, 1.0, identities), "hairline": u(-0.62, -0.4, identities),
-        "hair_shade": u(0.05, 0.6, identities), "glasses": (u(0, 1, identities) < 0.2).astype(np.float64),
+        "hair_shade": u(0.05, 0.45, identities), "glasses": (u(0, 1, identities) < 0.2).astype(np.float64),
     }
     who = rng.integers(0, identities, n)
     prototypes = np.array([PROTOTYPES[name] for name in CLASS_NAMES])
-    intensity = u(0.6, 1.2, (n, 1))
+    intensity = u(0.7, 1.2, (n, 1))
     expr = prototypes[labels] * intensity + rng.normal(0.0, expression_noise, (n, len(EXPRESSION_AXES)))
     nuisance = {
         "scale": u(0.88, 1.1, n), "angle": rng.normal(0, 0.12, n),
         "shift_x": rng.normal(0, 0.05, n), "shift_y": rng.normal(0, 0.05, n),
-        "background": u(0.1, 0.9, n), "light": u(0.0, 0.25, n), "light_dir": u(0, 2 * np.pi, n),
-        "contrast": u(0.7, 1.2, n), "noise": u(0.01, 0.05, n), "blur": u(0.0, 1.0, n),
-        "occluded": (u(0, 1, n) < 0.15).astype(np.float64), "occ_x": u(-0.8, 0.8, n),
+        "background": u(0.25, 0.75, n), "light": u(0.0, 0.15, n), "light_dir": u(0, 2 * np.pi, n),
+        "contrast": u(0.8, 1.15, n), "noise": u(0.01, 0.04, n), "blur": u(0.0, 1.0, n),
+        "occluded": (u(0, 1, n) < 0.1).astype(np.float64), "occ_x": u(-0.8, 0.8, n),
         "occ_y": u(-0.2, 0.9, n), "occ_w": u(0.1, 0.3, n), "occ_h": u(0.1, 0.35, n),
         "occ_shade": u(0.0, 1.0, n),
     }
@@ -231,14 +230,16 @@ class SyntheticFER(DatasetPlugin):
         Option("size", int, 48, "image side in pixels"),
         Option("identities", int, 120, "number of distinct synthetic people"),
         Option("seed", int, 0, "generator seed (same seed, same bytes)"),
-        Option("expression_noise", float, 0.35, "per-image spread of expression parameters"),
+        Option("expression_noise", float, 0.25, "per-image spread of expression parameters"),
     )
 
     def load(self, root: Path | None, options: dict[str, Any]) -> ImageDataset:
         if options["size"] < 16:
             from fewshot_bench.errors import ConfigError
             raise ConfigError("synthetic-fer option 'size' must be at least 16 pixels")
-        key = hashlib.sha256(repr((GENERATOR_VERSION, sorted(options.items()))).encode()).hexdigest()[:16]
+        # The generator's own source is part of the key: editing the drawing code can never reuse stale images.
+        source = Path(__file__).read_bytes()
+        key = hashlib.sha256(source + repr(sorted(options.items())).encode()).hexdigest()[:16]
         path = cache_dir() / f"synthetic-fer-{key}.npz"
         images = labels = None
         if path.exists():

@@ -12,6 +12,7 @@ from typing import Any, Protocol as TypingProtocol
 
 import numpy as np
 import torch
+import yaml
 
 from fewshot_bench.config import RunConfig, dump
 from fewshot_bench.device import choose_device
@@ -82,6 +83,7 @@ def run(config: RunConfig, observer: RunObserver | None = None) -> RunResult:
     run_id = config.run_id or default_run_id(config)
     config = RunConfig(**{**config.to_dict(), "run_id": run_id})
     store = RunStore(Path(config.output_dir) / run_id)
+    check_compatible(store, config)
     store.save_config(dump(config))
     store.save_environment(environment_info(str(device)))
 
@@ -113,6 +115,26 @@ def run(config: RunConfig, observer: RunObserver | None = None) -> RunResult:
                 observer.cell_finished(record, skipped=False)
     summary = store.write_tables(store.load_cells())
     return RunResult(store, summary, config)
+
+
+# Keys that may change between invocations writing into the same run folder: they add cells or change
+# only how the run is executed, not what any existing cell means.
+GRID_KEYS = {"methods", "shots", "seeds", "device", "log_interval", "output_dir", "run_id"}
+
+
+def check_compatible(store: RunStore, config: RunConfig) -> None:
+    """Refuse to add cells to an existing run folder whose protocol settings differ from ``config``."""
+    path = store.root / "config.yaml"
+    if not path.exists():
+        return
+    previous = yaml.safe_load(path.read_text()) or {}
+    current = config.to_dict()
+    for key in sorted(set(previous) | set(current)):
+        if key not in GRID_KEYS and previous.get(key) != current.get(key):
+            raise ConfigError(
+                f"run '{store.run_id}' already exists with {key}={previous.get(key)!r} (now {current.get(key)!r}); "
+                "use another --run-id, or the same settings to continue that run"
+            )
 
 
 def run_cell(variant: MethodVariant, protocol: Protocol, builder: TaskBuilder, settings: TrainSettings,

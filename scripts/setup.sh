@@ -12,8 +12,10 @@ PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 PY="$VENV/bin/python"
-"$PY" -m pip install -q --upgrade pip setuptools wheel
-"$PY" -m pip install -q -c constraints.txt torch torchvision
-bash scripts/install_learn2learn.sh "$PY"
-"$PY" -m pip install -q -c constraints.txt -e ".$extras"
+# pip's notes about this machine's local package mirrors are noise for the user; errors still show.
+pip_quiet() { "$PY" -m pip "$@" 2>&1 | { grep -v -e "is neither a file nor a directory" -e "^\s*$" || true; }; }
+pip_quiet install -q --upgrade pip setuptools wheel
+pip_quiet install -q -c constraints.txt torch torchvision
+bash scripts/install_learn2learn.sh "$PY" 2>&1 | { grep -v "is neither a file nor a directory" || true; }
+pip_quiet install -q -c constraints.txt -e ".$extras"
 echo "environment ready: $VENV ($("$PY" -c 'import torch; print("torch", torch.__version__)'))"

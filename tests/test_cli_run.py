@@ -130,3 +130,11 @@ def test_help_and_list_work(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "protonet" in out and "synthetic-fer" in out and "conv4" in out
+
+
+def test_continuing_a_run_with_different_protocol_settings_is_refused(tmp_path, capsys):
+    flags = tiny_run_flags(tmp_path, shots=[1])
+    assert main(["run", "--methods", "protonet"] + cli_args(flags)) == 0
+    flags["query"] = 2
+    assert main(["run", "--methods", "protonet"] + cli_args(flags)) == 2
+    assert "run 'tiny' already exists with query=3 (now 2)" in capsys.readouterr().err

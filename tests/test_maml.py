@@ -1,0 +1,105 @@
+"""MAML (torch.func) against its definition and against learn2learn's reference implementation."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fewshot_bench.method import resolve_variant
+from fewshot_bench.options import Spec
+
+
+def make_maml(**options):
+    spec = "maml[" + ",".join(f"{k}={v}" for k, v in options.items()) + "]" if options else "maml"
+    torch.manual_seed(0)
+    return resolve_variant(Spec.parse(spec)).build((1, 28, 28))
+
+
+def episode(n_way=5, shot=1, query=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    support = torch.randn(n_way * shot, 1, 28, 28, generator=g)
+    query_x = torch.randn(n_way * query, 1, 28, 28, generator=g)
+    return (support, torch.arange(n_way).repeat_interleave(shot), query_x,
+            torch.arange(n_way).repeat_interleave(query))
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_matches_learn2learn_adapted_weights_and_meta_gradient(first_order):
+    from fewshot_bench.peers import import_learn2learn
+
+    l2l = import_learn2learn()
+    ours = make_maml(inner_steps=2, inner_lr=0.4, first_order=str(first_order).lower(), max_way=5)
+    reference = copy.deepcopy(ours)
+    support, ys, query, yq = episode()
+
+    fast = ours.adapt(support, ys, 5, create_graph=not first_order)
+    F.cross_entropy(ours.logits(fast, query, 5), yq).backward()
+
+    maml = l2l.algorithms.MAML(reference, lr=0.4, first_order=first_order)
+    learner = maml.clone()
+    for _ in range(2):
+        learner.adapt(F.cross_entropy(learner(support), ys))
+    F.cross_entropy(learner(query), yq).backward()
+
+    for (name, ours_fast), (_, ref_fast) in zip(fast.items(), learner.module.named_parameters()):
+        assert torch.allclose(ours_fast, ref_fast, atol=1e-5, rtol=1e-4), name
+    for (name, p), q in zip(ours.named_parameters(), reference.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-5, rtol=1e-3), name
+
+
+def test_one_inner_step_changes_fast_weights_and_leaves_meta_parameters_untouched():
+    model = make_maml(inner_steps=1, inner_lr=0.5)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    support, ys, _, _ = episode()
+    fast = model.adapt(support, ys, 5, create_graph=False)
+    assert any(not torch.equal(fast[k], before[k]) for k in before)
+    loss = F.cross_entropy(model.logits(dict(model.named_parameters()), support, 5), ys)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    for (name, p), g in zip(model.named_parameters(), grads):
+        assert torch.equal(p.detach(), before[name])
+        assert torch.allclose(fast[name], p - 0.5 * g, atol=1e-6)
+
+
+def test_second_order_meta_gradient_reaches_every_initial_weight_and_differs_from_first_order():
+    from fewshot_bench.method import Task
+
+    support, ys, query, yq = episode()
+    grads = {}
+    for first_order in ("false", "true"):
+        model = make_maml(inner_steps=1, inner_lr=0.4, first_order=first_order)
+        model.loss(Task(support, ys, query, yq, 5, 1)).backward()
+        grads[first_order] = {n: p.grad.clone() for n, p in model.named_parameters() if n.startswith("backbone")}
+    assert all(g.abs().sum() > 0 for g in grads["false"].values())
+    assert any(not torch.allclose(grads["false"][n], grads["true"][n]) for n in grads["false"])
+
+
+def test_first_order_gradient_is_the_query_gradient_at_the_adapted_weights():
+    model = make_maml(inner_steps=1, inner_lr=0.4, first_order="true")
+    support, ys, query, yq = episode()
+    from fewshot_bench.method import Task
+
+    model.loss(Task(support, ys, query, yq, 5, 1)).backward()
+    fast = {k: v.detach().requires_grad_() for k, v in model.adapt(support, ys, 5, create_graph=False).items()}
+    expected = torch.autograd.grad(F.cross_entropy(model.logits(fast, query, 5), yq), list(fast.values()),
+                                   allow_unused=True)
+    for (name, p), g in zip(model.named_parameters(), expected):
+        reference = torch.zeros_like(p) if g is None else g
+        assert torch.allclose(p.grad, reference, atol=1e-6), name
+
+
+def test_test_time_adaptation_runs_inside_no_grad():
+    model = make_maml(inner_steps=3, inner_lr=0.4)
+    model.eval()
+    support, ys, query, _ = episode()
+    with torch.no_grad():
+        adapted = model.predict(support, ys, query, 5)
+        unadapted = model.logits(dict(model.named_parameters()), query, 5)
+    assert adapted.shape == (15, 5) and not torch.allclose(adapted, unadapted)
+
+
+def test_running_bn_mode_keeps_statistics_and_batch_mode_does_not():
+    batch = make_maml()
+    running = make_maml(bn="running")
+    assert all(m.running_mean is None for m in batch.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert all(m.running_mean is not None for m in running.modules() if isinstance(m, torch.nn.BatchNorm2d))
