@@ -23,15 +23,15 @@ from 100 %. The same seed and options give byte-identical images; results are ca
 from __future__ import annotations
 
 import hashlib
-import io
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from fewshot_bench.cache import cached_arrays
 from fewshot_bench.data import DatasetPlugin, ImageDataset
+from fewshot_bench.errors import ConfigError
 from fewshot_bench.options import Option
 from fewshot_bench.registry import register_dataset
 
@@ -214,11 +214,6 @@ def generate(total: int = 4000, size: int = 48, identities: int = 120, seed: int
     return images, labels
 
 
-def cache_dir() -> Path:
-    """Where generated and decoded datasets are cached (``$FEWSHOT_BENCH_CACHE`` overrides)."""
-    return Path(os.environ.get("FEWSHOT_BENCH_CACHE", Path.home() / ".cache" / "fewshot-bench"))
-
-
 @register_dataset("synthetic-fer")
 class SyntheticFER(DatasetPlugin):
     """Procedurally drawn grayscale faces with the 7 FER expressions and RAF-DB's class imbalance (built in)."""
@@ -235,31 +230,16 @@ class SyntheticFER(DatasetPlugin):
 
     def load(self, root: Path | None, options: dict[str, Any]) -> ImageDataset:
         if options["size"] < 16:
-            from fewshot_bench.errors import ConfigError
             raise ConfigError("synthetic-fer option 'size' must be at least 16 pixels")
-        # The generator's own source is part of the key: editing the drawing code can never reuse stale images.
-        source = Path(__file__).read_bytes()
-        key = hashlib.sha256(source + repr(sorted(options.items())).encode()).hexdigest()[:16]
-        path = cache_dir() / f"synthetic-fer-{key}.npz"
-        images = labels = None
-        if path.exists():
-            try:
-                with np.load(path) as data:
-                    images, labels = data["images"], data["labels"]
-            except Exception:
-                images = labels = None  # a damaged cache file is simply regenerated
-        if images is None:
-            images, labels = generate(options["total"], options["size"], options["identities"],
-                                      options["seed"], options["expression_noise"])
-            _atomic_save_npz(path, images=images, labels=labels)
-        return ImageDataset(torch.from_numpy(images[:, None].copy()), torch.from_numpy(labels.astype(np.int64)),
-                            list(CLASS_NAMES), "synthetic-fer", fingerprint=f"synthetic-fer-{key}")
+        # The generator's own source is part of the key: editing the drawing code never reuses stale images.
+        key = hashlib.sha256(Path(__file__).read_bytes() + repr(sorted(options.items())).encode()).hexdigest()[:16]
 
+        def build() -> dict[str, np.ndarray]:
+            images, labels = generate(options["total"], options["size"], options["identities"], options["seed"],
+                                      options["expression_noise"])
+            return {"images": images, "labels": labels}
 
-def _atomic_save_npz(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_bytes(buffer.getvalue())
-    os.replace(tmp, path)
+        arrays = cached_arrays("synthetic-fer", key, build)
+        return ImageDataset(torch.from_numpy(arrays["images"][:, None].copy()),
+                            torch.from_numpy(arrays["labels"].astype(np.int64)), list(CLASS_NAMES),
+                            "synthetic-fer", fingerprint=f"synthetic-fer-{key}")

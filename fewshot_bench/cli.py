@@ -196,13 +196,19 @@ def command_datasets(args: argparse.Namespace) -> int:
     default, presets = dataset_plugin(args.name).split_presets(dataset)
     for name, split in presets.items():
         marker = " (default)" if name == default else ""
-        console.print(f"split '{name}'{marker}: train {', '.join(split.train)}"
-                      + (f"; val {', '.join(split.val)}" if split.val else "")
-                      + f"; test {', '.join(split.test)}")
+        parts = [f"{part} {_class_list(names)}" for part, names in
+                 (("train", split.train), ("val", split.val), ("test", split.test)) if names]
+        console.print(f"split '{name}'{marker}: " + "; ".join(parts))
     if args.out:
         path = save_contact_sheet(dataset, Path(args.out), per_class=args.per_class)
         console.print(f"contact sheet: {path}")
     return 0
+
+
+def _class_list(names: Sequence[str], limit: int = 10) -> str:
+    if len(names) <= limit:
+        return ", ".join(names)
+    return f"{len(names)} classes ({', '.join(names[:3])}, ..., {names[-1]})"
 
 
 COMMANDS = {"run": command_run, "list": command_list, "datasets": command_datasets}

@@ -14,18 +14,22 @@ def format_cell(mean: float, ci95: float) -> str:
     return f"{mean:.2f} ± {ci95:.2f}"
 
 
+def table_caption(rows: Sequence[dict[str, Any]]) -> str:
+    """What a reader needs to interpret the table: ways, queries, episodes, seeds and the CI formula."""
+    first = rows[0] if rows else {}
+    episodes = sorted({row["episodes"] // max(1, row["seeds"]) for row in rows})
+    seeds = sorted({row["seeds"] for row in rows})
+    return (f"{first.get('way', '?')}-way, {first.get('query', '?')} queries per class, "
+            f"{'/'.join(map(str, episodes))} test episodes × {'/'.join(map(str, seeds))} seed(s), identical "
+            f"for every method. Accuracy in %; {CI_FORMULA}.")
+
+
 def accuracy_table(rows: Sequence[dict[str, Any]], title: str | None = None) -> Table:
     """Rows = method variants (in run order), columns = shots; cells = mean ± 95% CI in percent."""
     shots = sorted({row["shot"] for row in rows})
     labels = list(dict.fromkeys(row["label"] for row in rows))
     by_key = {(row["label"], row["shot"]): row for row in rows}
-    first = rows[0] if rows else {}
-    episodes = sorted({row["episodes"] // max(1, row["seeds"]) for row in rows})
-    seeds = sorted({row["seeds"] for row in rows})
-    caption = (f"{first.get('way', '?')}-way, {first.get('query', '?')} queries per class, "
-               f"{'/'.join(map(str, episodes))} test episodes × {'/'.join(map(str, seeds))} seed(s) "
-               f"(identical episodes for every method). Accuracy in %; {CI_FORMULA}.")
-    table = Table(title=title, caption=caption, caption_justify="left")
+    table = Table(title=title, title_justify="left")
     table.add_column("method", style="bold")
     for shot in shots:
         table.add_column(f"{shot}-shot", justify="right")
@@ -47,3 +51,4 @@ def accuracy_table(rows: Sequence[dict[str, Any]], title: str | None = None) -> 
 
 def print_table(rows: Sequence[dict[str, Any]], console: Console, title: str | None = None) -> None:
     console.print(accuracy_table(rows, title))
+    console.print(table_caption(rows), soft_wrap=True)

@@ -1,0 +1,99 @@
+"""Datasets without code: an image folder per class, or a CSV manifest of ``path,label`` rows.
+
+For any other dataset (CK+, JAFFE, AffectNet, a lab's own). These have no split presets: give the split
+in your config, by class names::
+
+    dataset: image-folder
+    data_root: /data/ckplus
+    split: {train: [happy, sad, surprise, neutral], test: [angry, disgust, fear]}
+
+* ``image-folder``: ``<data-root>/<class name>/*.{png,jpg,jpeg,bmp,...}``;
+* ``csv-manifest``: ``--data-root`` is a CSV file with a header containing ``path`` and ``label`` columns;
+  relative paths are resolved against the CSV's folder; labels are class names (or any strings).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fewshot_bench.cache import cached_arrays, source_key
+from fewshot_bench.data import DatasetPlugin, ImageDataset, as_uint8_nchw
+from fewshot_bench.errors import DatasetError
+from fewshot_bench.imageio import class_folder_files, decode_images
+from fewshot_bench.options import Option
+from fewshot_bench.registry import register_dataset, warn
+
+DECODE_OPTIONS = (
+    Option("size", int, 84, "image side after decoding"),
+    Option("channels", int, 3, "1 (grayscale) or 3 (RGB)", (1, 3)),
+    Option("skip_corrupt", bool, False, "skip unreadable image files (reported) instead of failing"),
+)
+
+
+def decoded_dataset(name: str, items: list[tuple[Path, str]], options: dict[str, Any],
+                    extra_key_files: list[Path] = ()) -> ImageDataset:
+    """Decode (cached) ``(file, class name)`` items into a dataset whose classes are sorted by name."""
+    class_names = sorted({label for _, label in items})
+    paths = [path for path, _ in items]
+    key = source_key([*extra_key_files, *paths], sorted(options.items()))
+
+    def build() -> dict[str, np.ndarray]:
+        decoded = decode_images(paths, options["size"], options["channels"], options["skip_corrupt"])
+        index = {c: i for i, c in enumerate(class_names)}
+        labels = np.array([index[label] for _, label in items], dtype=np.int64)[decoded.kept]
+        return {"images": decoded.images, "labels": labels, "skipped": np.array(decoded.skipped, dtype=str)}
+
+    arrays = cached_arrays(name, key, build)
+    if len(arrays["skipped"]):
+        warn(f"{name}: skipped {len(arrays['skipped'])} unreadable image(s), e.g. {arrays['skipped'][0]}")
+    return ImageDataset(as_uint8_nchw(arrays["images"], name), torch.from_numpy(arrays["labels"]),
+                        class_names, name)
+
+
+@register_dataset("image-folder")
+class ImageFolder(DatasetPlugin):
+    """Any dataset laid out as <data-root>/<class name>/<images>; split from your config."""
+
+    where_to_get = "point --data-root at a folder with one sub-folder of images per class"
+    options = DECODE_OPTIONS
+
+    def load(self, root: Path | None, options: dict[str, Any]) -> ImageDataset:
+        assert root is not None
+        return decoded_dataset("image-folder", class_folder_files(root), options)
+
+
+@register_dataset("csv-manifest")
+class CSVManifest(DatasetPlugin):
+    """Any dataset listed in a CSV of path,label rows; split from your config."""
+
+    where_to_get = "point --data-root at a CSV file with 'path' and 'label' columns"
+    options = DECODE_OPTIONS
+
+    def load(self, root: Path | None, options: dict[str, Any]) -> ImageDataset:
+        assert root is not None
+        if not root.is_file():
+            raise DatasetError(f"csv-manifest needs --data-root to be a CSV file, got folder '{root}'")
+        with root.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            columns = [c.strip() for c in (reader.fieldnames or [])]
+            if "path" not in columns or "label" not in columns:
+                raise DatasetError(f"CSV '{root}' has columns {','.join(columns) or '(none)'}; a manifest needs "
+                                   "'path' and 'label' columns")
+            items = []
+            for number, row in enumerate(reader, start=2):
+                row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
+                if not row["path"] or not row["label"]:
+                    raise DatasetError(f"CSV '{root}' line {number}: empty path or label")
+                path = Path(row["path"])
+                path = path if path.is_absolute() else root.parent / path
+                if not path.is_file():
+                    raise DatasetError(f"CSV '{root}' line {number}: image '{path}' does not exist")
+                items.append((path, row["label"]))
+        if not items:
+            raise DatasetError(f"CSV '{root}' lists no images")
+        return decoded_dataset("csv-manifest", items, options, extra_key_files=[root])
