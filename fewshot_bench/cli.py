@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="train and evaluate methods on identical test episodes")
+    run.add_argument("--resume", metavar="RUN_ID", help="continue a run: its saved config, finished cells kept, "
+                     "interrupted cells resumed from their last checkpoint")
     _add_run_flags(run)
 
     lister = sub.add_parser("list", help="list registered methods, datasets and backbones")
@@ -122,13 +124,25 @@ class ProgressObserver:
 
 def command_run(args: argparse.Namespace) -> int:
     from fewshot_bench.reporting import print_table
-    from fewshot_bench.runner import resolve_variants, run
+    from fewshot_bench.runner import default_run_id, resolve_variants, run
 
     _load_plugins(args.plugin)
     flags = {f.name: getattr(args, f.name) for f in fields(RunConfig) if f.name != "dataset_options"}
     if args.dataset_option:
         flags["dataset_options"] = _key_values(args.dataset_option, "--dataset-option")
-    config = merge(args.config, flags)
+    if args.resume:
+        if args.config:
+            raise ConfigError("--resume continues a run with its own saved config; drop --config")
+        folder = Path(flags["output_dir"] or RunConfig().output_dir) / args.resume
+        if not (folder / "config.yaml").is_file():
+            raise ConfigError(f"no run '{args.resume}' in {folder.parent} (missing {folder / 'config.yaml'}); "
+                              "check the run id and --output-dir")
+        flags["run_id"] = args.resume
+        config = merge(folder / "config.yaml", flags)
+    else:
+        config = merge(args.config, flags)
+    if not config.run_id:
+        config = replace(config, run_id=default_run_id(config))
     out = Console()
     err = _stderr_console()
     total = len(resolve_variants(config)) * len(config.shots) * len(config.seeds)
@@ -139,8 +153,8 @@ def command_run(args: argparse.Namespace) -> int:
         with Progress(*columns, console=err, transient=True) as progress:
             result = run(config, ProgressObserver(progress, err, total))
     except KeyboardInterrupt:
-        err.print("interrupted: finished cells are saved in the run folder; rerun the same command with "
-                  "--run-id to continue")
+        err.print(f"interrupted: finished cells and checkpoints are saved in {config.output_dir}/{config.run_id}; "
+                  f"continue with `bench run --resume {config.run_id}`")
         return 130
     print_table(result.summary, out, title=f"{config.dataset} — split '{result.summary[0]['split']}'")
     out.print(f"results: {result.store.root}")

@@ -44,6 +44,7 @@ class RunConfig:
     output_dir: str = "results/runs"
     run_id: str | None = None
     log_interval: int = 50
+    checkpoint_interval: int = 100
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,6 +76,7 @@ HELP = {
     "output_dir": "where run folders are written",
     "run_id": "name of the run folder (default: timestamp + methods)",
     "log_interval": "training episodes between progress updates of the loss",
+    "checkpoint_interval": "training episodes between checkpoints of a cell (resume point after a crash)",
 }
 
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
@@ -84,11 +86,12 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "test_episodes": (int,), "meta_batch": (int,), "lr": (float,), "lr_step": (int,),
     "lr_gamma": (float,), "val_episodes": (int,), "val_interval": (int,), "seeds": (list,),
     "device": (str,), "output_dir": (str,), "run_id": (str,), "log_interval": (int,),
+    "checkpoint_interval": (int,),
 }
 _LIST_ITEM = {"shots": int, "seeds": int}
 _NULLABLE = {"data_root", "split", "image_size", "channels", "train_way", "train_query", "run_id"}
 _POSITIVE = {"way", "query", "train_episodes", "test_episodes", "meta_batch", "lr_step", "val_interval",
-             "log_interval", "image_size", "train_way", "train_query"}
+             "log_interval", "checkpoint_interval", "image_size", "train_way", "train_query"}
 
 
 def _coerce(key: str, value: Any) -> Any:

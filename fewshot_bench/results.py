@@ -116,6 +116,9 @@ class RunStore:
     def save_cell(self, cell_id: str, record: dict[str, Any]) -> None:
         atomic_write_text(self.cell_path(cell_id), json.dumps(record, indent=1) + "\n")
 
+    def checkpoint(self, cell_id: str) -> "CellCheckpoint":
+        return CellCheckpoint(self.root / "checkpoints" / f"{cell_id}.pt")
+
     def load_cell(self, cell_id: str) -> dict[str, Any]:
         return json.loads(self.cell_path(cell_id).read_text())
 
@@ -165,3 +168,35 @@ def summary_rows(cells: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             "train_episodes": members[0]["train_episodes"],
         })
     return rows
+
+
+class CellCheckpoint:
+    """The training state of one cell while it trains, then its final weights (``checkpoints/<cell>.pt``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved training state, or None when there is none (or only a finished cell's final weights)."""
+        import torch
+
+        if not self.path.exists():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # an unreadable checkpoint costs the cell's progress, never the run
+            from fewshot_bench.registry import warn
+
+            warn(f"checkpoint '{self.path}' is unreadable ({type(exc).__name__}); the cell restarts from scratch")
+            return None
+        return state if "optimiser" in state else None
+
+    def save(self, state: dict[str, Any]) -> None:
+        import torch
+
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        atomic_write_bytes(self.path, buffer.getvalue())
+
+    def save_final(self, model_state: dict[str, Any]) -> None:
+        self.save({"model": model_state})

@@ -21,7 +21,7 @@ from fewshot_bench.evaluation import evaluate
 from fewshot_bench.method import MethodVariant, parameter_count, resolve_variant
 from fewshot_bench.options import Spec
 from fewshot_bench.protocol import Protocol, prepare
-from fewshot_bench.results import RunStore, environment_info
+from fewshot_bench.results import CellCheckpoint, RunStore, environment_info
 from fewshot_bench.tasks import TaskBuilder, channel_statistics
 from fewshot_bench.training import TrainSettings, train
 
@@ -92,7 +92,7 @@ def run(config: RunConfig, observer: RunObserver | None = None) -> RunResult:
     builder = TaskBuilder(protocol.dataset, device, mean, std)
     settings = TrainSettings(episodes=config.train_episodes, meta_batch=config.meta_batch, lr=config.lr,
                              lr_step=config.lr_step, lr_gamma=config.lr_gamma, log_interval=config.log_interval,
-                             val_interval=config.val_interval)
+                             val_interval=config.val_interval, checkpoint_interval=config.checkpoint_interval)
 
     for seed in config.seeds:
         for shot in config.shots:
@@ -107,7 +107,7 @@ def run(config: RunConfig, observer: RunObserver | None = None) -> RunResult:
                     continue
                 observer.cell_started(variant.label, shot, seed, config.train_episodes, config.test_episodes)
                 record = run_cell(variant, protocol, builder, settings, shot, seed, test_episodes, val_episodes,
-                                  device, observer)
+                                  device, observer, store.checkpoint(cid))
                 record.update(dataset=config.dataset, split=protocol.split.name,
                               test_episodes_file=f"episodes/{setting}.npz",
                               test_episodes_sha=test_episodes.fingerprint())
@@ -119,7 +119,7 @@ def run(config: RunConfig, observer: RunObserver | None = None) -> RunResult:
 
 # Keys that may change between invocations writing into the same run folder: they add cells or change
 # only how the run is executed, not what any existing cell means.
-GRID_KEYS = {"methods", "shots", "seeds", "device", "log_interval", "output_dir", "run_id"}
+GRID_KEYS = {"methods", "shots", "seeds", "device", "log_interval", "checkpoint_interval", "output_dir", "run_id"}
 
 
 def check_compatible(store: RunStore, config: RunConfig) -> None:
@@ -139,15 +139,17 @@ def check_compatible(store: RunStore, config: RunConfig) -> None:
 
 def run_cell(variant: MethodVariant, protocol: Protocol, builder: TaskBuilder, settings: TrainSettings,
              shot: int, seed: int, test_episodes, val_episodes, device: torch.device,
-             observer: RunObserver) -> dict[str, Any]:
+             observer: RunObserver, checkpoint: CellCheckpoint | None = None) -> dict[str, Any]:
     """Train one variant for one (shot, seed) and evaluate it on the setting's fixed test episodes."""
     torch.manual_seed(seed)
     method = variant.build(protocol.dataset.image_shape).to(device, memory_format=torch.channels_last)
     history = train(method, protocol.train_sampler(shot, seed), builder, settings,
                     allowed_class_ids=protocol.train_ids, labels=protocol.labels,
                     class_names=protocol.class_names, val_episodes=val_episodes,
-                    progress=observer.trained)
+                    progress=observer.trained, checkpointer=checkpoint)
     result = evaluate(method, builder, test_episodes, progress=observer.evaluated)
+    if checkpoint is not None:
+        checkpoint.save_final({k: v.detach().cpu() for k, v in method.state_dict().items()})
     return {
         "label": variant.label,
         "method": variant.name,

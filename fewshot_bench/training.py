@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Protocol
 
 import torch
 
@@ -26,6 +26,7 @@ class TrainSettings:
     lr_gamma: float = 0.5
     log_interval: int = 50
     val_interval: int = 500
+    checkpoint_interval: int = 100
 
 
 @dataclass
@@ -43,6 +44,13 @@ class TrainHistory:
 ProgressCallback = Callable[[int, float | None], None]
 
 
+class Checkpointer(Protocol):
+    """Where a cell's training state goes, so a killed run resumes where it stopped."""
+
+    def load(self) -> dict[str, Any] | None: ...
+    def save(self, state: dict[str, Any]) -> None: ...
+
+
 def train(
     method: FewShotMethod,
     sampler: EpisodeSampler,
@@ -54,12 +62,17 @@ def train(
     class_names: list[str],
     val_episodes: EpisodeSet | None = None,
     progress: ProgressCallback | None = None,
+    checkpointer: Checkpointer | None = None,
 ) -> TrainHistory:
     """Meta-train ``method`` on episodes from ``sampler`` with Adam and a step learning-rate schedule.
 
     With ``val_episodes`` the weights with the best validation accuracy are kept (model selection on
     validation classes only). Losses are accumulated on the device and read once per log interval so the
     episode loop never waits for the device.
+
+    With a ``checkpointer`` the complete training state (weights, optimiser, schedule, episode sampler and
+    torch RNG states, counters, curves) is saved at log boundaries every ``checkpoint_interval`` episodes,
+    and a saved state is resumed from, so an interrupted cell ends with exactly the same weights.
     """
     history = TrainHistory()
     optimiser = torch.optim.Adam(method.parameters(), lr=settings.lr)
@@ -69,6 +82,21 @@ def train(
     running = torch.zeros((), device=builder.device)
     since_log = 0
     done = 0
+    last_checkpoint = 0
+    elapsed_before = 0.0
+    saved = checkpointer.load() if checkpointer is not None else None
+    if saved is not None:
+        method.load_state_dict(saved["model"])
+        optimiser.load_state_dict(saved["optimiser"])
+        scheduler.load_state_dict(saved["scheduler"])
+        sampler.set_state(saved["sampler"])
+        torch.set_rng_state(saved["torch_rng"])
+        done = last_checkpoint = saved["done"]
+        history = TrainHistory(**saved["history"])
+        best_state, best_accuracy = saved["best_state"], saved["best_accuracy"]
+        elapsed_before = history.seconds
+        if progress is not None:
+            progress(done, history.losses[-1] if history.losses else None)
     start = time.perf_counter()
     method.train()
     while done < settings.episodes:
@@ -102,7 +130,16 @@ def train(
                 best_state = copy.deepcopy(method.state_dict())
         if progress is not None:
             progress(batch, logged)
+        if (checkpointer is not None and at_log and done < settings.episodes
+                and done - last_checkpoint >= settings.checkpoint_interval):
+            history.seconds = elapsed_before + time.perf_counter() - start
+            checkpointer.save({
+                "model": method.state_dict(), "optimiser": optimiser.state_dict(),
+                "scheduler": scheduler.state_dict(), "sampler": sampler.state(), "torch_rng": torch.get_rng_state(),
+                "done": done, "history": asdict(history), "best_state": best_state, "best_accuracy": best_accuracy,
+            })
+            last_checkpoint = done
     if best_state is not None:
         method.load_state_dict(best_state)
-    history.seconds = time.perf_counter() - start
+    history.seconds = elapsed_before + time.perf_counter() - start
     return history

@@ -1,0 +1,93 @@
+"""Interrupted runs resume to exactly the numbers of an uninterrupted run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO, tiny_run_flags
+from fewshot_bench.config import merge
+from fewshot_bench.results import atomic_write_text
+from fewshot_bench.runner import SilentObserver, run
+
+
+class StopAfter(SilentObserver):
+    """Interrupts training (like Ctrl-C) once ``limit`` episodes of the current run have been trained."""
+
+    def __init__(self, limit):
+        self.limit, self.seen = limit, 0
+
+    def trained(self, episodes, loss):
+        self.seen += episodes
+        if self.seen >= self.limit:
+            raise KeyboardInterrupt
+
+
+def accuracies(store):
+    return {(c["label"], c["shot"], c["seed"]): c["accuracies"] for c in store.load_cells()}
+
+
+FLAGS = dict(methods=["protonet", "crn"], shots=[1], train_episodes=12, log_interval=2, checkpoint_interval=4,
+             test_episodes=8)
+
+
+def test_interrupted_training_resumes_to_identical_per_episode_accuracies(tmp_path):
+    reference = run(merge(None, tiny_run_flags(tmp_path, run_id="straight", **FLAGS)))
+    config = merge(None, tiny_run_flags(tmp_path, run_id="interrupted", **FLAGS))
+    with pytest.raises(KeyboardInterrupt):
+        run(config, StopAfter(7))  # protonet: checkpoint at episode 4, killed at 7
+    checkpoints = list((tmp_path / "runs" / "interrupted" / "checkpoints").glob("*.pt"))
+    assert len(checkpoints) == 1
+    with pytest.raises(KeyboardInterrupt):
+        run(config, StopAfter(12 - 4 + 9))  # resumes protonet at 4, finishes it, crn killed at 9
+    resumed = run(config)
+    assert accuracies(resumed.store) == accuracies(reference.store)
+    first = resumed.store.load_cells()[0]
+    assert first["loss_curve"] == next(c for c in reference.store.load_cells()
+                                       if c["label"] == first["label"])["loss_curve"]
+
+
+def test_atomic_write_leaves_the_previous_file_on_a_crash(tmp_path, monkeypatch):
+    target = tmp_path / "cell.json"
+    atomic_write_text(target, '{"ok": 1}')
+
+    def crash(*args, **kwargs):
+        raise OSError("disk vanished mid-write")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        atomic_write_text(target, '{"ok": 2, "half": ')
+    assert json.loads(target.read_text()) == {"ok": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["cell.json"]  # no temporary file left behind
+
+
+def test_sigkill_of_a_real_bench_run_then_resume(tmp_path):
+    def command(run_id):
+        return [sys.executable, "-m", "fewshot_bench", "run", "--methods", "protonet", "--shots", "1,2",
+                "--query", "3", "--train-episodes", "60", "--log-interval", "2", "--checkpoint-interval", "4",
+                "--test-episodes", "8", "--dataset-option", "total=500", "--dataset-option", "size=24",
+                "--output-dir", str(tmp_path / "runs"), "--run-id", run_id, "--device", "cpu"]
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    subprocess.run(command("straight"), check=True, capture_output=True, env=env, timeout=300)
+    process = subprocess.Popen(command("killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    folder = tmp_path / "runs" / "killed"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((folder / "checkpoints").glob("*.pt")):
+        time.sleep(0.05)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (folder / "summary.csv").exists(), "the run finished before it could be killed"
+    resumed = subprocess.run(command("killed")[:4] + ["--resume", "killed", "--output-dir", str(tmp_path / "runs")],
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    from fewshot_bench.results import RunStore
+
+    straight = accuracies(RunStore(tmp_path / "runs" / "straight"))
+    assert accuracies(RunStore(folder)) == straight and len(straight) == 2
