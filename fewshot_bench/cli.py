@@ -52,6 +52,33 @@ def build_parser() -> argparse.ArgumentParser:
     lister.add_argument("--plugin", action="append", default=[], metavar="FILE", help="also load this plugin file")
     lister.add_argument("--options", action="store_true", help="show every option with its default")
 
+    board = sub.add_parser("leaderboard", help="aggregate every run into results/leaderboard.csv")
+    board.add_argument("sources", nargs="*", help="run folders or folders of runs (default: results/runs)")
+    board.add_argument("--out", default="results/leaderboard.csv", help="CSV to (re)write")
+    board.add_argument("--dataset")
+    board.add_argument("--way", type=int)
+    board.add_argument("--shot", type=int)
+    board.add_argument("--method", help="method name or variant label")
+
+    table = sub.add_parser("table", help="accuracy table of a run or of the leaderboard")
+    table.add_argument("source", help="a run id, a run folder, 'leaderboard', or a leaderboard CSV")
+    table.add_argument("--format", choices=["console", "markdown", "latex", "csv"], default="console")
+    table.add_argument("--test", choices=["t", "wilcoxon"], default="t", help="paired test for ties with the best")
+    table.add_argument("--correction", choices=["holm", "bonferroni", "none"], default="holm")
+    table.add_argument("--output-dir", default=RunConfig().output_dir, help="where run folders live")
+
+    compare = sub.add_parser("compare", help="paired comparison of every method with a baseline on the same episodes")
+    compare.add_argument("run", help="a run id or run folder")
+    compare.add_argument("--baseline", required=True, help="variant label of the baseline, e.g. protonet")
+    compare.add_argument("--test", choices=["t", "wilcoxon"], default="t")
+    compare.add_argument("--correction", choices=["holm", "bonferroni", "none"], default="holm")
+    compare.add_argument("--output-dir", default=RunConfig().output_dir)
+
+    plot = sub.add_parser("plot", help="figures of a run (PNG and PDF)")
+    plot.add_argument("run", help="a run id or run folder")
+    plot.add_argument("--out", help="folder for the figures (default: <run>/figures)")
+    plot.add_argument("--output-dir", default=RunConfig().output_dir)
+
     datasets = sub.add_parser("datasets", help="inspect datasets")
     dsub = datasets.add_subparsers(dest="datasets_command", metavar="ACTION")
     show = dsub.add_parser("show", help="print class counts and split presets; write a contact sheet")
@@ -123,8 +150,8 @@ class ProgressObserver:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from fewshot_bench.reporting import print_table
     from fewshot_bench.runner import default_run_id, resolve_variants, run
+    from fewshot_bench.tables import render_console, table_from_cells
 
     _load_plugins(args.plugin)
     flags = {f.name: getattr(args, f.name) for f in fields(RunConfig) if f.name != "dataset_options"}
@@ -156,7 +183,8 @@ def command_run(args: argparse.Namespace) -> int:
         err.print(f"interrupted: finished cells and checkpoints are saved in {config.output_dir}/{config.run_id}; "
                   f"continue with `bench run --resume {config.run_id}`")
         return 130
-    print_table(result.summary, out, title=f"{config.dataset} — split '{result.summary[0]['split']}'")
+    out.print(f"[bold]{config.dataset}[/], split '{result.summary[0]['split']}'")
+    render_console(table_from_cells(result.store.load_cells(), result.summary), out)
     out.print(f"results: {result.store.root}")
     return 0
 
@@ -219,13 +247,83 @@ def command_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def resolve_run(reference: str, output_dir: str) -> Path:
+    """A run folder from a run id (under ``output_dir``) or a path."""
+    for candidate in (Path(reference), Path(output_dir) / reference):
+        if (candidate / "cells").is_dir():
+            return candidate
+    raise ConfigError(f"no run '{reference}' (looked for {Path(output_dir) / reference}/cells); "
+                      f"list runs with `ls {output_dir}`")
+
+
+def _run_cells(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    from fewshot_bench.leaderboard import load_cells
+    from fewshot_bench.results import summary_rows
+
+    cells = load_cells([folder])
+    if not cells:
+        raise ConfigError(f"run '{folder}' has no finished cells yet")
+    return cells, summary_rows(cells)
+
+
+def command_leaderboard(args: argparse.Namespace) -> int:
+    from fewshot_bench.leaderboard import write_leaderboard
+
+    sources = [Path(p) for p in args.sources] or [Path(RunConfig().output_dir)]
+    rows = write_leaderboard(sources, Path(args.out), dataset=args.dataset, way=args.way, shot=args.shot,
+                             method=args.method)
+    Console().print(f"{args.out}: {len(rows)} rows from {len({r for row in rows for r in row['run_ids'].split(';')})} run(s)")
+    return 0
+
+
+def command_table(args: argparse.Namespace) -> int:
+    from fewshot_bench.leaderboard import read_leaderboard
+    from fewshot_bench.tables import render_console, render_csv, render_latex, render_markdown, table_from_cells, \
+        table_from_rows
+
+    if args.source == "leaderboard" or args.source.endswith(".csv"):
+        path = Path("results/leaderboard.csv") if args.source == "leaderboard" else Path(args.source)
+        table = table_from_rows(read_leaderboard(path))
+    else:
+        cells, rows = _run_cells(resolve_run(args.source, args.output_dir))
+        table = table_from_cells(cells, rows, test=args.test, correction=args.correction)
+    if args.format == "console":
+        render_console(table, Console())
+    else:
+        renderer = {"markdown": render_markdown, "latex": render_latex, "csv": render_csv}[args.format]
+        sys.stdout.write(renderer(table))
+    return 0
+
+
+def command_compare(args: argparse.Namespace) -> int:
+    from fewshot_bench.comparison import compare_with_baseline, render_comparison
+
+    cells, _ = _run_cells(resolve_run(args.run, args.output_dir))
+    results = compare_with_baseline(cells, args.baseline, test=args.test, correction=args.correction)
+    render_comparison(results, args.baseline, args.test, args.correction, Console())
+    return 0
+
+
+def command_plot(args: argparse.Namespace) -> int:
+    from fewshot_bench.plots import plot_run
+
+    folder = resolve_run(args.run, args.output_dir)
+    cells, rows = _run_cells(folder)
+    paths = plot_run(cells, rows, Path(args.out) if args.out else folder / "figures")
+    for path in paths:
+        Console().print(str(path))
+    return 0
+
+
 def _class_list(names: Sequence[str], limit: int = 10) -> str:
     if len(names) <= limit:
         return ", ".join(names)
     return f"{len(names)} classes ({', '.join(names[:3])}, ..., {names[-1]})"
 
 
-COMMANDS = {"run": command_run, "list": command_list, "datasets": command_datasets}
+COMMANDS = {"run": command_run, "list": command_list, "datasets": command_datasets,
+            "leaderboard": command_leaderboard, "table": command_table, "compare": command_compare,
+            "plot": command_plot}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from fewshot_bench.evaluation import evaluate
 from fewshot_bench.method import MethodVariant, parameter_count, resolve_variant
 from fewshot_bench.options import Spec
 from fewshot_bench.protocol import Protocol, prepare
+from fewshot_bench.registry import METHODS
 from fewshot_bench.results import CellCheckpoint, RunStore, environment_info
 from fewshot_bench.tasks import TaskBuilder, channel_statistics
 from fewshot_bench.training import TrainSettings, train
@@ -153,6 +154,8 @@ def run_cell(variant: MethodVariant, protocol: Protocol, builder: TaskBuilder, s
     return {
         "label": variant.label,
         "method": variant.name,
+        "method_source": METHODS.entry(variant.name).source,
+        "method_version": METHODS.entry(variant.name).version,
         "options": {k: v for k, v in variant.options},
         "backbone": variant.option_dict["backbone"],
         "way": protocol.way,

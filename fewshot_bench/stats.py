@@ -47,3 +47,67 @@ def summarize(per_seed: Mapping[int, np.ndarray]) -> AccuracySummary:
     seed_std = float(seed_means.std(ddof=1)) if len(seed_means) > 1 else 0.0
     return AccuracySummary(float(pooled.mean()), ci95(pooled), float(pooled.std()), int(pooled.size),
                            len(per_seed), seed_std)
+
+
+@dataclass(frozen=True)
+class PairedResult:
+    """A paired comparison of two methods on the same episodes (differences a − b, in percent points).
+
+    Attributes:
+        mean_diff: mean of the per-episode differences.
+        ci95: half-width of the Student-t 95% CI of ``mean_diff``.
+        p_value: two-sided p-value of the paired test.
+        n: number of paired episodes.
+        test: "t" (paired t-test) or "wilcoxon" (signed-rank).
+    """
+
+    mean_diff: float
+    ci95: float
+    p_value: float
+    n: int
+    test: str
+
+
+def paired_test(a: np.ndarray, b: np.ndarray, test: str = "t") -> PairedResult:
+    """Compare per-episode accuracies ``a`` and ``b`` (fractions) measured on the same episodes."""
+    from scipy import stats
+
+    # Tests run on the accuracies as given: scaling to percent first would perturb tied |differences|
+    # in the last bit and change Wilcoxon's ranks.
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.size < 2:
+        raise ValueError("paired tests need two equally long vectors of at least 2 episodes")
+    diff = (a - b) * 100.0
+    n = diff.size
+    sd = diff.std(ddof=1)
+    constant = sd <= 1e-9 * max(1.0, abs(diff.mean()))  # every episode differs by the same amount
+    half = 0.0 if constant else float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
+    if not np.any(np.abs(diff) > 1e-9):
+        p = 1.0
+    elif test == "t":
+        p = 0.0 if constant else float(stats.ttest_rel(a, b).pvalue)
+    elif test == "wilcoxon":
+        p = float(stats.wilcoxon(a, b).pvalue)
+    else:
+        raise ValueError(f"unknown paired test '{test}'; use t or wilcoxon")
+    return PairedResult(float(diff.mean()), half, p, n, test)
+
+
+def adjust_pvalues(pvalues: list[float], method: str = "holm") -> list[float]:
+    """Multiple-comparison correction: Holm (step-down, default), Bonferroni, or none."""
+    p = np.asarray(pvalues, dtype=np.float64)
+    m = p.size
+    if m == 0 or method == "none":
+        return p.tolist()
+    if method == "bonferroni":
+        return np.minimum(p * m, 1.0).tolist()
+    if method != "holm":
+        raise ValueError(f"unknown correction '{method}'; use holm, bonferroni or none")
+    order = np.argsort(p)
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[index]))
+        adjusted[index] = running
+    return adjusted.tolist()

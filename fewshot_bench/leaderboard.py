@@ -1,0 +1,139 @@
+"""The leaderboard: every finished cell under ``results/`` aggregated into one CSV.
+
+One row per (method variant, dataset, split, way, shot, query, backbone). Columns (documented in the
+README): identification, accuracy (mean, ci95, std, episodes, seeds, seed_std), cost (params,
+train_episodes, train_seconds and eval_seconds per cell), provenance (device, versions, run ids,
+timestamp). Rows are sorted by setting, then best first. When several runs hold the same seed of the same
+row, the most recently finished cell is used, so rerunning is idempotent and never double-counts.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from fewshot_bench.errors import BenchError
+from fewshot_bench.results import atomic_write_text
+from fewshot_bench.stats import summarize
+
+COLUMNS = ["dataset", "split", "way", "shot", "query", "label", "method", "backbone", "mean", "ci95", "std",
+           "episodes", "seeds", "seed_std", "params", "train_episodes", "train_seconds", "eval_seconds", "device",
+           "torch", "python", "fewshot_bench", "method_version", "run_ids", "timestamp"]
+SETTING = ("dataset", "split", "way", "shot", "query")
+KEY = (*SETTING, "label", "backbone")
+
+
+def run_folders(paths: Iterable[Path]) -> list[Path]:
+    """Run folders (those holding ``cells/``) at or directly below each path."""
+    found = []
+    for path in paths:
+        path = Path(path)
+        if (path / "cells").is_dir():
+            found.append(path)
+        elif path.is_dir():
+            found.extend(sorted(p.parent for p in path.glob("*/cells") if p.is_dir()))
+            found.extend(sorted(p.parent for p in path.glob("runs/*/cells") if p.is_dir()))
+    return sorted(set(found))
+
+
+def load_cells(folders: Iterable[Path]) -> list[dict[str, Any]]:
+    """Every finished cell, annotated with its run id and the run's environment."""
+    cells = []
+    for folder in run_folders(folders):
+        environment = {}
+        if (folder / "environment.json").is_file():
+            environment = json.loads((folder / "environment.json").read_text())
+        for path in sorted((folder / "cells").glob("*.json")):
+            cell = json.loads(path.read_text())
+            cell["run_id"] = folder.name
+            cell["environment"] = environment
+            cells.append(cell)
+    return cells
+
+
+def leaderboard_rows(cells: Iterable[dict[str, Any]], dataset: str | None = None, way: int | None = None,
+                     shot: int | None = None, method: str | None = None) -> list[dict[str, Any]]:
+    """Aggregate cells into leaderboard rows, optionally filtered."""
+    latest: dict[tuple, dict[str, Any]] = {}
+    for cell in cells:
+        if dataset and cell["dataset"] != dataset or way and cell["way"] != way or shot and cell["shot"] != shot:
+            continue
+        if method and method not in (cell["method"], cell["label"]):
+            continue
+        key = tuple(cell[k] for k in KEY) + (cell["seed"],)
+        stamp = (cell.get("finished", ""), cell["run_id"])
+        if key not in latest or stamp > (latest[key].get("finished", ""), latest[key]["run_id"]):
+            latest[key] = cell
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for cell in latest.values():
+        groups.setdefault(tuple(cell[k] for k in KEY), []).append(cell)
+    rows = []
+    for key, members in groups.items():
+        members.sort(key=lambda c: c["seed"])
+        summary = summarize({c["seed"]: np.asarray(c["accuracies"]) for c in members})
+        env = members[-1]["environment"]
+        rows.append({
+            **dict(zip(KEY, key)), "method": members[0]["method"], "mean": summary.mean, "ci95": summary.ci95,
+            "std": summary.std, "episodes": summary.n_episodes, "seeds": summary.n_seeds, "seed_std": summary.seed_std,
+            "params": members[0]["params"], "train_episodes": members[0]["train_episodes"],
+            "train_seconds": float(np.mean([c["train_seconds"] for c in members])),
+            "eval_seconds": float(np.mean([c["eval_seconds"] for c in members])),
+            "device": members[-1].get("device", ""), "torch": env.get("torch", ""), "python": env.get("python", ""),
+            "fewshot_bench": env.get("fewshot_bench", ""), "method_version": members[-1].get("method_version", ""),
+            "run_ids": ";".join(sorted({c["run_id"] for c in members})),
+            "timestamp": max(c.get("finished", "") for c in members),
+        })
+    rows.sort(key=lambda r: (*(str(r[k]) if k in ("dataset", "split") else r[k] for k in SETTING), -r["mean"], r["label"]))
+    return rows
+
+
+def render_csv(rows: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
+    return out.getvalue()
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock beside ``path``, so concurrent writers take turns."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def write_leaderboard(sources: list[Path], out: Path, **filters: Any) -> list[dict[str, Any]]:
+    """Rebuild ``out`` from every run under ``sources``; atomic and serialised between processes."""
+    with locked(out):
+        rows = leaderboard_rows(load_cells(sources), **filters)
+        if not rows:
+            raise BenchError(f"no finished cells found under {', '.join(map(str, sources))}; run `bench run` first")
+        atomic_write_text(out, render_csv(rows))
+    return rows
+
+
+def read_leaderboard(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise BenchError(f"leaderboard '{path}' does not exist; create it with `bench leaderboard`")
+    rows = []
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            for key in ("way", "shot", "query", "episodes", "seeds", "params", "train_episodes"):
+                row[key] = int(row[key])
+            for key in ("mean", "ci95", "std", "seed_std", "train_seconds", "eval_seconds"):
+                row[key] = float(row[key])
+            rows.append(row)
+    return rows

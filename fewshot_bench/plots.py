@@ -1,0 +1,123 @@
+"""Figures of a run (matplotlib, PNG and PDF): accuracy vs shots, training curves, per-class accuracy.
+
+Colours are the Okabe–Ito palette (colour-blind safe), every line also has its own marker, axes carry
+units, and each figure states the episodes and CI it shows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 10, "axes.spines.top": False, "axes.spines.right": False})
+    return plt
+
+
+def _save(fig, out: Path, name: str) -> list[Path]:
+    paths = []
+    for suffix in (".png", ".pdf"):
+        path = out / f"{name}{suffix}"
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+        paths.append(path)
+    return paths
+
+
+def accuracy_vs_shots(rows: Sequence[dict[str, Any]], out: Path) -> list[Path]:
+    plt = _pyplot()
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for i, label in enumerate(labels):
+        mine = sorted((r for r in rows if r["label"] == label), key=lambda r: r["shot"])
+        ax.errorbar([r["shot"] for r in mine], [r["mean"] for r in mine], yerr=[r["ci95"] for r in mine],
+                    label=label, color=OKABE_ITO[i % len(OKABE_ITO)], marker=MARKERS[i % len(MARKERS)],
+                    capsize=3, linewidth=1.5)
+    way = rows[0]["way"]
+    ax.axhline(100 / way, color="grey", linestyle=":", linewidth=1, label=f"chance ({100 / way:.1f} %)")
+    ax.set_xlabel("shots per class (K)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_xticks(sorted({r["shot"] for r in rows}))
+    ax.set_title(f"{rows[0]['dataset']}: {way}-way accuracy, mean ± 95% CI", fontsize=10)
+    ax.legend(fontsize=8, frameon=False, loc="best")
+    paths = _save(fig, out, "accuracy_vs_shots")
+    plt.close(fig)
+    return paths
+
+
+def training_curves(cells: Sequence[dict[str, Any]], out: Path) -> list[Path]:
+    plt = _pyplot()
+    shots = sorted({c["shot"] for c in cells})
+    has_val = any(c["val_curve"]["episode"] for c in cells)
+    fig, axes = plt.subplots(1 + has_val, len(shots), figsize=(4.2 * len(shots), 3.4 * (1 + has_val)), squeeze=False)
+    labels = list(dict.fromkeys(c["label"] for c in cells))
+    for col, shot in enumerate(shots):
+        for i, label in enumerate(labels):
+            mine = [c for c in cells if c["label"] == label and c["shot"] == shot]
+            if not mine:
+                continue
+            episodes = mine[0]["loss_curve"]["episode"]
+            losses = np.mean([c["loss_curve"]["loss"] for c in mine if len(c["loss_curve"]["loss"]) == len(episodes)], 0)
+            style = dict(color=OKABE_ITO[i % len(OKABE_ITO)], marker=MARKERS[i % len(MARKERS)], markevery=0.2)
+            axes[0][col].plot(episodes, losses, label=label, **style)
+            if has_val and mine[0]["val_curve"]["episode"]:
+                axes[1][col].plot(mine[0]["val_curve"]["episode"], np.array(mine[0]["val_curve"]["accuracy"]) * 100,
+                                  label=label, **style)
+        axes[0][col].set_yscale("log")
+        axes[0][col].set_title(f"{shot}-shot", fontsize=10)
+        axes[0][col].set_xlabel("training episodes")
+        axes[0][col].set_ylabel("training loss (log scale, mean over seeds)")
+        if has_val:
+            axes[1][col].set_xlabel("training episodes")
+            axes[1][col].set_ylabel("validation accuracy (%)")
+    axes[0][-1].legend(fontsize=8, frameon=False)
+    fig.suptitle("Training curves (each method's own loss: CE, NLL or MSE + terms)", fontsize=10)
+    fig.tight_layout()
+    paths = _save(fig, out, "training_curves")
+    plt.close(fig)
+    return paths
+
+
+def per_class_accuracy(cells: Sequence[dict[str, Any]], out: Path) -> list[Path]:
+    plt = _pyplot()
+    shots = sorted({c["shot"] for c in cells})
+    labels = list(dict.fromkeys(c["label"] for c in cells))
+    classes = sorted({name for c in cells for name in c["class_accuracy"]})
+    fig, axes = plt.subplots(1, len(shots), figsize=(max(4.5, 1.2 * len(classes) * len(labels) / 2) * len(shots) / 1.5,
+                                                     3.6), squeeze=False)
+    width = 0.8 / len(labels)
+    for col, shot in enumerate(shots):
+        ax = axes[0][col]
+        for i, label in enumerate(labels):
+            mine = [c for c in cells if c["label"] == label and c["shot"] == shot]
+            if not mine:
+                continue
+            values = [np.mean([c["class_accuracy"].get(name, np.nan) for c in mine]) * 100 for name in classes]
+            ax.bar(np.arange(len(classes)) + (i - (len(labels) - 1) / 2) * width, values, width, label=label,
+                   color=OKABE_ITO[i % len(OKABE_ITO)], hatch=["", "//", "..", "xx", "\\\\", "--", "++", "oo"][i % 8],
+                   edgecolor="white", linewidth=0.5)
+        ax.set_xticks(np.arange(len(classes)), classes)
+        ax.set_ylabel("accuracy on the class's queries (%)")
+        ax.set_title(f"per test class, {shot}-shot", fontsize=10)
+        ax.set_ylim(0, 100)
+    axes[0][-1].legend(fontsize=8, frameon=False, loc="upper right")
+    fig.tight_layout()
+    paths = _save(fig, out, "per_class_accuracy")
+    plt.close(fig)
+    return paths
+
+
+def plot_run(cells: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]], out: Path) -> list[Path]:
+    """Write every figure of a run into ``out``; returns the written files."""
+    out.mkdir(parents=True, exist_ok=True)
+    return [*accuracy_vs_shots(rows, out), *training_curves(cells, out), *per_class_accuracy(cells, out)]

@@ -1,0 +1,164 @@
+"""Leaderboard, paired statistics, tables and plots, on hand-made run folders."""
+
+import csv
+import json
+import multiprocessing
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from fewshot_bench.cli import main
+from fewshot_bench.leaderboard import COLUMNS, load_cells, write_leaderboard
+from fewshot_bench.results import summary_rows
+from fewshot_bench.stats import adjust_pvalues, ci95, paired_test
+from fewshot_bench.tables import render_latex, render_markdown, table_from_cells, table_from_rows
+
+A = np.array([0.6, 0.8, 0.4, 0.9, 0.7, 0.5, 0.6, 0.8])
+B = np.array([0.5, 0.7, 0.5, 0.6, 0.6, 0.5, 0.4, 0.7])
+
+
+def make_cell(label, shot, seed, accuracies, finished="2026-01-01T00:00:00", **extra):
+    cell = {"label": label, "method": label.split("[")[0], "options": {}, "backbone": "conv4", "dataset": "toy",
+            "split": "paper", "way": 3, "shot": shot, "query": 15, "seed": seed, "params": 1000,
+            "train_episodes": 10, "train_seconds": 1.0, "eval_seconds": 0.5, "device": "cpu", "finished": finished,
+            "accuracies": list(map(float, accuracies)), "loss_curve": {"episode": [5, 10], "loss": [1.0, 0.5]},
+            "val_curve": {"episode": [], "accuracy": [], "selected_episode": None},
+            "class_accuracy": {"angry": 0.5, "disgust": 0.6, "fear": 0.7}, "method_version": "0.1.0"}
+    cell.update(extra)
+    return cell
+
+
+def write_run(root: Path, run_id: str, cells):
+    folder = root / run_id / "cells"
+    folder.mkdir(parents=True)
+    (root / run_id / "environment.json").write_text(json.dumps({"torch": "2.x", "python": "3.11",
+                                                                "fewshot_bench": "0.1.0"}))
+    for i, cell in enumerate(cells):
+        (folder / f"{i}.json").write_text(json.dumps(cell))
+    return root / run_id
+
+
+# ------------------------------------------------------------------------------------------- statistics
+def test_paired_t_test_and_ci_match_scipy():
+    result = paired_test(A, B, "t")
+    diff = (A - B) * 100
+    assert result.mean_diff == pytest.approx(diff.mean())
+    assert result.p_value == pytest.approx(stats.ttest_rel(A, B).pvalue)
+    assert result.ci95 == pytest.approx(stats.t.ppf(0.975, 7) * diff.std(ddof=1) / np.sqrt(8))
+    assert paired_test(A, B, "wilcoxon").p_value == pytest.approx(stats.wilcoxon(A, B).pvalue)
+    assert paired_test(A, A).p_value == 1.0
+
+
+def test_holm_and_bonferroni_corrections():
+    p = [0.01, 0.04, 0.03, 0.5]
+    assert adjust_pvalues(p, "holm") == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert adjust_pvalues(p, "bonferroni") == pytest.approx([0.04, 0.16, 0.12, 1.0])
+    assert adjust_pvalues(p, "none") == p
+
+
+def test_ci95_against_numpy_on_a_fixed_vector():
+    assert ci95(A) == pytest.approx(1.96 * np.std(A) / np.sqrt(len(A)))
+
+
+# ------------------------------------------------------------------------------------------ leaderboard
+def test_leaderboard_columns_sorting_dedup_and_idempotence(tmp_path):
+    runs = tmp_path / "runs"
+    write_run(runs, "r1", [make_cell("protonet", 1, 0, B), make_cell("crn", 1, 0, A)])
+    # r2 repeats protonet seed 0 (newer: replaces r1's) and adds seed 1
+    write_run(runs, "r2", [make_cell("protonet", 1, 0, A, finished="2026-02-01T00:00:00"),
+                           make_cell("protonet", 1, 1, B, finished="2026-02-01T00:00:00")])
+    out = tmp_path / "leaderboard.csv"
+    write_leaderboard([runs], out)
+    first = out.read_text()
+    write_leaderboard([runs], out)
+    assert out.read_text() == first
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == COLUMNS
+    assert [r["label"] for r in rows] == ["crn", "protonet"]  # best first within the setting
+    proto = rows[1]
+    assert proto["seeds"] == "2" and proto["episodes"] == "16" and proto["run_ids"] == "r2"
+    assert float(proto["mean"]) == pytest.approx(np.concatenate([A, B]).mean() * 100, abs=1e-3)
+    write_leaderboard([runs], out, method="crn")
+    assert [r["label"] for r in csv.DictReader(out.open())] == ["crn"]
+
+
+def _write_board(args):
+    runs, out = args
+    for _ in range(5):
+        write_leaderboard([Path(runs)], Path(out))
+
+
+def test_concurrent_leaderboard_writers_never_corrupt_the_file(tmp_path):
+    runs = tmp_path / "runs"
+    write_run(runs, "r1", [make_cell(f"m{i}", 1, 0, A) for i in range(30)])
+    out = tmp_path / "leaderboard.csv"
+    context = multiprocessing.get_context("fork")
+    with context.Pool(3) as pool:
+        pool.map(_write_board, [(str(runs), str(out))] * 3)
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 30 and not list(tmp_path.glob(".*.tmp"))
+
+
+# --------------------------------------------------------------------------------------------- tables
+def run_cells():
+    cells = [make_cell("protonet", 1, 0, A), make_cell("crn", 1, 0, A - 0.05), make_cell("maml", 1, 0, A - 0.3),
+             make_cell("protonet", 5, 0, B), make_cell("crn", 5, 0, B + 0.1), make_cell("maml", 5, 0, B - 0.1)]
+    return cells, summary_rows(cells)
+
+
+def test_markdown_table_snapshot_with_best_bold_and_paired_ties():
+    table = table_from_cells(*run_cells())
+    assert render_markdown(table).splitlines()[:5] == [
+        "| method | 1-shot | 5-shot |",
+        "|---|---:|---:|",
+        "| protonet | **66.25 ± 10.92** | 56.25 ± 6.88 |",
+        "| crn | 61.25 ± 10.92 | **66.25 ± 6.88** |",
+        "| maml | 36.25 ± 10.92 | 46.25 ± 6.88 |",
+    ]
+
+
+def test_latex_table_snapshot():
+    cells = [make_cell("protonet", 1, 0, A), make_cell("crn[js_weight=0]", 1, 0, A - np.array([0.1, 0, 0, 0, 0, 0, 0, 0.1]))]
+    latex = render_latex(table_from_cells(cells, summary_rows(cells)))
+    lines = latex.splitlines()
+    assert lines[:6] == [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{lr}", r"\toprule",
+                         r"Method & 1-shot \\", r"\midrule"]
+    assert lines[6] == r"protonet & \textbf{66.25 $\pm$ 10.92} \\"
+    assert lines[7] == r"crn{[}js\_weight=0{]} & 63.75 $\pm$ 10.92$^\dagger$ \\"
+    assert lines[-2].startswith(r"\caption{Accuracy (\%) on 3-way episodes") and r"$\sqrt{n}$" in lines[-2]
+
+
+def test_leaderboard_table_marks_ci_overlap_ties():
+    rows = [{"label": "a", "dataset": "d", "way": 3, "shot": 1, "mean": 60.0, "ci95": 1.0, "episodes": 600,
+             "seeds": 1, "query": 15},
+            {"label": "b", "dataset": "d", "way": 3, "shot": 1, "mean": 58.5, "ci95": 1.0, "episodes": 600,
+             "seeds": 1, "query": 15},
+            {"label": "c", "dataset": "d", "way": 3, "shot": 1, "mean": 50.0, "ci95": 1.0, "episodes": 600,
+             "seeds": 1, "query": 15}]
+    table = table_from_rows(rows)
+    assert table.best[("d", 3, 1)] == "a" and table.tied == {("b", ("d", 3, 1))}
+
+
+# --------------------------------------------------------------------------------------- CLI commands
+def test_table_compare_plot_and_leaderboard_commands(tmp_path, capsys):
+    cells, _ = run_cells()
+    folder = write_run(tmp_path / "runs", "demo", cells)
+    assert main(["table", "demo", "--output-dir", str(tmp_path / "runs"), "--format", "latex"]) == 0
+    assert r"\textbf{66.25" in capsys.readouterr().out
+    assert main(["compare", "demo", "--baseline", "protonet", "--output-dir", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "maml" in out and "worse" in out and "holm" in out
+    assert main(["compare", "demo", "--baseline", "nope", "--output-dir", str(tmp_path / "runs")]) == 2
+    assert "baseline 'nope' is not in this run" in capsys.readouterr().err
+    assert main(["plot", "demo", "--output-dir", str(tmp_path / "runs")]) == 0
+    for name in ("accuracy_vs_shots", "training_curves", "per_class_accuracy"):
+        for suffix in (".png", ".pdf"):
+            path = folder / "figures" / f"{name}{suffix}"
+            assert path.is_file() and path.stat().st_size > 5000, path
+    board = tmp_path / "lb.csv"
+    assert main(["leaderboard", str(tmp_path / "runs"), "--out", str(board)]) == 0
+    assert main(["table", str(board), "--format", "markdown"]) == 0
+    assert "| crn |" in capsys.readouterr().out
+    assert main(["table", "missing-run", "--output-dir", str(tmp_path / "runs")]) == 2
