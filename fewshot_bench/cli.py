@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", help="folder for the figures (default: <run>/figures)")
     plot.add_argument("--output-dir", default=RunConfig().output_dir)
 
+    new = sub.add_parser("new", help="write a ready-to-edit method or dataset plugin with its test")
+    new.add_argument("kind", choices=["method", "dataset"])
+    new.add_argument("name", help="registry name, e.g. cosine-proto")
+    new.add_argument("--out", default=".", help="folder to write into (default: here)")
+    new.add_argument("--package", action="store_true", help="an installable package with an entry point")
+
     datasets = sub.add_parser("datasets", help="inspect datasets")
     dsub = datasets.add_subparsers(dest="datasets_command", metavar="ACTION")
     show = dsub.add_parser("show", help="print class counts and split presets; write a contact sheet")
@@ -205,8 +211,8 @@ def command_list(args: argparse.Namespace) -> int:
         if args.options and kind != "backbones":
             table.add_column("options (default)")
         for entry in registries[kind].entries():
-            row = [entry.name, entry.description, entry.source + (f" ({entry.version})" if entry.version
-                                                                  and entry.source != "built-in" else "")]
+            version = f" ({entry.version})" if entry.source.startswith("file ") else ""
+            row = [entry.name, entry.description, entry.source + version]
             if args.options and kind != "backbones":
                 obj = entry.obj
                 options = obj.all_options() if isinstance(obj, type) and issubclass(obj, FewShotMethod) else \
@@ -315,6 +321,14 @@ def command_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_new(args: argparse.Namespace) -> int:
+    from fewshot_bench.scaffold import scaffold
+
+    for path in scaffold(args.kind, args.name, Path(args.out), package=args.package):
+        Console().print(f"wrote {path}")
+    return 0
+
+
 def _class_list(names: Sequence[str], limit: int = 10) -> str:
     if len(names) <= limit:
         return ", ".join(names)
@@ -323,7 +337,7 @@ def _class_list(names: Sequence[str], limit: int = 10) -> str:
 
 COMMANDS = {"run": command_run, "list": command_list, "datasets": command_datasets,
             "leaderboard": command_leaderboard, "table": command_table, "compare": command_compare,
-            "plot": command_plot}
+            "plot": command_plot, "new": command_new}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,4 +18,8 @@ pip_quiet install -q --upgrade pip setuptools wheel
 pip_quiet install -q -c constraints.txt torch torchvision
 bash scripts/install_learn2learn.sh "$PY" 2>&1 | { grep -v "is neither a file nor a directory" || true; }
 pip_quiet install -q -c constraints.txt -e ".$extras"
+# The example external plugin package is part of the test suite (entry-point registration).
+if [ -n "$extras" ]; then
+  pip_quiet install -q --no-deps --no-build-isolation ./examples/plugin-package
+fi
 echo "environment ready: $VENV ($("$PY" -c 'import torch; print("torch", torch.__version__)'))"

@@ -1,0 +1,194 @@
+"""``bench new method|dataset NAME``: ready-to-edit plugin files (or small installable packages) with tests."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from fewshot_bench.errors import ConfigError
+
+METHOD_TEMPLATE = '''"""{title}: TODO describe the method in a paragraph (what it compares, what it learns).
+
+The starting point below is a working cosine-similarity prototype classifier; replace ``predict`` (and
+``loss`` if your objective is not cross-entropy on the scores) with your method.
+
+@article{{TODO,
+  title  = {{TODO}},
+  author = {{TODO}},
+  year   = {{TODO}}
+}}
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from fewshot_bench.method import FewShotMethod, Task
+from fewshot_bench.options import Option
+from fewshot_bench.registry import register_method
+
+
+@register_method("{name}")
+class {cls}(FewShotMethod):
+    """{title}: TODO one line shown by `bench list methods`."""
+
+    paper = "TODO authors, title, venue year"
+    default_backbone = "conv4"  # see `bench list backbones`
+    options = (
+        Option("temperature", float, 10.0, "multiplier of the cosine similarities"),
+    )
+
+    def predict(self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor,
+                n_way: int) -> torch.Tensor:
+        """Scores (n_query, n_way) for queries (n_query, C, H, W) given the labelled support set."""
+        features = self.backbone(torch.cat([support, query])).flatten(1)
+        support_features, query_features = features[: len(support)], features[len(support):]
+        prototypes = torch.stack([support_features[support_labels == c].mean(0) for c in range(n_way)])
+        similarity = F.normalize(query_features, dim=1) @ F.normalize(prototypes, dim=1).t()
+        return self.config["temperature"] * similarity
+
+    def loss(self, task: Task) -> torch.Tensor:
+        """Meta-training loss of one episode (default: cross-entropy of the scores)."""
+        scores = self.predict(task.support, task.support_labels, task.query, task.n_way)
+        return F.cross_entropy(scores, task.query_labels)
+'''
+
+DATASET_TEMPLATE = '''"""{title}: TODO describe the dataset, its licence and where users obtain it.
+
+Expected layout under ``--data-root``: ``<class name>/<image files>`` (TODO: adapt ``load`` to the format
+your dataset is distributed in). Split presets live in ``{module}.yaml`` beside this file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fewshot_bench.data import DatasetPlugin, ImageDataset, as_uint8_nchw
+from fewshot_bench.imageio import class_folder_files, decode_images
+from fewshot_bench.options import Option
+from fewshot_bench.registry import register_dataset
+
+
+@register_dataset("{name}")
+class {cls}(DatasetPlugin):
+    """{title}: TODO one line shown by `bench list datasets`."""
+
+    where_to_get = "TODO: where users download it"
+    options = (
+        Option("size", int, 48, "image side after decoding"),
+        Option("channels", int, 1, "1 (grayscale) or 3 (RGB)", (1, 3)),
+    )
+
+    def load(self, root: Path | None, options: dict[str, Any]) -> ImageDataset:
+        items = class_folder_files(root)
+        class_names = sorted({{label for _, label in items}})
+        decoded = decode_images([path for path, _ in items], options["size"], options["channels"])
+        labels = np.array([class_names.index(label) for _, label in items], dtype=np.int64)
+        return ImageDataset(as_uint8_nchw(decoded.images, "{name}"), torch.from_numpy(labels), class_names, "{name}")
+'''
+
+DATASET_PRESETS = '''# Class splits of {name}: TODO name your classes. Train and test classes must be disjoint.
+default: default
+splits:
+  default:
+    train: [TODO_train_class_a, TODO_train_class_b, TODO_train_class_c]
+    test: [TODO_test_class_a, TODO_test_class_b, TODO_test_class_c]
+'''
+
+FILE_TEST = '''"""Conformance test of the {name} plugin (run with pytest)."""
+
+from pathlib import Path
+
+from fewshot_bench.registry import {registry}, load_plugin_file
+from fewshot_bench.testing import {check}
+
+load_plugin_file(Path(__file__).with_name("{module}.py"))
+
+
+def test_{module}_conforms():
+    {check}({registry}.get("{name}"){extra})
+'''
+
+PACKAGE_TEST = '''"""Conformance test of the {name} plugin (run with pytest)."""
+
+from {package}.{module} import {cls}
+from fewshot_bench.testing import {check}
+
+
+def test_{module}_conforms():
+    {check}({cls}{extra})
+'''
+
+PYPROJECT = '''[build-system]
+requires = ["setuptools>=77"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "{dist}"
+version = "0.1.0"
+description = "{title} for fewshot-bench"
+requires-python = ">=3.10"
+dependencies = ["fewshot-bench"]
+
+[project.entry-points."fewshot_bench.{group}"]
+{name} = "{package}.{module}:{cls}"
+
+[tool.setuptools]
+packages = ["{package}"]
+
+[tool.setuptools.package-data]
+"{package}" = ["*.yaml"]
+'''
+
+
+def _identifiers(name: str) -> tuple[str, str]:
+    if not re.fullmatch(r"[a-z][a-z0-9_-]*", name):
+        raise ConfigError(f"plugin name '{name}' must start with a letter and use only a-z, 0-9, '-' and '_'")
+    module = name.replace("-", "_")
+    cls = "".join(part.capitalize() for part in re.split(r"[-_]", name))
+    return module, cls
+
+
+def _write(path: Path, text: str) -> Path:
+    if path.exists():
+        raise ConfigError(f"'{path}' already exists; choose another name or folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def scaffold(kind: str, name: str, out: Path, package: bool = False) -> list[Path]:
+    """Write a plugin of ``kind`` ('method' or 'dataset') called ``name`` into ``out``; return the files."""
+    module, cls = _identifiers(name)
+    title = name.replace("-", " ").replace("_", " ").title()
+    template = METHOD_TEMPLATE if kind == "method" else DATASET_TEMPLATE
+    check = "check_method" if kind == "method" else "check_dataset"
+    registry = "METHODS" if kind == "method" else "DATASETS"
+    extra = "" if kind == "method" else ', root="TODO/path/to/a/small/copy"'
+    fields = dict(name=name, module=module, cls=cls, title=title, check=check, registry=registry, extra=extra)
+    written = []
+    if not package:
+        written.append(_write(out / f"{module}.py", template.format(**fields)))
+        if kind == "dataset":
+            written.append(_write(out / f"{module}.yaml", DATASET_PRESETS.format(**fields)))
+        written.append(_write(out / f"test_{module}.py", FILE_TEST.format(**fields)))
+        return written
+    dist = f"fewshot-bench-{name}"
+    package_name = f"fewshot_bench_{module}"
+    root = out / dist
+    fields.update(dist=dist, package=package_name, group=f"{kind}s")
+    written.append(_write(root / "pyproject.toml", PYPROJECT.format(**fields)))
+    written.append(_write(root / package_name / "__init__.py", f'"""{title} plugin for fewshot-bench."""\n'))
+    # Inside a package the entry point registers the class; the decorator would register it a second time.
+    body = template.format(**fields).replace(f'@register_{kind}("{name}")\n', "")
+    body = body.replace(f"from fewshot_bench.registry import register_{kind}\n", "")
+    written.append(_write(root / package_name / f"{module}.py", body))
+    if kind == "dataset":
+        written.append(_write(root / package_name / f"{module}.yaml", DATASET_PRESETS.format(**fields)))
+    written.append(_write(root / "tests" / f"test_{module}.py", PACKAGE_TEST.format(**fields)))
+    return written
