@@ -16,7 +16,12 @@ from fewshot_bench import __version__
 from fewshot_bench.config import HELP, RunConfig, merge
 from fewshot_bench.errors import BenchError, ConfigError
 
-_ARG_TYPES = {"int": int, "float": float}
+SLURM_FLAGS = {
+    "partition": "Slurm partition", "time_min": "time limit per job in minutes (default 60)",
+    "gpus": "GPUs per job", "cpus": "CPUs per job", "mem_gb": "memory per job in GB",
+    "array_parallelism": "at most this many array jobs at once", "account": "Slurm account", "qos": "Slurm QOS",
+    "constraint": "Slurm constraint",
+}
 
 
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +29,7 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plugin", action="append", default=[], metavar="FILE",
                         help="load a plugin file (method, dataset or backbone); repeatable")
     for f in fields(RunConfig):
-        if f.name == "dataset_options":
+        if f.name in ("dataset_options", "slurm", "plugins"):
             continue
         flag = "--" + f.name.replace("_", "-")
         kind = str(f.type)
@@ -32,6 +37,9 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, dest=f.name, type=arg_type, default=None, help=HELP[f.name])
     parser.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
                         help="an option of the dataset plugin; repeatable")
+    for key, help_text in SLURM_FLAGS.items():
+        parser.add_argument(f"--slurm-{key.replace('_', '-')}", dest=f"slurm_{key}", default=None, help=help_text)
+    parser.add_argument("--wait", action="store_true", help="with --launcher slurm: wait, showing the cells' states")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("run", help="a run id or run folder")
     plot.add_argument("--out", help="folder for the figures (default: <run>/figures)")
     plot.add_argument("--output-dir", default=RunConfig().output_dir)
+
+    status = sub.add_parser("status", help="cells of a run: pending, running, done, failed, interrupted")
+    status.add_argument("run", help="a run id or run folder")
+    status.add_argument("--output-dir", default=RunConfig().output_dir)
 
     new = sub.add_parser("new", help="write a ready-to-edit method or dataset plugin with its test")
     new.add_argument("kind", choices=["method", "dataset"])
@@ -159,10 +171,11 @@ def command_run(args: argparse.Namespace) -> int:
     from fewshot_bench.runner import default_run_id, resolve_variants, run
     from fewshot_bench.tables import render_console, table_from_cells
 
-    _load_plugins(args.plugin)
-    flags = {f.name: getattr(args, f.name) for f in fields(RunConfig) if f.name != "dataset_options"}
+    flags = {f.name: getattr(args, f.name) for f in fields(RunConfig)
+             if f.name not in ("dataset_options", "slurm", "plugins")}
     if args.dataset_option:
         flags["dataset_options"] = _key_values(args.dataset_option, "--dataset-option")
+    slurm = {key: getattr(args, f"slurm_{key}") for key in SLURM_FLAGS if getattr(args, f"slurm_{key}") is not None}
     if args.resume:
         if args.config:
             raise ConfigError("--resume continues a run with its own saved config; drop --config")
@@ -174,8 +187,16 @@ def command_run(args: argparse.Namespace) -> int:
         config = merge(folder / "config.yaml", flags)
     else:
         config = merge(args.config, flags)
+    if args.plugin:
+        absolute = [str(Path(p).expanduser().resolve()) for p in args.plugin]
+        config = replace(config, plugins=list(dict.fromkeys([*config.plugins, *absolute])))
+    _load_plugins(config.plugins)
     if not config.run_id:
         config = replace(config, run_id=default_run_id(config))
+    if slurm:
+        config = replace(config, slurm={**config.slurm, **merge(None, {"slurm": slurm}).slurm})
+    if config.launcher == "slurm" or config.jobs > 1:
+        return _launch(config, args.wait)
     out = Console()
     err = _stderr_console()
     total = len(resolve_variants(config)) * len(config.shots) * len(config.seeds)
@@ -192,6 +213,51 @@ def command_run(args: argparse.Namespace) -> int:
     out.print(f"[bold]{config.dataset}[/], split '{result.summary[0]['split']}'")
     render_console(table_from_cells(result.store.load_cells(), result.summary), out)
     out.print(f"results: {result.store.root}")
+    return 0
+
+
+def _launch(config: RunConfig, wait_for_jobs: bool) -> int:
+    """Run the grid's unfinished cells as submitit jobs (Slurm array, or local worker processes)."""
+    from fewshot_bench.launch import submit, unfinished, wait
+    from fewshot_bench.results import summary_rows
+    from fewshot_bench.runner import start_run
+    from fewshot_bench.tables import render_console, table_from_cells
+
+    config, store, cells, _ = start_run(config)
+    out, err = Console(), _stderr_console()
+    pending = unfinished(store, [c.cell_id for c in cells])
+    for cid in pending:
+        store.clear_state(cid)  # failed or interrupted cells are retried
+    jobs = submit(config, store, pending)
+    where = "Slurm" if config.launcher == "slurm" else f"{len(jobs)} local worker process(es)"
+    out.print(f"run {config.run_id}: {len(pending)} of {len(cells)} cells submitted to {where}"
+              + (f"; job ids {', '.join(str(j.job_id) for j in jobs)}" if jobs else ""))
+    if config.launcher == "slurm" and not wait_for_jobs:
+        out.print(f"follow it with `bench status {config.run_id}`; collect with `bench table {config.run_id}`")
+        return 0
+    failures = wait(jobs, store, err)
+    err.print()
+    for line in failures:
+        err.print(f"[red]{line}[/]")
+    done = store.load_cells()
+    if done:
+        rows = store.write_tables(done)
+        render_console(table_from_cells(done, rows), out)
+    out.print(f"results: {store.root}")
+    if failures:
+        out.print(f"{len(failures)} job(s) failed; fix the cause and continue with `bench run --resume {config.run_id}`")
+        return 1
+    return 0
+
+
+def command_status(args: argparse.Namespace) -> int:
+    from fewshot_bench.launch import status_table
+    from fewshot_bench.results import RunStore
+
+    folder = Path(args.run) if (Path(args.run) / "config.yaml").is_file() else Path(args.output_dir) / args.run
+    if not (folder / "config.yaml").is_file():
+        raise ConfigError(f"no run '{args.run}' in {args.output_dir}; list runs with `ls {args.output_dir}`")
+    Console().print(status_table(RunStore(folder)))
     return 0
 
 
@@ -337,7 +403,7 @@ def _class_list(names: Sequence[str], limit: int = 10) -> str:
 
 COMMANDS = {"run": command_run, "list": command_list, "datasets": command_datasets,
             "leaderboard": command_leaderboard, "table": command_table, "compare": command_compare,
-            "plot": command_plot, "new": command_new}
+            "plot": command_plot, "new": command_new, "status": command_status}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,6 +20,7 @@ class RunConfig:
     """Everything a ``bench run`` needs; see ``bench run --help`` for each key."""
 
     methods: list = field(default_factory=lambda: ["protonet"])
+    plugins: list = field(default_factory=list)
     dataset: str = "synthetic-fer"
     data_root: str | None = None
     dataset_options: dict = field(default_factory=dict)
@@ -45,6 +46,10 @@ class RunConfig:
     run_id: str | None = None
     log_interval: int = 50
     checkpoint_interval: int = 100
+    launcher: str = "local"
+    threads: int | None = None
+    jobs: int = 1
+    slurm: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,6 +57,7 @@ class RunConfig:
 
 HELP = {
     "methods": "method variants, e.g. crn,crn[js_weight=0],protonet",
+    "plugins": "plugin files to load (methods, datasets, backbones); also loaded by job workers",
     "dataset": "dataset name (see `bench list datasets`)",
     "data_root": "folder (or file) holding the dataset, for datasets that are not built in",
     "dataset_options": "options of the dataset plugin (mapping)",
@@ -77,21 +83,27 @@ HELP = {
     "run_id": "name of the run folder (default: timestamp + methods)",
     "log_interval": "training episodes between progress updates of the loss",
     "checkpoint_interval": "training episodes between checkpoints of a cell (resume point after a crash)",
+    "launcher": "where cells run: local (this machine) or slurm (one array job per cell, through submitit)",
+    "jobs": "local worker processes running cells concurrently (1 = in this process)",
+    "threads": "CPU threads per process (default: all cores, divided among --jobs workers); CPU results depend "
+               "on it in the last bits, so compare runs made with the same value",
+    "slurm": "Slurm job settings: partition, time_min, gpus, cpus, mem_gb, array_parallelism, account, qos, "
+             "constraint (mapping; flags --slurm-*)",
 }
 
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
-    "methods": (list,), "dataset": (str,), "data_root": (str,), "dataset_options": (dict,),
+    "methods": (list,), "plugins": (list,), "dataset": (str,), "data_root": (str,), "dataset_options": (dict,),
     "split": (str, dict), "image_size": (int,), "channels": (int,), "way": (int,), "train_way": (int,),
     "shots": (list,), "query": (int,), "train_query": (int,), "train_episodes": (int,),
     "test_episodes": (int,), "meta_batch": (int,), "lr": (float,), "lr_step": (int,),
     "lr_gamma": (float,), "val_episodes": (int,), "val_interval": (int,), "seeds": (list,),
     "device": (str,), "output_dir": (str,), "run_id": (str,), "log_interval": (int,),
-    "checkpoint_interval": (int,),
+    "checkpoint_interval": (int,), "launcher": (str,), "threads": (int,), "jobs": (int,), "slurm": (dict,),
 }
 _LIST_ITEM = {"shots": int, "seeds": int}
-_NULLABLE = {"data_root", "split", "image_size", "channels", "train_way", "train_query", "run_id"}
+_NULLABLE = {"data_root", "split", "image_size", "channels", "train_way", "train_query", "run_id", "threads"}
 _POSITIVE = {"way", "query", "train_episodes", "test_episodes", "meta_batch", "lr_step", "val_interval",
-             "log_interval", "checkpoint_interval", "image_size", "train_way", "train_query"}
+             "log_interval", "checkpoint_interval", "jobs", "threads", "image_size", "train_way", "train_query"}
 
 
 def _coerce(key: str, value: Any) -> Any:
@@ -126,7 +138,31 @@ def _coerce(key: str, value: Any) -> Any:
         raise ConfigError("config key 'shots' must contain positive integers")
     if key == "methods" and not value:
         raise ConfigError("config key 'methods' must name at least one method")
+    if key == "launcher" and value not in ("local", "slurm"):
+        raise ConfigError(f"config key 'launcher' must be local or slurm, got {value!r}")
+    if key == "slurm":
+        value = _slurm_settings(value)
     return value
+
+
+SLURM_KEYS = {"partition": str, "time_min": int, "gpus": int, "cpus": int, "mem_gb": int,
+              "array_parallelism": int, "account": str, "qos": str, "constraint": str}
+
+
+def _slurm_settings(value: dict) -> dict:
+    result = {}
+    for key, raw in value.items():
+        if key not in SLURM_KEYS:
+            raise ConfigError(f"unknown slurm setting '{key}'; known: {', '.join(sorted(SLURM_KEYS))}")
+        kind = SLURM_KEYS[key]
+        try:
+            result[key] = kind(raw) if not isinstance(raw, bool) else None
+        except (TypeError, ValueError):
+            result[key] = None
+        if result[key] is None or (kind is int and result[key] < 0):
+            raise ConfigError(f"slurm setting '{key}' must be {'a non-negative integer' if kind is int else 'text'}, "
+                              f"got {raw!r}")
+    return result
 
 
 def _split_method_list(items: list) -> list:

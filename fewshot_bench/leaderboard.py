@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from fewshot_bench.errors import BenchError
-from fewshot_bench.results import atomic_write_text
+from fewshot_bench.results import RunStore, atomic_write_text
 from fewshot_bench.stats import summarize
 
 COLUMNS = ["dataset", "split", "way", "shot", "query", "label", "method", "backbone", "mean", "ci95", "std",
@@ -50,8 +50,7 @@ def load_cells(folders: Iterable[Path]) -> list[dict[str, Any]]:
         environment = {}
         if (folder / "environment.json").is_file():
             environment = json.loads((folder / "environment.json").read_text())
-        for path in sorted((folder / "cells").glob("*.json")):
-            cell = json.loads(path.read_text())
+        for cell in RunStore(folder).load_cells():
             cell["run_id"] = folder.name
             cell["environment"] = environment
             cells.append(cell)

@@ -81,6 +81,8 @@ class Registry(Generic[T]):
             version: str | None = None) -> None:
         """Register ``obj`` under ``name``; a second, different object with the same name is an error."""
         default_source, default_version = self._current_source or (_module_source(obj), "")
+        if default_source == "built-in" and not default_version:
+            default_version = _package_version()
         existing = self._entries.get(name)
         if existing is not None:
             if _same_object(existing.obj, obj):
@@ -214,6 +216,10 @@ def _same_object(a: Any, b: Any) -> bool:
 
 def _module_source(obj: Any) -> str:
     module = getattr(obj, "__module__", "") or ""
+    if module.startswith("fewshot_bench.") and not module.startswith("fewshot_bench_plugin_"):
+        # Imported directly (e.g. `from fewshot_bench.methods.protonet import ProtoNet`) before the
+        # registry loaded it: still one of ours.
+        return "built-in"
     return f"module {module}" if module else "unknown"
 
 

@@ -74,6 +74,23 @@ def environment_info(device: str) -> dict[str, Any]:
     return info
 
 
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (killed, not yet reaped) is not alive either.
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -116,6 +133,52 @@ class RunStore:
     def save_cell(self, cell_id: str, record: dict[str, Any]) -> None:
         atomic_write_text(self.cell_path(cell_id), json.dumps(record, indent=1) + "\n")
 
+    def save_plan(self, cells: list[dict[str, Any]]) -> None:
+        """The grid of the run (every cell ever planned into this folder), for ``bench status``."""
+        path = self.root / "plan.json"
+        planned = json.loads(path.read_text()) if path.exists() else []
+        known = {c["cell"] for c in planned}
+        planned += [c for c in cells if c["cell"] not in known]
+        atomic_write_text(path, json.dumps(planned, indent=1) + "\n")
+
+    def load_plan(self) -> list[dict[str, Any]]:
+        path = self.root / "plan.json"
+        return json.loads(path.read_text()) if path.exists() else []
+
+    def mark_running(self, cell_id: str, **info: Any) -> None:
+        """Note that this process works on the cell (host, pid, time; a Slurm job id when there is one)."""
+        record = {"state": "running", "host": socket.gethostname(), "pid": os.getpid(),
+                  "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "job": os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID"), **info}
+        atomic_write_text(self.root / "state" / f"{cell_id}.json", json.dumps(record) + "\n")
+
+    def mark_failed(self, cell_id: str, error: str, **info: Any) -> None:
+        record = {"state": "failed", "error": error, "host": socket.gethostname(),
+                  "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "log": os.environ.get("FEWSHOT_BENCH_JOB_LOG"), **info}
+        atomic_write_text(self.root / "state" / f"{cell_id}.json", json.dumps(record) + "\n")
+
+    def clear_state(self, cell_id: str) -> None:
+        (self.root / "state" / f"{cell_id}.json").unlink(missing_ok=True)
+
+    def cell_states(self) -> dict[str, dict[str, Any]]:
+        """State of every planned cell: done, running, failed, interrupted (its process is gone) or pending."""
+        states: dict[str, dict[str, Any]] = {}
+        for entry in self.load_plan():
+            cid = entry["cell"]
+            marker = self.root / "state" / f"{cid}.json"
+            if self.has_cell(cid):
+                state = {"state": "done"}
+            elif marker.exists():
+                state = json.loads(marker.read_text())
+                if state["state"] == "running" and state.get("host") == socket.gethostname() \
+                        and not _pid_alive(state.get("pid")):
+                    state["state"] = "interrupted"
+            else:
+                state = {"state": "pending"}
+            states[cid] = {**entry, **state}
+        return states
+
     def checkpoint(self, cell_id: str) -> "CellCheckpoint":
         return CellCheckpoint(self.root / "checkpoints" / f"{cell_id}.pt")
 
@@ -123,10 +186,10 @@ class RunStore:
         return json.loads(self.cell_path(cell_id).read_text())
 
     def load_cells(self) -> list[dict[str, Any]]:
-        cells = []
-        for path in sorted((self.root / "cells").glob("*.json")):
-            cells.append(json.loads(path.read_text()))
-        return cells
+        """Finished cells, in the order of the run's plan (cells not in the plan last, by name)."""
+        order = {entry["cell"]: i for i, entry in enumerate(self.load_plan())}
+        paths = sorted((self.root / "cells").glob("*.json"), key=lambda p: (order.get(p.stem, len(order)), p.name))
+        return [json.loads(path.read_text()) for path in paths]
 
     def write_tables(self, cells: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         """Write accuracies.csv and summary.csv from the cells; return the summary rows."""

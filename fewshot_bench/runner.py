@@ -75,52 +75,107 @@ def default_run_id(config: RunConfig) -> str:
     return f"{stamp}-{config.dataset}-{names}"[:80]
 
 
-def run(config: RunConfig, observer: RunObserver | None = None) -> RunResult:
-    """Validate everything, then train and evaluate every cell, writing each one as soon as it ends."""
-    observer = observer or SilentObserver()
+@dataclass(frozen=True)
+class Cell:
+    """One cell of a run's grid: a method variant at one shot and seed."""
+
+    variant: MethodVariant
+    shot: int
+    seed: int
+    cell_id: str
+
+
+def plan_cells(config: RunConfig) -> list[Cell]:
+    """Every cell of the grid, seed-major then shot then variant (the order sequential runs use)."""
     variants = resolve_variants(config)
+    return [Cell(v, shot, seed, cell_id(v.label, config.way, shot, config.query, seed))
+            for seed in config.seeds for shot in config.shots for v in variants]
+
+
+def start_run(config: RunConfig) -> tuple[RunConfig, RunStore, list[Cell], Protocol]:
+    """Validate everything before any training and initialise the run folder (config, environment, plan)."""
+    cells = plan_cells(config)
     device = choose_device(config.device)
     protocol = prepare(config)
-    run_id = config.run_id or default_run_id(config)
-    config = RunConfig(**{**config.to_dict(), "run_id": run_id})
-    store = RunStore(Path(config.output_dir) / run_id)
+    config = RunConfig(**{**config.to_dict(), "run_id": config.run_id or default_run_id(config)})
+    store = RunStore(Path(config.output_dir) / config.run_id)
     check_compatible(store, config)
     store.save_config(dump(config))
     store.save_environment(environment_info(str(device)))
+    store.save_plan([{"cell": c.cell_id, "label": c.variant.label, "shot": c.shot, "seed": c.seed} for c in cells])
+    return config, store, cells, protocol
 
-    train_indices = np.flatnonzero(np.isin(protocol.labels, protocol.train_ids))
-    mean, std = channel_statistics(protocol.dataset.images, train_indices)
-    builder = TaskBuilder(protocol.dataset, device, mean, std)
-    settings = TrainSettings(episodes=config.train_episodes, meta_batch=config.meta_batch, lr=config.lr,
-                             lr_step=config.lr_step, lr_gamma=config.lr_gamma, log_interval=config.log_interval,
-                             val_interval=config.val_interval, checkpoint_interval=config.checkpoint_interval)
 
-    for seed in config.seeds:
-        for shot in config.shots:
-            setting = f"{protocol.way}w{shot}s{protocol.query}q_seed{seed}"
-            test_episodes = protocol.test_episodes(shot, seed, config.test_episodes)
-            store.save_episodes(setting, test_episodes)
-            val_episodes = protocol.val_episodes(shot, seed, config.val_episodes)
-            for variant in variants:
-                cid = cell_id(variant.label, protocol.way, shot, protocol.query, seed)
-                if store.has_cell(cid):
-                    observer.cell_finished(store.load_cell(cid), skipped=True)
-                    continue
-                observer.cell_started(variant.label, shot, seed, config.train_episodes, config.test_episodes)
-                record = run_cell(variant, protocol, builder, settings, shot, seed, test_episodes, val_episodes,
-                                  device, observer, store.checkpoint(cid))
-                record.update(dataset=config.dataset, split=protocol.split.name,
-                              test_episodes_file=f"episodes/{setting}.npz",
-                              test_episodes_sha=test_episodes.fingerprint())
-                store.save_cell(cid, record)
-                observer.cell_finished(record, skipped=False)
+class CellRunner:
+    """Runs cells of one run in this process; the dataset, device tensors and test episodes are shared."""
+
+    def __init__(self, config: RunConfig, store: RunStore, protocol: Protocol | None = None) -> None:
+        self.config, self.store = config, store
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.device = choose_device(config.device)
+        self.protocol = protocol or prepare(config)
+        train_indices = np.flatnonzero(np.isin(self.protocol.labels, self.protocol.train_ids))
+        mean, std = channel_statistics(self.protocol.dataset.images, train_indices)
+        self.builder = TaskBuilder(self.protocol.dataset, self.device, mean, std)
+        self.settings = TrainSettings(
+            episodes=config.train_episodes, meta_batch=config.meta_batch, lr=config.lr, lr_step=config.lr_step,
+            lr_gamma=config.lr_gamma, log_interval=config.log_interval, val_interval=config.val_interval,
+            checkpoint_interval=config.checkpoint_interval)
+        self._episodes: dict[tuple[int, int], tuple[str, Any, Any]] = {}
+
+    def episodes(self, shot: int, seed: int):
+        """(setting name, test episodes, validation episodes) of a setting, saved with the run once."""
+        if (shot, seed) not in self._episodes:
+            setting = f"{self.protocol.way}w{shot}s{self.protocol.query}q_seed{seed}"
+            test = self.protocol.test_episodes(shot, seed, self.config.test_episodes)
+            self.store.save_episodes(setting, test)
+            val = self.protocol.val_episodes(shot, seed, self.config.val_episodes)
+            self._episodes[(shot, seed)] = (setting, test, val)
+        return self._episodes[(shot, seed)]
+
+    def run(self, cell: Cell, observer: RunObserver) -> dict[str, Any]:
+        """Train and evaluate ``cell`` (or return its record if it is already done) and store it."""
+        if self.store.has_cell(cell.cell_id):
+            record = self.store.load_cell(cell.cell_id)
+            observer.cell_finished(record, skipped=True)
+            return record
+        setting, test_episodes, val_episodes = self.episodes(cell.shot, cell.seed)
+        observer.cell_started(cell.variant.label, cell.shot, cell.seed, self.config.train_episodes,
+                              self.config.test_episodes)
+        self.store.mark_running(cell.cell_id)
+        try:
+            record = run_cell(cell.variant, self.protocol, self.builder, self.settings, cell.shot, cell.seed,
+                              test_episodes, val_episodes, self.device, observer, self.store.checkpoint(cell.cell_id))
+        except Exception as exc:
+            self.store.mark_failed(cell.cell_id, f"{type(exc).__name__}: {exc}")
+            raise
+        except BaseException:
+            self.store.clear_state(cell.cell_id)
+            raise
+        record.update(dataset=self.config.dataset, split=self.protocol.split.name,
+                      test_episodes_file=f"episodes/{setting}.npz", test_episodes_sha=test_episodes.fingerprint())
+        self.store.save_cell(cell.cell_id, record)
+        self.store.clear_state(cell.cell_id)
+        observer.cell_finished(record, skipped=False)
+        return record
+
+
+def run(config: RunConfig, observer: RunObserver | None = None) -> RunResult:
+    """Validate everything, then train and evaluate every cell in this process, storing each as it ends."""
+    observer = observer or SilentObserver()
+    config, store, cells, protocol = start_run(config)
+    runner = CellRunner(config, store, protocol)
+    for cell in cells:
+        runner.run(cell, observer)
     summary = store.write_tables(store.load_cells())
     return RunResult(store, summary, config)
 
 
 # Keys that may change between invocations writing into the same run folder: they add cells or change
 # only how the run is executed, not what any existing cell means.
-GRID_KEYS = {"methods", "shots", "seeds", "device", "log_interval", "checkpoint_interval", "output_dir", "run_id"}
+GRID_KEYS = {"methods", "plugins", "shots", "seeds", "device", "log_interval", "checkpoint_interval", "output_dir", "run_id",
+             "launcher", "jobs", "slurm", "threads"}
 
 
 def check_compatible(store: RunStore, config: RunConfig) -> None:
@@ -169,6 +224,7 @@ def run_cell(variant: MethodVariant, protocol: Protocol, builder: TaskBuilder, s
         "train_seconds": round(history.seconds, 3),
         "eval_seconds": round(result.seconds, 3),
         "device": str(device),
+        "threads": torch.get_num_threads(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "loss_curve": {"episode": history.loss_episodes, "loss": history.losses},
         "val_curve": {"episode": history.val_episodes, "accuracy": history.val_accuracies,

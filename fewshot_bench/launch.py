@@ -1,0 +1,179 @@
+"""Running a grid's cells as jobs through submitit: Slurm job arrays, or local worker processes.
+
+Every job reads the run's saved config, rebuilds the (cached) dataset and protocol, and writes its cells
+into the same run store as a sequential run would — atomically, so many machines can share it. A job
+that Slurm preempts or times out is requeued by submitit's checkpointing hook and resumes its cell from
+the cell's last training checkpoint. A failing cell is marked failed with its error and log, and does not
+stop the others.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Sequence
+
+from fewshot_bench.config import RunConfig, merge
+from fewshot_bench.errors import BenchError, ConfigError
+from fewshot_bench.results import RunStore
+
+
+def _submitit():
+    try:
+        import submitit
+    except ImportError:
+        raise ConfigError("the slurm and multi-job launchers need submitit: pip install submitit") from None
+    return submitit
+
+
+class CellsJob:
+    """A job running some cells of a run (one per Slurm array task; a share of them per local worker)."""
+
+    def __init__(self, run_folder: str, cell_ids: Sequence[str], threads: int | None = None) -> None:
+        self.run_folder = str(run_folder)
+        self.cell_ids = list(cell_ids)
+        self.threads = threads
+
+    def __call__(self) -> list[str]:
+        import torch
+
+        from fewshot_bench.runner import CellRunner, SilentObserver, plan_cells
+
+        submitit = _submitit()
+        try:
+            os.environ["FEWSHOT_BENCH_JOB_LOG"] = str(submitit.JobEnvironment().paths.stderr)
+        except RuntimeError:
+            pass  # called outside a submitit job (tests call it directly)
+        from fewshot_bench.registry import load_plugin_file
+
+        store = RunStore(Path(self.run_folder))
+        config = merge(store.root / "config.yaml", {})
+        for plugin in config.plugins:
+            load_plugin_file(plugin)
+        if self.threads:
+            config = merge(store.root / "config.yaml", {"threads": self.threads})
+        cells = {cell.cell_id: cell for cell in plan_cells(config)}
+        runner = None
+        failures = []
+        for cid in self.cell_ids:
+            if store.has_cell(cid):
+                continue
+            runner = runner or CellRunner(config, store)
+            try:
+                runner.run(cells[cid], SilentObserver())
+            except Exception as exc:  # marked failed by the runner; the other cells still run
+                traceback.print_exc()
+                failures.append(f"{cid}: {type(exc).__name__}: {exc}")
+        if failures:
+            raise RuntimeError("; ".join(failures))
+        return self.cell_ids
+
+    def checkpoint(self, *args: Any, **kwargs: Any):
+        """submitit's preemption/timeout hook: requeue the same job; cells resume from their checkpoints."""
+        return _submitit().helpers.DelayedSubmission(CellsJob(self.run_folder, self.cell_ids, self.threads))
+
+
+def make_executor(config: RunConfig, folder: Path):
+    """A submitit executor configured from the run's launcher settings."""
+    submitit = _submitit()
+    settings = config.slurm
+    if config.launcher == "slurm":
+        try:
+            executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm")
+        except RuntimeError as exc:
+            raise BenchError(f"cannot submit to Slurm here ({exc}); run bench on a login node of your cluster, "
+                             "or use --launcher local") from None
+        parameters = {
+            "name": f"fsb-{config.run_id}"[:60],
+            "timeout_min": settings.get("time_min", 60),
+            "slurm_partition": settings.get("partition"),
+            "gpus_per_node": settings.get("gpus"),
+            "cpus_per_task": settings.get("cpus"),
+            "mem_gb": settings.get("mem_gb"),
+            "slurm_array_parallelism": settings.get("array_parallelism"),
+            "slurm_account": settings.get("account"),
+            "slurm_qos": settings.get("qos"),
+            "slurm_constraint": settings.get("constraint"),
+        }
+    else:
+        executor = submitit.AutoExecutor(folder=folder / "%j", cluster="local")
+        parameters = {"name": f"fsb-{config.run_id}"[:60], "timeout_min": settings.get("time_min", 24 * 60)}
+    executor.update_parameters(**{k: v for k, v in parameters.items() if v is not None})
+    return executor
+
+
+def submit(config: RunConfig, store: RunStore, cell_ids: Sequence[str]) -> list[Any]:
+    """Submit the given cells: one job per cell on Slurm, ``config.jobs`` workers locally."""
+    executor = make_executor(config, store.root / "jobs")
+    if not cell_ids:
+        return []
+    if config.launcher == "slurm":
+        with executor.batch():
+            jobs = [executor.submit(CellsJob(str(store.root), [cid])) for cid in cell_ids]
+        return jobs
+    workers = max(1, min(config.jobs, len(cell_ids)))
+    # Threads follow the requested --jobs (not how many cells remain), so a resumed cell computes exactly
+    # as it would have in the original run.
+    threads = config.threads or max(1, (os.cpu_count() or 1) // max(1, config.jobs))
+    shares = [list(cell_ids[w::workers]) for w in range(workers)]
+    return [executor.submit(CellsJob(str(store.root), share, threads)) for share in shares]
+
+
+def unfinished(store: RunStore, cell_ids: Sequence[str]) -> list[str]:
+    return [cid for cid in cell_ids if not store.has_cell(cid)]
+
+
+def wait(jobs: Sequence[Any], store: RunStore, console, poll_s: float = 1.0) -> list[str]:
+    """Show a live view of the cells' states until every job ended; returns one line per failed job."""
+    from rich.live import Live
+
+    with Live(status_table(store), console=console, refresh_per_second=2, transient=False) as live:
+        while not all(job.done() for job in jobs):
+            time.sleep(poll_s)
+            live.update(status_table(store))
+        live.update(status_table(store))
+    failures = []
+    for job in jobs:
+        if job.state in ("FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "INTERRUPTED") or (
+                job.done() and _has_exception(job)):
+            failures.append(f"job {job.job_id} failed; log: {job.paths.stderr}")
+    return failures
+
+
+def _has_exception(job: Any) -> bool:
+    try:
+        return job.exception() is not None
+    except Exception:
+        return True
+
+
+STATE_STYLE = {"done": "green", "running": "cyan", "failed": "red", "interrupted": "yellow", "pending": "white"}
+
+
+def status_table(store: RunStore):
+    """A rich table of every planned cell's state, with the counts in its title."""
+    from rich.table import Table
+
+    states = store.cell_states()
+    if not states:
+        raise BenchError(f"run '{store.run_id}' has no plan.json; it was not started by this version of bench")
+    counts: dict[str, int] = {}
+    for state in states.values():
+        counts[state["state"]] = counts.get(state["state"], 0) + 1
+    title = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "running", "failed", "interrupted", "pending"))
+    table = Table(title=f"run {store.run_id}: {title}", title_justify="left")
+    for column in ("cell", "shot", "seed", "state", "where / error"):
+        table.add_column(column)
+    for cid, state in states.items():
+        where = state.get("error") or " ".join(
+            str(x) for x in (state.get("host"), f"job {state['job']}" if state.get("job") else "",
+                             state.get("since")) if x) if state["state"] != "pending" else ""
+        if state["state"] == "failed" and state.get("log"):
+            where += f" (log: {state['log']})"
+        if state["state"] == "done":
+            where = ""
+        table.add_row(state["label"], str(state["shot"]), str(state["seed"]),
+                      f"[{STATE_STYLE[state['state']]}]{state['state']}[/]", where)
+    return table

@@ -1,0 +1,155 @@
+"""Cells as jobs through submitit: local workers match the sequential runner, survive a killed worker,
+report a failing cell without stopping the others; Slurm submissions carry the requested parameters."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from fewshot_bench.cli import main
+from fewshot_bench.results import RunStore
+
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def accuracies(folder: Path):
+    return {(c["label"], c["shot"], c["seed"]): c["accuracies"] for c in RunStore(folder).load_cells()}
+
+
+def bench(*args, check=True, **kwargs):
+    result = subprocess.run([sys.executable, "-m", "fewshot_bench", *args], capture_output=True, text=True,
+                            env=ENV, timeout=600, **kwargs)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+TINY = ["--shots", "1,2", "--query", "3", "--test-episodes", "8", "--dataset-option", "total=500",
+        "--dataset-option", "size=24", "--device", "cpu"]
+
+
+def test_local_jobs_match_the_sequential_run_cell_for_cell(tmp_path):
+    # Two workers on this 2-core machine get one thread each; the sequential reference uses one thread too
+    # (CPU float reductions, hence the last bits of the scores, depend on the thread count).
+    bench("run", "--methods", "protonet,crn", "--train-episodes", "6", *TINY, "--output-dir", str(tmp_path / "runs"),
+          "--run-id", "sequential", "--threads", str(max(1, (os.cpu_count() or 1) // 2)))
+    out = bench("run", "--methods", "protonet,crn", "--train-episodes", "6", *TINY, "--output-dir",
+                str(tmp_path / "runs"), "--run-id", "parallel", "--jobs", "2")
+    assert "4 of 4 cells submitted to 2 local worker process(es)" in out.stdout
+    assert accuracies(tmp_path / "runs" / "parallel") == accuracies(tmp_path / "runs" / "sequential")
+    status = bench("status", "parallel", "--output-dir", str(tmp_path / "runs")).stdout
+    assert "4 done, 0 running, 0 failed, 0 interrupted, 0 pending" in " ".join(status.split())
+
+
+def test_a_killed_worker_is_reported_and_resumed(tmp_path):
+    runs = str(tmp_path / "runs")
+    common = ["--methods", "protonet", "--train-episodes", "80", "--log-interval", "2", "--checkpoint-interval", "4",
+              *TINY, "--output-dir", runs]
+    bench("run", *common, "--run-id", "straight", "--threads", str(max(1, (os.cpu_count() or 1) // 2)))
+    process = subprocess.Popen([sys.executable, "-m", "fewshot_bench", "run", *common, "--run-id", "killed",
+                                "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    folder = tmp_path / "runs" / "killed"
+    victim = None
+    deadline = time.time() + 180
+    while time.time() < deadline and victim is None:
+        for marker in (folder / "state").glob("*.json") if (folder / "state").exists() else []:
+            cell = marker.stem
+            if (folder / "checkpoints" / f"{cell}.pt").exists():
+                victim = json.loads(marker.read_text())["pid"]
+                break
+        time.sleep(0.05)
+    assert victim is not None, "no worker reached a checkpoint"
+    os.kill(victim, signal.SIGKILL)
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 1, stdout + stderr
+    assert "job(s) failed" in stdout and "bench run --resume killed" in stdout
+    status = " ".join(bench("status", "killed", "--output-dir", runs).stdout.split())
+    assert "1 interrupted" in status or "1 failed" in status, status
+    resumed = bench("run", "--resume", "killed", "--output-dir", runs, "--jobs", "2")
+    assert "1 of 2 cells submitted" in resumed.stdout
+    assert accuracies(folder) == accuracies(tmp_path / "runs" / "straight")
+
+
+FAILING_PLUGIN = '''
+from fewshot_bench.methods.protonet import ProtoNet
+from fewshot_bench.registry import register_method
+
+
+@register_method("fails-at-2-shot")
+class FailsAtTwoShot(ProtoNet):
+    """Raises during training on 2-shot episodes (a broken research idea)."""
+
+    def loss(self, task):
+        if task.n_shot == 2:
+            raise RuntimeError("the idea does not work at 2 shots")
+        return super().loss(task)
+'''
+
+
+def test_a_failing_cell_is_reported_with_its_log_and_the_others_finish(tmp_path):
+    plugin = tmp_path / "failing.py"
+    plugin.write_text(FAILING_PLUGIN)
+    # The plugin file is recorded in the run's config, so the worker processes load it too.
+    result = bench("run", "--plugin", str(plugin), "--methods", "fails-at-2-shot,protonet", "--train-episodes", "4",
+                   *TINY, "--output-dir", str(tmp_path / "runs"), "--run-id", "failing", "--jobs", "2", check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "failed; log:" in result.stderr
+    store = RunStore(tmp_path / "runs" / "failing")
+    states = store.cell_states()
+    failed = [s for s in states.values() if s["state"] == "failed"]
+    assert len(failed) == 1 and "the idea does not work at 2 shots" in failed[0]["error"]
+    assert failed[0]["log"] and Path(failed[0]["log"]).is_file()
+    assert sum(s["state"] == "done" for s in states.values()) == 3
+
+
+def test_slurm_array_is_submitted_with_the_requested_parameters(tmp_path, monkeypatch, capsys):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sbatch").write_text('#!/bin/sh\necho "Submitted batch job 4242"\n')
+    (fake / "srun").write_text("#!/bin/sh\nexit 0\n")
+    for tool in fake.iterdir():
+        tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    config = tmp_path / "slurm.yaml"
+    config.write_text("launcher: slurm\nslurm: {partition: gpu, time_min: 45, gpus: 1, cpus: 8, mem_gb: 32, "
+                      "array_parallelism: 2, account: fsl}\n")
+    args = ["run", "--config", str(config), "--methods", "protonet,crn", "--shots", "1", "--query", "3",
+            "--dataset-option", "total=500", "--dataset-option", "size=24", "--output-dir", str(tmp_path / "runs"),
+            "--run-id", "cluster", "--slurm-cpus", "6"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "2 of 2 cells submitted to Slurm; job ids 4242_0, 4242_1" in out and "bench status cluster" in out
+    script = next((tmp_path / "runs" / "cluster" / "jobs").rglob("*_submission.sh")).read_text()
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --time=45", "#SBATCH --gpus-per-node=1",
+                 "#SBATCH --cpus-per-task=6", "#SBATCH --mem=32GB", "#SBATCH --array=0-1%2",
+                 "#SBATCH --account=fsl", "#SBATCH --signal=USR2@90"):
+        assert line in script, line
+    status = " ".join(main_output(["status", "cluster", "--output-dir", str(tmp_path / "runs")], capsys).split())
+    assert "0 done, 0 running, 0 failed, 0 interrupted, 2 pending" in status
+
+
+def main_output(args, capsys):
+    assert main(args) == 0
+    return capsys.readouterr().out
+
+
+def test_slurm_is_refused_cleanly_where_there_is_no_cluster(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    args = ["run", "--launcher", "slurm", "--methods", "protonet", "--shots", "1", "--query", "3",
+            "--dataset-option", "total=500", "--dataset-option", "size=24", "--output-dir", str(tmp_path)]
+    assert main(args) == 2
+    assert "cannot submit to Slurm here" in capsys.readouterr().err
+
+
+def test_cells_job_requeues_itself_on_preemption(tmp_path):
+    from fewshot_bench.launch import CellsJob
+
+    job = CellsJob(str(tmp_path), ["a", "b"], threads=1)
+    delayed = job.checkpoint()
+    assert isinstance(delayed.function, CellsJob) and delayed.function.cell_ids == ["a", "b"]
