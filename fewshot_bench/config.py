@@ -46,6 +46,7 @@ class RunConfig:
     run_id: str | None = None
     log_interval: int = 50
     checkpoint_interval: int = 100
+    amp: bool = True
     launcher: str = "local"
     threads: int | None = None
     jobs: int = 1
@@ -83,6 +84,7 @@ HELP = {
     "run_id": "name of the run folder (default: timestamp + methods)",
     "log_interval": "training episodes between progress updates of the loss",
     "checkpoint_interval": "training episodes between checkpoints of a cell (resume point after a crash)",
+    "amp": "bf16 mixed precision on CUDA (ignored on CPU/MPS); set false for full float32",
     "launcher": "where cells run: local (this machine) or slurm (one array job per cell, through submitit)",
     "jobs": "local worker processes running cells concurrently (1 = in this process)",
     "threads": "CPU threads per process (default: all cores, divided among --jobs workers); CPU results depend "
@@ -98,7 +100,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "test_episodes": (int,), "meta_batch": (int,), "lr": (float,), "lr_step": (int,),
     "lr_gamma": (float,), "val_episodes": (int,), "val_interval": (int,), "seeds": (list,),
     "device": (str,), "output_dir": (str,), "run_id": (str,), "log_interval": (int,),
-    "checkpoint_interval": (int,), "launcher": (str,), "threads": (int,), "jobs": (int,), "slurm": (dict,),
+    "checkpoint_interval": (int,), "launcher": (str,), "amp": (bool,), "threads": (int,), "jobs": (int,), "slurm": (dict,),
 }
 _LIST_ITEM = {"shots": int, "seeds": int}
 _NULLABLE = {"data_root", "split", "image_size", "channels", "train_way", "train_query", "run_id", "threads"}
@@ -112,6 +114,11 @@ def _coerce(key: str, value: Any) -> Any:
         if key in _NULLABLE:
             return None
         raise ConfigError(f"config key '{key}' cannot be empty")
+    if expected == (bool,):
+        text = str(value).strip().lower()
+        if isinstance(value, bool) or text in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+            return value if isinstance(value, bool) else text in ("true", "1", "yes", "on")
+        raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
     if float in expected and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if list in expected and isinstance(value, (str, int)) and not isinstance(value, bool):

@@ -30,11 +30,18 @@ class EvaluationResult:
     seconds: float
 
 
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA when enabled (losses that need float32 — MSE, softmax, the JS term — are run in
+    float32 by autocast's own rules or explicitly); a no-op elsewhere."""
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
+
+
 def evaluate(
     method: FewShotMethod,
     builder: TaskBuilder,
     episodes: EpisodeSet,
     progress: Callable[[int], None] | None = None,
+    amp: bool = True,
 ) -> EvaluationResult:
     """Accuracy of ``method`` on every episode, with gradients off (methods that adapt at test time, like
     MAML, re-enable them inside ``predict``). Counts stay on the device until the end."""
@@ -42,9 +49,9 @@ def evaluate(
     method.eval()
     n_way = episodes.class_ids.shape[1]
     correct = torch.zeros(len(episodes), n_way, device=builder.device, dtype=torch.int32)
-    with torch.no_grad():
+    with torch.no_grad(), autocast(builder.device, amp):
         for i, episode in enumerate(episodes):
-            task = builder.task(episode)
+            task = builder.task(episode, method.memory_format)
             scores = method.predict(task.support, task.support_labels, task.query, task.n_way)
             hits = (scores.argmax(dim=1) == task.query_labels).to(torch.int32)
             correct[i].index_add_(0, task.query_labels, hits)

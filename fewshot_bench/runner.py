@@ -114,6 +114,8 @@ class CellRunner:
         if config.threads:
             torch.set_num_threads(config.threads)
         self.device = choose_device(config.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # episode shapes are fixed within a cell
         self.protocol = protocol or prepare(config)
         train_indices = np.flatnonzero(np.isin(self.protocol.labels, self.protocol.train_ids))
         mean, std = channel_statistics(self.protocol.dataset.images, train_indices)
@@ -121,7 +123,7 @@ class CellRunner:
         self.settings = TrainSettings(
             episodes=config.train_episodes, meta_batch=config.meta_batch, lr=config.lr, lr_step=config.lr_step,
             lr_gamma=config.lr_gamma, log_interval=config.log_interval, val_interval=config.val_interval,
-            checkpoint_interval=config.checkpoint_interval)
+            checkpoint_interval=config.checkpoint_interval, amp=config.amp)
         self._episodes: dict[tuple[int, int], tuple[str, Any, Any]] = {}
 
     def episodes(self, shot: int, seed: int):
@@ -198,12 +200,12 @@ def run_cell(variant: MethodVariant, protocol: Protocol, builder: TaskBuilder, s
              observer: RunObserver, checkpoint: CellCheckpoint | None = None) -> dict[str, Any]:
     """Train one variant for one (shot, seed) and evaluate it on the setting's fixed test episodes."""
     torch.manual_seed(seed)
-    method = variant.build(protocol.dataset.image_shape).to(device, memory_format=torch.channels_last)
+    method = variant.build(protocol.dataset.image_shape).to(device)
     history = train(method, protocol.train_sampler(shot, seed), builder, settings,
                     allowed_class_ids=protocol.train_ids, labels=protocol.labels,
                     class_names=protocol.class_names, val_episodes=val_episodes,
                     progress=observer.trained, checkpointer=checkpoint)
-    result = evaluate(method, builder, test_episodes, progress=observer.evaluated)
+    result = evaluate(method, builder, test_episodes, progress=observer.evaluated, amp=settings.amp)
     if checkpoint is not None:
         checkpoint.save_final({k: v.detach().cpu() for k, v in method.state_dict().items()})
     return {

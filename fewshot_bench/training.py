@@ -10,7 +10,7 @@ from typing import Any, Callable, Protocol
 import torch
 
 from fewshot_bench.episodes import EpisodeSampler, EpisodeSet, check_episodes
-from fewshot_bench.evaluation import evaluate
+from fewshot_bench.evaluation import autocast, evaluate
 from fewshot_bench.method import FewShotMethod
 from fewshot_bench.tasks import TaskBuilder
 
@@ -27,6 +27,7 @@ class TrainSettings:
     log_interval: int = 50
     val_interval: int = 500
     checkpoint_interval: int = 100
+    amp: bool = True
 
 
 @dataclass
@@ -104,7 +105,8 @@ def train(
         episodes = [sampler.sample() for _ in range(batch)]
         for episode in episodes:
             check_episodes(episode, labels, allowed_class_ids, class_names, "training")
-        loss = method.meta_batch_loss([builder.task(e) for e in episodes])
+        with autocast(builder.device, settings.amp):
+            loss = method.meta_batch_loss([builder.task(e, method.memory_format) for e in episodes])
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -121,7 +123,7 @@ def train(
             running.zero_()
             since_log = 0
         if val_episodes is not None and (done % settings.val_interval < batch or done == settings.episodes):
-            accuracy = float(evaluate(method, builder, val_episodes).accuracies.mean())
+            accuracy = float(evaluate(method, builder, val_episodes, amp=settings.amp).accuracies.mean())
             method.train()
             history.val_episodes.append(done)
             history.val_accuracies.append(accuracy)

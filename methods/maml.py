@@ -44,6 +44,8 @@ class MAML(FewShotMethod):
 
     paper = "Finn, Abbeel & Levine. Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks. ICML 2017."
     default_backbone = "conv4-32"
+    # The inner loop runs tiny batches (the support set) where channels-last reorders cost more than they save.
+    memory_format = torch.contiguous_format
     options = (
         Option("inner_steps", int, 5, "gradient steps on the support set (training and test)"),
         Option("inner_lr", float, 0.01, "inner-loop learning rate α"),

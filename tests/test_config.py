@@ -52,3 +52,12 @@ def test_bad_yaml_is_one_line_with_position(tmp_path):
         merge(path, {})
     with pytest.raises(ConfigError, match="does not exist"):
         merge(tmp_path / "missing.yaml", {})
+
+
+def test_boolean_keys_from_yaml_and_flags(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("amp: false\n")
+    assert merge(path, {}).amp is False
+    assert merge(None, {"amp": "off"}).amp is False and merge(None, {"amp": "true"}).amp is True
+    with pytest.raises(ConfigError, match="'amp' must be true or false"):
+        merge(None, {"amp": "maybe"})
