@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol as TypingProtocol
@@ -123,7 +123,7 @@ class CellRunner:
         self.settings = TrainSettings(
             episodes=config.train_episodes, meta_batch=config.meta_batch, lr=config.lr, lr_step=config.lr_step,
             lr_gamma=config.lr_gamma, log_interval=config.log_interval, val_interval=config.val_interval,
-            checkpoint_interval=config.checkpoint_interval, amp=config.amp)
+            checkpoint_interval=config.checkpoint_interval, amp=config.amp, augment=config.augment)
         self._episodes: dict[tuple[int, int], tuple[str, Any, Any]] = {}
 
     def episodes(self, shot: int, seed: int):
@@ -200,6 +200,7 @@ def run_cell(variant: MethodVariant, protocol: Protocol, builder: TaskBuilder, s
              observer: RunObserver, checkpoint: CellCheckpoint | None = None) -> dict[str, Any]:
     """Train one variant for one (shot, seed) and evaluate it on the setting's fixed test episodes."""
     torch.manual_seed(seed)
+    settings = replace(settings, seed=seed)
     method = variant.build(protocol.dataset.image_shape).to(device)
     history = train(method, protocol.train_sampler(shot, seed), builder, settings,
                     allowed_class_ids=protocol.train_ids, labels=protocol.labels,

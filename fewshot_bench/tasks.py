@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 
@@ -43,10 +45,15 @@ class TaskBuilder:
         images = self.images.index_select(0, index).float().mul_(self.scale).sub_(self.shift)
         return images.contiguous(memory_format=memory_format)
 
-    def task(self, episode: Episode, memory_format: torch.memory_format = torch.channels_last) -> Task:
-        """The episode's images, normalised, in the layout the method asked for (``method.memory_format``)."""
+    def task(self, episode: Episode, memory_format: torch.memory_format = torch.channels_last,
+             augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Task:
+        """The episode's images, normalised (and augmented, for meta-training only), in the layout the method
+        asked for (``method.memory_format``)."""
         n_way, n_shot, n_query = episode.n_way, episode.n_shot, episode.n_query
-        images = self.gather(np.concatenate([episode.support, episode.query]), memory_format)
+        images = self.gather(np.concatenate([episode.support, episode.query]), torch.contiguous_format)
+        if augment is not None:
+            images = augment(images)
+        images = images.contiguous(memory_format=memory_format)
         labels = torch.arange(n_way, device=self.device)
         return Task(
             support=images[: n_way * n_shot],

@@ -10,6 +10,7 @@ from typing import Any, Callable, Protocol
 import torch
 
 from fewshot_bench.episodes import EpisodeSampler, EpisodeSet, check_episodes
+from fewshot_bench.augment import EpisodeAugmenter
 from fewshot_bench.evaluation import autocast, evaluate
 from fewshot_bench.method import FewShotMethod
 from fewshot_bench.tasks import TaskBuilder
@@ -28,6 +29,8 @@ class TrainSettings:
     val_interval: int = 500
     checkpoint_interval: int = 100
     amp: bool = True
+    augment: bool = False
+    seed: int = 0
 
 
 @dataclass
@@ -80,6 +83,7 @@ def train(
     steps_per_decay = max(1, settings.lr_step // settings.meta_batch)
     scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=steps_per_decay, gamma=settings.lr_gamma)
     best_state, best_accuracy = None, -1.0
+    augmenter = EpisodeAugmenter(builder.device, settings.seed) if settings.augment else None
     running = torch.zeros((), device=builder.device)
     since_log = 0
     done = 0
@@ -96,6 +100,8 @@ def train(
         history = TrainHistory(**saved["history"])
         best_state, best_accuracy = saved["best_state"], saved["best_accuracy"]
         elapsed_before = history.seconds
+        if augmenter is not None and "augment_rng" in saved:
+            augmenter.set_state(saved["augment_rng"])
         if progress is not None:
             progress(done, history.losses[-1] if history.losses else None)
     start = time.perf_counter()
@@ -106,7 +112,7 @@ def train(
         for episode in episodes:
             check_episodes(episode, labels, allowed_class_ids, class_names, "training")
         with autocast(builder.device, settings.amp):
-            loss = method.meta_batch_loss([builder.task(e, method.memory_format) for e in episodes])
+            loss = method.meta_batch_loss([builder.task(e, method.memory_format, augmenter) for e in episodes])
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -139,6 +145,7 @@ def train(
                 "model": method.state_dict(), "optimiser": optimiser.state_dict(),
                 "scheduler": scheduler.state_dict(), "sampler": sampler.state(), "torch_rng": torch.get_rng_state(),
                 "done": done, "history": asdict(history), "best_state": best_state, "best_accuracy": best_accuracy,
+                **({"augment_rng": augmenter.state()} if augmenter is not None else {}),
             })
             last_checkpoint = done
     if best_state is not None:

@@ -61,3 +61,14 @@ def test_boolean_keys_from_yaml_and_flags(tmp_path):
     assert merge(None, {"amp": "off"}).amp is False and merge(None, {"amp": "true"}).amp is True
     with pytest.raises(ConfigError, match="'amp' must be true or false"):
         merge(None, {"amp": "maybe"})
+
+
+def test_every_shipped_config_is_valid():
+    from conftest import REPO
+
+    from fewshot_bench.runner import plan_cells
+
+    configs = sorted((REPO / "configs").glob("*.yaml"))
+    assert configs
+    for path in configs:
+        assert plan_cells(merge(path, {}))  # keys, types and method variants all resolve

@@ -301,3 +301,23 @@ def test_omniglot_standard_5_way_protocol_runs(shared_data, tmp_path, capsys):
             "--test-episodes", "10", "--output-dir", str(tmp_path / "runs"), "--run-id", "omni", "--device", "cpu"]
     assert main(args) == 0
     assert "5-way" in capsys.readouterr().out
+
+
+def test_cross_dataset_split_trains_on_one_dataset_and_tests_on_another(tmp_path):
+    (tmp_path / "fer").mkdir()
+    write_fer_csv(tmp_path / "fer" / "fer2013.csv", per_class=25)
+    write_rafdb(tmp_path / "raf")
+    parts = f"fer2013={tmp_path / 'fer'};rafdb={tmp_path / 'raf'}"
+    config = merge(None, {"dataset": "combined", "dataset_options": {"parts": parts, "size": 32}})
+    data = load_dataset(config)
+    assert "fer2013/happy" in data.class_names and "rafdb/angry" in data.class_names
+    assert data.images.shape[1:] == (1, 32, 32)
+    split = resolve_split(config, data)
+    assert split.train == ("fer2013/happy", "fer2013/neutral", "fer2013/sad", "fer2013/surprise")
+    assert split.test == ("rafdb/angry", "rafdb/disgust", "rafdb/fear")
+    args = ["run", "--dataset", "combined", "--dataset-option", f"parts={parts}", "--dataset-option", "size=32",
+            "--methods", "protonet", "--shots", "1", "--query", "2", "--train-episodes", "2", "--test-episodes", "3",
+            "--output-dir", str(tmp_path / "runs"), "--run-id", "cross", "--device", "cpu"]
+    assert main(args) == 0
+    with pytest.raises(Exception, match="needs at least two name=path entries"):
+        load_dataset(merge(None, {"dataset": "combined", "dataset_options": {"parts": "fer2013=/x"}}))

@@ -91,3 +91,32 @@ def test_sigkill_of_a_real_bench_run_then_resume(tmp_path):
 
     straight = accuracies(RunStore(tmp_path / "runs" / "straight"))
     assert accuracies(RunStore(folder)) == straight and len(straight) == 2
+
+
+def test_augmented_training_is_reproducible_resumable_and_never_touches_test_episodes(tmp_path):
+    flags = dict(FLAGS, methods=["protonet"], augment=True)
+    reference = run(merge(None, tiny_run_flags(tmp_path, run_id="aug", **flags)))
+    plain = run(merge(None, tiny_run_flags(tmp_path, run_id="plain", **dict(flags, augment=False))))
+    config = merge(None, tiny_run_flags(tmp_path, run_id="aug-interrupted", **flags))
+    with pytest.raises(KeyboardInterrupt):
+        run(config, StopAfter(7))
+    resumed = run(config)
+    assert accuracies(resumed.store) == accuracies(reference.store)
+    assert accuracies(plain.store) != accuracies(reference.store)  # augmentation changed training
+    ref, other = reference.store.load_cells()[0], plain.store.load_cells()[0]
+    assert ref["test_episodes_sha"] == other["test_episodes_sha"]
+
+
+def test_augmenter_flips_shifts_and_jitters_deterministically():
+    import torch
+
+    from fewshot_bench.augment import EpisodeAugmenter
+
+    images = torch.arange(2 * 1 * 8 * 8, dtype=torch.float32).view(2, 1, 8, 8)
+    a = EpisodeAugmenter(torch.device("cpu"), seed=3)(images)
+    b = EpisodeAugmenter(torch.device("cpu"), seed=3)(images)
+    assert torch.equal(a, b) and not torch.equal(a, images)
+    flip_only = EpisodeAugmenter(torch.device("cpu"), seed=0, max_shift=0.0, jitter=0.0)
+    flipped = flip_only(images)
+    for i in range(2):
+        assert torch.allclose(flipped[i], images[i], atol=1e-4) or torch.allclose(flipped[i], images[i].flip(-1), atol=1e-4)
