@@ -1,6 +1,7 @@
 """Every dataset family read from tiny fixtures in its real on-disk format, and every bad input."""
 
 import csv
+import os
 import re
 from pathlib import Path
 
@@ -321,3 +322,25 @@ def test_cross_dataset_split_trains_on_one_dataset_and_tests_on_another(tmp_path
     assert main(args) == 0
     with pytest.raises(Exception, match="needs at least two name=path entries"):
         load_dataset(merge(None, {"dataset": "combined", "dataset_options": {"parts": "fer2013=/x"}}))
+
+
+def test_mini_imagenet_through_learn2learn_with_the_ravi_split(tmp_path):
+    import pickle
+
+    if not os.environ.get("CI"):  # CI installs learn2learn and must run this
+        pytest.importorskip("learn2learn")
+    rng = np.random.default_rng(0)
+    counts = {"train": 5, "validation": 3, "test": 3}
+    for mode, n_classes in counts.items():
+        class_dict = {f"n{mode[:2]}{c:03d}": list(range(c * 4, c * 4 + 4)) for c in range(n_classes)}
+        data = {"image_data": rng.integers(0, 256, (n_classes * 4, 84, 84, 3), dtype=np.uint8),
+                "class_dict": class_dict}
+        (tmp_path / f"mini-imagenet-cache-{mode}.pkl").write_bytes(pickle.dumps(data))
+    data, config = load("mini-imagenet", tmp_path)
+    assert data.images.shape == (44, 3, 84, 84) and len(data.class_names) == 11
+    split = resolve_split(config, data)
+    assert (len(split.train), len(split.val), len(split.test)) == (5, 3, 3)
+    assert all(name.startswith("nte") for name in split.test)
+    (tmp_path / "mini-imagenet-cache-test.pkl").unlink()
+    with pytest.raises(DatasetError, match="mini-imagenet-cache-test.pkl' not found"):
+        load("mini-imagenet", tmp_path)
