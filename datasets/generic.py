@@ -18,41 +18,17 @@ import csv
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
-from fewshot_bench.cache import cached_arrays, source_key
-from fewshot_bench.data import DatasetPlugin, ImageDataset, as_uint8_nchw
+from fewshot_bench.data import DatasetPlugin, ImageDataset
 from fewshot_bench.errors import DatasetError
-from fewshot_bench.imageio import class_folder_files, decode_images
+from fewshot_bench.imageio import class_folder_files, decoded_dataset
 from fewshot_bench.options import Option
-from fewshot_bench.registry import register_dataset, warn
+from fewshot_bench.registry import register_dataset
 
 DECODE_OPTIONS = (
     Option("size", int, 84, "image side after decoding"),
     Option("channels", int, 3, "1 (grayscale) or 3 (RGB)", (1, 3)),
     Option("skip_corrupt", bool, False, "skip unreadable image files (reported) instead of failing"),
 )
-
-
-def decoded_dataset(name: str, items: list[tuple[Path, str]], options: dict[str, Any],
-                    extra_key_files: list[Path] = ()) -> ImageDataset:
-    """Decode (cached) ``(file, class name)`` items into a dataset whose classes are sorted by name."""
-    class_names = sorted({label for _, label in items})
-    paths = [path for path, _ in items]
-    key = source_key([*extra_key_files, *paths], sorted(options.items()))
-
-    def build() -> dict[str, np.ndarray]:
-        decoded = decode_images(paths, options["size"], options["channels"], options["skip_corrupt"])
-        index = {c: i for i, c in enumerate(class_names)}
-        labels = np.array([index[label] for _, label in items], dtype=np.int64)[decoded.kept]
-        return {"images": decoded.images, "labels": labels, "skipped": np.array(decoded.skipped, dtype=str)}
-
-    arrays = cached_arrays(name, key, build)
-    if len(arrays["skipped"]):
-        warn(f"{name}: skipped {len(arrays['skipped'])} unreadable image(s), e.g. {arrays['skipped'][0]}")
-    return ImageDataset(as_uint8_nchw(arrays["images"], name), torch.from_numpy(arrays["labels"]),
-                        class_names, name)
 
 
 @register_dataset("image-folder")

@@ -16,15 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
-from fewshot_bench.cache import cached_arrays, source_key
-from fewshot_bench.data import DatasetPlugin, ImageDataset, as_uint8_nchw
+from fewshot_bench.data import DatasetPlugin, ImageDataset
 from fewshot_bench.errors import DatasetError
-from fewshot_bench.imageio import decode_images
+from fewshot_bench.imageio import decoded_dataset
 from fewshot_bench.options import Option
-from fewshot_bench.registry import register_dataset, warn
+from fewshot_bench.registry import register_dataset
 
 CLASS_NAMES = ["surprise", "fear", "disgust", "happy", "sad", "angry", "neutral"]
 LABEL_FILE = Path("EmoLabel") / "list_patition_label.txt"
@@ -79,15 +75,5 @@ class RAFDB(DatasetPlugin):
         if missing:
             raise DatasetError(f"RAF-DB image '{missing[0]}' listed in {LABEL_FILE} is missing "
                                f"({len(missing)} missing in all); check images={options['images']}")
-        key = source_key([root / LABEL_FILE, *paths], sorted(options.items()))
-
-        def build() -> dict[str, np.ndarray]:
-            decoded = decode_images(paths, options["size"], options["channels"], options["skip_corrupt"])
-            labels = np.array([c for _, c in entries], dtype=np.int64)[decoded.kept]
-            return {"images": decoded.images, "labels": labels, "skipped": np.array(decoded.skipped, dtype=str)}
-
-        arrays = cached_arrays("rafdb", key, build)
-        if len(arrays["skipped"]):
-            warn(f"rafdb: skipped {len(arrays['skipped'])} unreadable image(s), e.g. {arrays['skipped'][0]}")
-        return ImageDataset(as_uint8_nchw(arrays["images"], "rafdb"), torch.from_numpy(arrays["labels"]),
-                            list(CLASS_NAMES), "rafdb")
+        items = [(path, CLASS_NAMES[c]) for path, (_, c) in zip(paths, entries)]
+        return decoded_dataset("rafdb", items, options, CLASS_NAMES, extra_key_files=[root / LABEL_FILE])

@@ -14,15 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
-from fewshot_bench.cache import cached_arrays, source_key
-from fewshot_bench.data import DatasetPlugin, ImageDataset, as_uint8_nchw
+from fewshot_bench.data import DatasetPlugin, ImageDataset
 from fewshot_bench.errors import DatasetError
-from fewshot_bench.imageio import class_folder_files, decode_images
+from fewshot_bench.imageio import class_folder_files, decoded_dataset
 from fewshot_bench.options import Option
-from fewshot_bench.registry import register_dataset, warn
+from fewshot_bench.registry import register_dataset
 
 CLASS_NAMES = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 FOLDERS = {name.capitalize(): name for name in CLASS_NAMES}
@@ -51,16 +47,4 @@ class SFEW(DatasetPlugin):
         if not present:
             raise DatasetError(f"no SFEW folders ({', '.join(wanted)}) in '{root}'; expected Train/<Emotion>/*.png")
         items = [item for part in present for item in class_folder_files(root / part, FOLDERS)]
-        paths = [p for p, _ in items]
-        key = source_key(paths, sorted(options.items()))
-
-        def build() -> dict[str, np.ndarray]:
-            decoded = decode_images(paths, options["size"], options["channels"], options["skip_corrupt"])
-            labels = np.array([CLASS_NAMES.index(n) for _, n in items], dtype=np.int64)[decoded.kept]
-            return {"images": decoded.images, "labels": labels, "skipped": np.array(decoded.skipped, dtype=str)}
-
-        arrays = cached_arrays("sfew", key, build)
-        if len(arrays["skipped"]):
-            warn(f"sfew: skipped {len(arrays['skipped'])} unreadable image(s), e.g. {arrays['skipped'][0]}")
-        return ImageDataset(as_uint8_nchw(arrays["images"], "sfew"), torch.from_numpy(arrays["labels"]),
-                            list(CLASS_NAMES), "sfew")
+        return decoded_dataset("sfew", items, options, CLASS_NAMES)

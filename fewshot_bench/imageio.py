@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
 
 from fewshot_bench.errors import DatasetError
@@ -87,3 +88,31 @@ def class_folder_files(root: Path, name_of: dict[str, str] | None = None) -> lis
         name = name_of[folder.name] if name_of is not None else folder.name
         items.extend((f, name) for f in files)
     return items
+
+
+def decoded_dataset(name: str, items: list[tuple[Path, str]], options: dict[str, Any],
+                    class_names: list[str] | None = None, extra_key_files: Sequence[Path] = ()) -> "ImageDataset":
+    """Decode ``(file, class name)`` items (through the on-disk cache) into a dataset.
+
+    ``options`` needs ``size``, ``channels`` and ``skip_corrupt``; ``class_names`` fixes the class order
+    (default: sorted names). Skipped corrupt files are reported in one warning.
+    """
+    from fewshot_bench.cache import cached_arrays, source_key
+    from fewshot_bench.data import ImageDataset, as_uint8_nchw
+    from fewshot_bench.registry import warn
+
+    class_names = list(class_names) if class_names is not None else sorted({label for _, label in items})
+    paths = [path for path, _ in items]
+    key = source_key([*extra_key_files, *paths], sorted(options.items()))
+
+    def build() -> dict[str, np.ndarray]:
+        decoded = decode_images(paths, options["size"], options["channels"], options["skip_corrupt"])
+        index = {c: i for i, c in enumerate(class_names)}
+        labels = np.array([index[label] for _, label in items], dtype=np.int64)[decoded.kept]
+        return {"images": decoded.images, "labels": labels, "skipped": np.array(decoded.skipped, dtype=str)}
+
+    arrays = cached_arrays(name, key, build)
+    if len(arrays["skipped"]):
+        warn(f"{name}: skipped {len(arrays['skipped'])} unreadable image(s), e.g. {arrays['skipped'][0]}")
+    return ImageDataset(as_uint8_nchw(arrays["images"], name), torch.from_numpy(arrays["labels"]),
+                        class_names, name)

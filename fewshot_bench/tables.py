@@ -51,6 +51,14 @@ def _caption(rows: Sequence[dict[str, Any]], tie_rule: str) -> str:
             f"every method; {CI_FORMULA}. Bold: best in column; †: {tie_rule}.")
 
 
+def _best(table: AccuracyTable, column: tuple) -> list[str]:
+    """The labels present in ``column``, with the best one recorded in ``table.best``."""
+    present = [label for label in table.labels if (label, column) in table.cells]
+    if present:
+        table.best[column] = max(present, key=lambda label: table.cells[(label, column)]["mean"])
+    return present
+
+
 def table_from_cells(cells: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]], test: str = "t",
                      correction: str = "holm") -> AccuracyTable:
     """A table whose ties come from paired tests on the per-episode accuracies of ``cells``."""
@@ -64,11 +72,10 @@ def table_from_cells(cells: Sequence[dict[str, Any]], rows: Sequence[dict[str, A
         key = (cell["label"], (cell["dataset"], cell["way"], cell["shot"]))
         per_episode.setdefault(key, {})[cell["seed"]] = cell["accuracies"]
     for column in columns:
-        present = [label for label in labels if (label, column) in by_key]
+        present = _best(table, column)
         if not present:
             continue
-        best = max(present, key=lambda label: by_key[(label, column)]["mean"])
-        table.best[column] = best
+        best = table.best[column]
         others, pvalues = [], []
         for label in present:
             if label == best:
@@ -94,11 +101,10 @@ def table_from_rows(rows: Sequence[dict[str, Any]]) -> AccuracyTable:
     table = AccuracyTable(labels, columns, headers, by_key,
                           caption=_caption(rows, "95% CI overlaps the best entry's (no per-episode data)"))
     for column in columns:
-        present = [label for label in labels if (label, column) in by_key]
+        present = _best(table, column)
         if not present:
             continue
-        best = max(present, key=lambda label: by_key[(label, column)]["mean"])
-        table.best[column] = best
+        best = table.best[column]
         top = by_key[(best, column)]
         for label in present:
             row = by_key[(label, column)]
