@@ -138,3 +138,11 @@ def test_continuing_a_run_with_different_protocol_settings_is_refused(tmp_path, 
     flags["query"] = 2
     assert main(["run", "--methods", "protonet"] + cli_args(flags)) == 2
     assert "run 'tiny' already exists with query=3 (now 2)" in capsys.readouterr().err
+
+
+def test_flag_type_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--way", "three"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: argument --way: invalid int value: 'three' (see `bench run --help`)"
