@@ -30,19 +30,48 @@ def channel_statistics(images: torch.Tensor, indices: np.ndarray) -> tuple[torch
     return mean.float(), std.float()
 
 
-class TaskBuilder:
-    """Holds the dataset's uint8 images on the device and gathers normalised episodes from them."""
+# Share of the accelerator's free memory the uint8 dataset may take before it stays in host memory.
+DEVICE_DATA_FRACTION = 0.25
 
-    def __init__(self, dataset: ImageDataset, device: torch.device, mean: torch.Tensor, std: torch.Tensor) -> None:
+
+def fits_on_device(images: torch.Tensor, device: torch.device) -> bool:
+    """Whether to keep the decoded dataset on ``device`` (always on CPU; on CUDA if it takes a small share)."""
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return images.numel() * images.element_size() <= DEVICE_DATA_FRACTION * free
+
+
+class TaskBuilder:
+    """Holds the dataset's uint8 images and gathers normalised episodes from them on the device.
+
+    The images live on the device when they fit (FER2013 is 83 MB), so an episode is one index gather with
+    no host work; otherwise they stay in pinned host memory, are gathered there and copied asynchronously.
+    """
+
+    def __init__(self, dataset: ImageDataset, device: torch.device, mean: torch.Tensor, std: torch.Tensor,
+                 keep_on_device: bool | None = None) -> None:
         self.device = device
-        self.images = dataset.images.to(device)
+        on_device = fits_on_device(dataset.images, device) if keep_on_device is None else keep_on_device
+        if on_device:
+            self.images = dataset.images.to(device)
+        else:
+            self.images = dataset.images.pin_memory() if device.type == "cuda" else dataset.images
+        self.on_device = on_device
         channels = self.images.shape[1]
         self.scale = (1.0 / (255.0 * std)).view(1, channels, 1, 1).to(device)
         self.shift = (mean / std).view(1, channels, 1, 1).to(device)
 
     def gather(self, indices: np.ndarray, memory_format: torch.memory_format = torch.channels_last) -> torch.Tensor:
-        index = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64)).to(self.device, non_blocking=True)
-        images = self.images.index_select(0, index).float().mul_(self.scale).sub_(self.shift)
+        index = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64))
+        if self.on_device:
+            selected = self.images.index_select(0, index.to(self.device, non_blocking=True))
+        else:
+            selected = self.images.index_select(0, index)
+            if self.device.type == "cuda":
+                selected = selected.pin_memory()
+            selected = selected.to(self.device, non_blocking=True)
+        images = selected.float().mul_(self.scale).sub_(self.shift)
         return images.contiguous(memory_format=memory_format)
 
     def task(self, episode: Episode, memory_format: torch.memory_format = torch.channels_last,

@@ -69,3 +69,15 @@ def test_loss_goes_down_over_a_short_run(spec):
         optimiser.step()
         losses.append(loss.item())
     assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4]), losses
+
+
+def test_host_memory_fallback_gathers_the_same_episodes():
+    dataset = patterned_dataset((1, 28, 28))
+    mean, std = torch.tensor([0.5]), torch.tensor([0.25])
+    on_device = TaskBuilder(dataset, torch.device("cpu"), mean, std, keep_on_device=True)
+    on_host = TaskBuilder(dataset, torch.device("cpu"), mean, std, keep_on_device=False)
+    episode = EpisodeSampler(dataset.labels.numpy(), range(5), 3, 2, 2, seed=0).sample()
+    a, b = on_device.task(episode), on_host.task(episode)
+    assert torch.equal(a.support, b.support) and torch.equal(a.query, b.query)
+    expected = (dataset.images[episode.support[0]].float() / 255 - 0.5) / 0.25
+    assert torch.allclose(a.support[0], expected, atol=1e-5)
