@@ -58,3 +58,11 @@ def test_contact_sheet_has_a_row_per_class(tmp_path):
     sheet = contact_sheet(dataset, per_class=5, scale=2)
     assert sheet.height == 7 * (48 + 2)
     assert np.asarray(sheet).std() > 20
+
+
+def test_fingerprint_is_the_content_so_episodes_follow_the_images():
+    config = merge(None, {"dataset_options": {"total": 300, "size": 20}})
+    a = load_dataset(config)
+    b = load_dataset(merge(None, {"dataset_options": {"total": 300, "size": 20, "seed": 1}}))
+    assert a.fingerprint == load_dataset(config).fingerprint
+    assert a.fingerprint != b.fingerprint
