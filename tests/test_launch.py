@@ -57,14 +57,14 @@ def test_a_killed_worker_is_reported_and_resumed(tmp_path):
     folder = tmp_path / "runs" / "killed"
     victim = None
     deadline = time.time() + 180
-    while time.time() < deadline and victim is None:
+    while time.time() < deadline and victim is None and process.poll() is None:
         for marker in (folder / "state").glob("*.json") if (folder / "state").exists() else []:
             cell = marker.stem
             if (folder / "checkpoints" / f"{cell}.pt").exists():
                 victim = json.loads(marker.read_text())["pid"]
                 break
         time.sleep(0.05)
-    assert victim is not None, "no worker reached a checkpoint"
+    assert victim is not None, f"no worker reached a checkpoint: {process.communicate()}"
     os.kill(victim, signal.SIGKILL)
     stdout, stderr = process.communicate(timeout=600)
     assert process.returncode == 1, stdout + stderr
