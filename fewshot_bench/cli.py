@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -150,7 +151,7 @@ class ProgressObserver:
         for task in (self.train_task, self.eval_task):
             if task is not None:
                 self.progress.remove_task(task)
-        self.label = f"{label} {shot}-shot seed {seed}"
+        self.label = escape(f"{label} {shot}-shot seed {seed}")
         self.train_task = self.progress.add_task(f"train {self.label}", total=train_episodes)
         self.eval_task = self.progress.add_task(f"test  {self.label}", total=test_episodes)
 
@@ -170,7 +171,7 @@ class ProgressObserver:
         acc = np.asarray(record["accuracies"]) * 100
         what = "kept (already done)" if skipped else (
             f"train {record['train_seconds']:.0f}s, test {record['eval_seconds']:.0f}s")
-        self.console.print(f"  {record['label']:<28} {record['shot']}-shot seed {record['seed']}: "
+        self.console.print(f"  {escape(record['label']):<28} {record['shot']}-shot seed {record['seed']}: "
                            f"{acc.mean():.2f} ± {ci95(acc):.2f}  ({what})")
 
 
@@ -291,7 +292,7 @@ def command_list(args: argparse.Namespace) -> int:
                 options = obj.all_options() if isinstance(obj, type) and issubclass(obj, FewShotMethod) else \
                     getattr(obj, "options", ())
                 row.append("\n".join(f"{o.name}={o.default!r}: {o.help}" for o in options))
-            table.add_row(*row)
+            table.add_row(*(escape(cell) for cell in row))
         console.print(table)
     return 0
 

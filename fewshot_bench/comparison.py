@@ -51,16 +51,17 @@ def compare_with_baseline(cells: Sequence[dict[str, Any]], baseline: str, test: 
 
 
 def render_comparison(results: Sequence[Comparison], baseline: str, test: str, correction: str, console) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"Paired comparison with {baseline} on identical test episodes", title_justify="left")
+    table = Table(title=f"Paired comparison with {escape(baseline)} on identical test episodes", title_justify="left")
     for column in ("method", "setting", "Δ accuracy (points)", "95% CI of Δ", "p", f"p ({correction})", ""):
         table.add_column(column, justify="left" if column in ("method", "setting") else "right")
     for c in results:
         r = c.result
         verdict = "better" if c.p_adjusted < 0.05 and r.mean_diff > 0 else (
             "worse" if c.p_adjusted < 0.05 and r.mean_diff < 0 else "tied")
-        table.add_row(c.label, f"{c.way}-way {c.shot}-shot", f"{r.mean_diff:+.2f}",
+        table.add_row(escape(c.label), f"{c.way}-way {c.shot}-shot", f"{r.mean_diff:+.2f}",
                       f"[{r.mean_diff - r.ci95:+.2f}, {r.mean_diff + r.ci95:+.2f}]", f"{r.p_value:.3g}",
                       f"{c.p_adjusted:.3g}", verdict)
     console.print(table)

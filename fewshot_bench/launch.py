@@ -154,6 +154,7 @@ STATE_STYLE = {"done": "green", "running": "cyan", "failed": "red", "interrupted
 
 def status_table(store: RunStore):
     """A rich table of every planned cell's state, with the counts in its title."""
+    from rich.markup import escape
     from rich.table import Table
 
     states = store.cell_states()
@@ -174,6 +175,6 @@ def status_table(store: RunStore):
             where += f" (log: {state['log']})"
         if state["state"] == "done":
             where = ""
-        table.add_row(state["label"], str(state["shot"]), str(state["seed"]),
+        table.add_row(escape(state["label"]), str(state["shot"]), str(state["seed"]),
                       f"[{STATE_STYLE[state['state']]}]{state['state']}[/]", where)
     return table

@@ -164,6 +164,7 @@ def render_csv(table: AccuracyTable) -> str:
 
 
 def render_console(table: AccuracyTable, console) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     rich_table = Table(title_justify="left")
@@ -171,7 +172,8 @@ def render_console(table: AccuracyTable, console) -> None:
     for header in table.headers:
         rich_table.add_column(header, justify="right")
     for label in table.labels:
-        rich_table.add_row(label, *(_cell_text(table, label, c, ("[bold green]", "[/]"), " †", "±")
-                                    for c in table.columns))
+        # Variant labels contain brackets (crn[dap=false]) that rich would read as markup.
+        rich_table.add_row(escape(label), *(_cell_text(table, label, c, ("[bold green]", "[/]"), " †", "±")
+                                            for c in table.columns))
     console.print(rich_table)
     console.print(table.caption, soft_wrap=True)

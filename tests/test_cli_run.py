@@ -146,3 +146,10 @@ def test_flag_type_errors_are_one_line(capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err == "error: argument --way: invalid int value: 'three' (see `bench run --help`)"
+
+
+def test_variant_labels_with_brackets_survive_console_rendering(tmp_path, capsys):
+    flags = tiny_run_flags(tmp_path, shots=[1], test_episodes=3, train_episodes=2)
+    assert main(["run", "--methods", "crn,crn[dap=false]"] + cli_args(flags)) == 0
+    out = capsys.readouterr().out
+    assert "crn[dap=false]" in out
