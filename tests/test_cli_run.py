@@ -153,3 +153,14 @@ def test_variant_labels_with_brackets_survive_console_rendering(tmp_path, capsys
     assert main(["run", "--methods", "crn,crn[dap=false]"] + cli_args(flags)) == 0
     out = capsys.readouterr().out
     assert "crn[dap=false]" in out
+
+
+def test_model_selection_uses_validation_classes_only(tmp_path):
+    split = {"train": ["happy", "neutral"], "val": ["sad", "surprise"], "test": ["angry", "disgust", "fear"]}
+    flags = tiny_run_flags(tmp_path, shots=[1], split=split, train_episodes=6, val_episodes=4, val_interval=2)
+    result = run(merge(None, flags))
+    cell = result.store.load_cells()[0]
+    assert cell["val_curve"]["episode"] == [2, 4, 6]
+    assert cell["val_curve"]["selected_episode"] in (2, 4, 6)
+    best = max(cell["val_curve"]["accuracy"])
+    assert cell["val_curve"]["accuracy"][[2, 4, 6].index(cell["val_curve"]["selected_episode"])] == best
