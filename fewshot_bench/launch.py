@@ -49,11 +49,9 @@ class CellsJob:
         from fewshot_bench.registry import load_plugin_file
 
         store = RunStore(Path(self.run_folder))
-        config = merge(store.root / "config.yaml", {})
+        config = merge(store.root / "config.yaml", {"threads": self.threads} if self.threads else {})
         for plugin in config.plugins:
             load_plugin_file(plugin)
-        if self.threads:
-            config = merge(store.root / "config.yaml", {"threads": self.threads})
         cells = {cell.cell_id: cell for cell in plan_cells(config)}
         runner = None
         failures = []
