@@ -105,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--out", default=".", help="folder to write into (default: here)")
     new.add_argument("--package", action="store_true", help="an installable package with an entry point")
 
+    card = sub.add_parser("card", help="write the reproduction card (ours next to the papers) from run folders")
+    card.add_argument("card", nargs="?", default="configs/reproduce/card.yaml",
+                      help="card file naming the runs and the published values")
+    card.add_argument("--out", default="results/REPRODUCTION.md", help="Markdown file to (re)write")
+
     datasets = sub.add_parser("datasets", help="inspect datasets")
     dsub = datasets.add_subparsers(dest="datasets_command", metavar="ACTION")
     show = dsub.add_parser("show", help="print class counts and split presets; write a contact sheet")
@@ -403,6 +408,18 @@ def command_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_card(args: argparse.Namespace) -> int:
+    from fewshot_bench.reproduction import load_card, render_card
+    from fewshot_bench.results import atomic_write_text
+
+    card = load_card(args.card)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, render_card(card, f"bench card {args.card} --out {args.out}"))
+    Console().print(f"wrote {out}")
+    return 0
+
+
 def _class_list(names: Sequence[str], limit: int = 10) -> str:
     if len(names) <= limit:
         return ", ".join(names)
@@ -411,7 +428,7 @@ def _class_list(names: Sequence[str], limit: int = 10) -> str:
 
 COMMANDS = {"run": command_run, "list": command_list, "datasets": command_datasets,
             "leaderboard": command_leaderboard, "table": command_table, "compare": command_compare,
-            "plot": command_plot, "new": command_new, "status": command_status}
+            "plot": command_plot, "new": command_new, "status": command_status, "card": command_card}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
