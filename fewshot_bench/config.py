@@ -47,6 +47,8 @@ class RunConfig:
     log_interval: int = 50
     checkpoint_interval: int = 100
     amp: bool = True
+    compile: bool = False
+    compile_backend: str = "inductor"
     augment: bool = False
     launcher: str = "local"
     threads: int | None = None
@@ -87,6 +89,9 @@ HELP = {
     "checkpoint_interval": "training episodes between checkpoints of a cell (resume point after a crash)",
     "augment": "augment meta-training episodes (flip, crop, brightness/contrast jitter) on the device",
     "amp": "bf16 mixed precision on CUDA (ignored on CPU/MPS); set false for full float32",
+    "compile": "torch.compile each method's backbone (first episodes are slower while it compiles; methods that "
+               "swap weights inside a step, like MAML, run uncompiled)",
+    "compile_backend": "torch.compile backend used with --compile",
     "launcher": "where cells run: local (this machine) or slurm (one array job per cell, through submitit)",
     "jobs": "local worker processes running cells concurrently (1 = in this process)",
     "threads": "CPU threads per process (default: all cores, divided among --jobs workers); CPU results depend "
@@ -102,7 +107,8 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "test_episodes": (int,), "meta_batch": (int,), "lr": (float,), "lr_step": (int,),
     "lr_gamma": (float,), "val_episodes": (int,), "val_interval": (int,), "seeds": (list,),
     "device": (str,), "output_dir": (str,), "run_id": (str,), "log_interval": (int,),
-    "checkpoint_interval": (int,), "launcher": (str,), "amp": (bool,), "augment": (bool,), "threads": (int,), "jobs": (int,), "slurm": (dict,),
+    "checkpoint_interval": (int,), "launcher": (str,), "amp": (bool,), "augment": (bool,), "threads": (int,),
+    "compile": (bool,), "compile_backend": (str,), "jobs": (int,), "slurm": (dict,),
 }
 _LIST_ITEM = {"shots": int, "seeds": int}
 _NULLABLE = {"data_root", "split", "image_size", "channels", "train_way", "train_query", "run_id", "threads"}

@@ -64,6 +64,9 @@ class FewShotMethod(nn.Module):
     # oneDNN on CPU and with tensor cores on CUDA for batched episodes; tiny-batch loops (MAML's inner
     # steps) can prefer the default layout.
     memory_format: ClassVar[torch.memory_format] = torch.channels_last
+    # Whether ``--compile`` may torch.compile the backbone; methods that call it with swapped-in weights
+    # (MAML's fast weights) would recompile at every inner step.
+    compilable: ClassVar[bool] = True
 
     def __init__(self, backbone: nn.Module, image_shape: tuple[int, int, int], **options: Any) -> None:
         super().__init__()

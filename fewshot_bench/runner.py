@@ -123,7 +123,8 @@ class CellRunner:
         self.settings = TrainSettings(
             episodes=config.train_episodes, meta_batch=config.meta_batch, lr=config.lr, lr_step=config.lr_step,
             lr_gamma=config.lr_gamma, log_interval=config.log_interval, val_interval=config.val_interval,
-            checkpoint_interval=config.checkpoint_interval, amp=config.amp, augment=config.augment)
+            checkpoint_interval=config.checkpoint_interval, amp=config.amp, augment=config.augment,
+            compile_backend=config.compile_backend if config.compile else None)
         self._episodes: dict[tuple[int, int], tuple[str, Any, Any]] = {}
 
     def episodes(self, shot: int, seed: int):
@@ -177,7 +178,7 @@ def run(config: RunConfig, observer: RunObserver | None = None) -> RunResult:
 # Keys that may change between invocations writing into the same run folder: they add cells or change
 # only how the run is executed, not what any existing cell means.
 GRID_KEYS = {"methods", "plugins", "shots", "seeds", "device", "log_interval", "checkpoint_interval", "output_dir", "run_id",
-             "launcher", "jobs", "slurm", "threads"}
+             "launcher", "jobs", "slurm", "threads", "compile", "compile_backend"}
 
 
 def check_compatible(store: RunStore, config: RunConfig) -> None:
@@ -185,7 +186,8 @@ def check_compatible(store: RunStore, config: RunConfig) -> None:
     path = store.root / "config.yaml"
     if not path.exists():
         return
-    previous = yaml.safe_load(path.read_text()) or {}
+    defaults = RunConfig().to_dict()  # keys added after the run was made count as their defaults
+    previous = {**defaults, **(yaml.safe_load(path.read_text()) or {})}
     current = config.to_dict()
     for key in sorted(set(previous) | set(current)):
         if key not in GRID_KEYS and previous.get(key) != current.get(key):
@@ -202,6 +204,10 @@ def run_cell(variant: MethodVariant, protocol: Protocol, builder: TaskBuilder, s
     torch.manual_seed(seed)
     settings = replace(settings, seed=seed)
     method = variant.build(protocol.dataset.image_shape).to(device)
+    compiled = bool(settings.compile_backend) and method.compilable
+    if compiled:
+        # In place, so parameter names (checkpoints, functional calls) stay those of the plain module.
+        method.backbone.compile(backend=settings.compile_backend)
     history = train(method, protocol.train_sampler(shot, seed), builder, settings,
                     allowed_class_ids=protocol.train_ids, labels=protocol.labels,
                     class_names=protocol.class_names, val_episodes=val_episodes,
@@ -228,6 +234,7 @@ def run_cell(variant: MethodVariant, protocol: Protocol, builder: TaskBuilder, s
         "eval_seconds": round(result.seconds, 3),
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "compiled": settings.compile_backend if compiled else None,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "loss_curve": {"episode": history.loss_episodes, "loss": history.losses},
         "val_curve": {"episode": history.val_episodes, "accuracy": history.val_accuracies,

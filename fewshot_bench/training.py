@@ -31,6 +31,7 @@ class TrainSettings:
     amp: bool = True
     augment: bool = False
     seed: int = 0
+    compile_backend: str | None = None
 
 
 @dataclass

@@ -164,3 +164,30 @@ def test_model_selection_uses_validation_classes_only(tmp_path):
     assert cell["val_curve"]["selected_episode"] in (2, 4, 6)
     best = max(cell["val_curve"]["accuracy"])
     assert cell["val_curve"]["accuracy"][[2, 4, 6].index(cell["val_curve"]["selected_episode"])] == best
+
+
+def test_compile_runs_the_backbone_through_torch_compile_with_the_same_results(tmp_path):
+    import json
+
+    flags = tiny_run_flags(tmp_path, shots=[1])
+    assert main(["run", "--methods", "protonet,maml"] + cli_args(flags)) == 0
+    compiled = tiny_run_flags(tmp_path, shots=[1], run_id="compiled")
+    assert main(["run", "--methods", "protonet,maml", "--compile", "true", "--compile-backend", "aot_eager"]
+                + cli_args(compiled)) == 0
+    for method, backend in [("protonet", "aot_eager"), ("maml", None)]:
+        plain = json.loads(next((tmp_path / "runs" / "tiny" / "cells").glob(f"{method}-*.json")).read_text())
+        other = json.loads(next((tmp_path / "runs" / "compiled" / "cells").glob(f"{method}-*.json")).read_text())
+        assert plain["compiled"] is None and other["compiled"] == backend
+        np.testing.assert_allclose(other["accuracies"], plain["accuracies"], atol=1e-6)
+
+
+def test_runs_made_before_a_config_key_existed_can_be_continued(tmp_path):
+    import yaml
+
+    flags = tiny_run_flags(tmp_path, shots=[1])
+    assert main(["run", "--methods", "protonet"] + cli_args(flags)) == 0
+    saved = tmp_path / "runs" / "tiny" / "config.yaml"
+    old = yaml.safe_load(saved.read_text())
+    del old["compile_backend"], old["augment"]
+    saved.write_text(yaml.safe_dump(old))
+    assert main(["run", "--methods", "protonet", "--shots", "2"] + cli_args({**flags, "shots": [2]})) == 0

@@ -103,3 +103,39 @@ def test_running_bn_mode_keeps_statistics_and_batch_mode_does_not():
     running = make_maml(bn="running")
     assert all(m.running_mean is None for m in batch.modules() if isinstance(m, torch.nn.BatchNorm2d))
     assert all(m.running_mean is not None for m in running.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def tasks_of(n, **shape):
+    from fewshot_bench.method import Task
+
+    tasks = []
+    for seed in range(n):
+        support, support_labels, query, query_labels = episode(seed=seed, **shape)
+        tasks.append(Task(support, support_labels, query, query_labels, shape.get("n_way", 5), shape.get("shot", 1)))
+    return tasks
+
+
+def test_vectorised_first_order_meta_batch_matches_the_task_loop():
+    model = make_maml(inner_steps=2, inner_lr=0.1, first_order=True, vmap="on")
+    tasks = tasks_of(3, shot=2)
+    assert model.vectorisable(tasks)
+    loss = model.meta_batch_loss(tasks)
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    looped = torch.stack([model.loss(t) for t in tasks]).mean()
+    looped_grads = torch.autograd.grad(looped, list(model.parameters()))
+    assert loss.item() == pytest.approx(looped.item(), rel=1e-5)
+    for a, b in zip(grads, looped_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_meta_batches_that_cannot_be_vectorised_fall_back_to_the_loop():
+    assert not make_maml(bn="running", first_order=True, vmap="on").vectorisable(tasks_of(2))
+    assert not make_maml(first_order=True, vmap="on").vectorisable(tasks_of(1))
+    assert not make_maml(vmap="on").vectorisable(tasks_of(2))  # second order: vmap's gradient is wrong, see maml.py
+    assert not make_maml(first_order=True).vectorisable(tasks_of(2))  # auto: CUDA only
+    assert not make_maml(first_order=True, vmap="off").vectorisable(tasks_of(2))
+    mixed = tasks_of(1, shot=1) + tasks_of(1, shot=2)
+    model = make_maml(first_order=True, vmap="on")
+    assert not model.vectorisable(mixed)
+    expected = torch.stack([model.loss(t) for t in mixed]).mean()
+    assert model.meta_batch_loss(mixed).item() == pytest.approx(expected.item(), rel=1e-6)
