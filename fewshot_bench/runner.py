@@ -100,7 +100,7 @@ def start_run(config: RunConfig) -> tuple[RunConfig, RunStore, list[Cell], Proto
     config = RunConfig(**{**config.to_dict(), "run_id": config.run_id or default_run_id(config)})
     store = RunStore(Path(config.output_dir) / config.run_id)
     check_compatible(store, config)
-    store.save_config(dump(config))
+    store.save_config(dump(whole_run_config(store, config)))
     store.save_environment(environment_info(str(device)))
     store.save_plan([{"cell": c.cell_id, "label": c.variant.label, "shot": c.shot, "seed": c.seed} for c in cells])
     return config, store, cells, protocol
@@ -179,6 +179,25 @@ def run(config: RunConfig, observer: RunObserver | None = None) -> RunResult:
 # only how the run is executed, not what any existing cell means.
 GRID_KEYS = {"methods", "plugins", "shots", "seeds", "device", "log_interval", "checkpoint_interval", "output_dir", "run_id",
              "launcher", "jobs", "slurm", "threads", "compile", "compile_backend"}
+
+
+def whole_run_config(store: RunStore, config: RunConfig) -> RunConfig:
+    """The config describing every cell of the folder: grid lists of earlier invocations joined with this one's.
+
+    So that a run grown by several invocations (``--seeds 2`` later, or another process taking some shots)
+    still saves one config that reruns all of it.
+    """
+    path = store.root / "config.yaml"
+    if not path.exists():
+        return config
+    previous = yaml.safe_load(path.read_text()) or {}
+    joined = {}
+    for key in ("methods", "shots", "seeds"):
+        earlier = [v for v in previous.get(key) or [] if v not in getattr(config, key)]
+        joined[key] = earlier + list(getattr(config, key))
+    if all(isinstance(v, int) for v in joined["shots"] + joined["seeds"]):
+        joined["shots"], joined["seeds"] = sorted(joined["shots"]), sorted(joined["seeds"])
+    return replace(config, **joined)
 
 
 def check_compatible(store: RunStore, config: RunConfig) -> None:

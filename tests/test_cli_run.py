@@ -191,3 +191,15 @@ def test_runs_made_before_a_config_key_existed_can_be_continued(tmp_path):
     del old["compile_backend"], old["augment"]
     saved.write_text(yaml.safe_dump(old))
     assert main(["run", "--methods", "protonet", "--shots", "2"] + cli_args({**flags, "shots": [2]})) == 0
+
+
+def test_a_run_grown_by_several_invocations_saves_the_config_of_all_its_cells(tmp_path):
+    import yaml
+
+    flags = tiny_run_flags(tmp_path, shots=[2], seeds=[1])
+    assert main(["run", "--methods", "protonet"] + cli_args(flags)) == 0
+    assert main(["run", "--methods", "crn"] + cli_args({**flags, "shots": [1], "seeds": [0]})) == 0
+    saved = yaml.safe_load((tmp_path / "runs" / "tiny" / "config.yaml").read_text())
+    assert saved["methods"] == ["protonet", "crn"] and saved["shots"] == [1, 2] and saved["seeds"] == [0, 1]
+    plan = json.loads((tmp_path / "runs" / "tiny" / "plan.json").read_text())
+    assert len(plan) == 2
