@@ -309,16 +309,28 @@ def soak(episodes: int, size: int) -> None:
     def progress(n, loss):
         progress.done += n
         if progress.done % 1000 == 0:
-            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            rss = current_rss_mb()
             marks.append(rss)
-            print(f"  after {progress.done:>6} episodes: peak RSS {rss:7.1f} MB", flush=True)
+            print(f"  after {progress.done:>6} episodes: RSS {rss:7.1f} MB (peak {peak:7.1f} MB)", flush=True)
 
     progress.done = 0
     train(model, protocol.train_sampler(1, 0), builder, TrainSettings(episodes=episodes, log_interval=100),
           allowed_class_ids=protocol.train_ids, labels=protocol.labels, class_names=protocol.class_names,
           progress=progress)
     if len(marks) > 1:
-        print(f"growth from the first to the last 1000 episodes: {marks[-1] - marks[0]:+.1f} MB")
+        print(f"RSS growth from episode 1000 to episode {progress.done}: {marks[-1] - marks[0]:+.1f} MB")
+
+
+def current_rss_mb() -> float:
+    """Resident set size now (not the peak), from /proc; the peak where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:

@@ -102,6 +102,14 @@ def test_fer2013_bad_inputs(tmp_path):
     truncated.write_text("emotion,pixels,Usage\n3,1 2 3,Training\n")
     with pytest.raises(DatasetError, match="line 2: 3 pixel values, expected 2304"):
         load("fer2013", truncated)
+    spaced = tmp_path / "d.csv"  # extra spaces are fine, a non-number is not
+    spaced.write_text("emotion,pixels,Usage\n3,  " + "  ".join(["7"] * 2304) + " ,Training\n"
+                      "4," + " ".join(["1"] * 2303) + " x,Training\n")
+    with pytest.raises(DatasetError, match="d.csv' has non-numeric pixel values"):
+        load("fer2013", spaced)
+    spaced.write_text(spaced.read_text().splitlines()[0] + "\n" + spaced.read_text().splitlines()[1] + "\n")
+    data, _ = load("fer2013", spaced)
+    assert data.images.shape == (1, 1, 48, 48) and int(data.images.max()) == 7
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="no FER2013 data found"):
         load("fer2013", tmp_path / "empty")
