@@ -27,7 +27,11 @@ _NOT_RESULT_KEYS = {"output_dir", "run_id", "log_interval", "checkpoint_interval
 
 @dataclass(frozen=True)
 class PaperResult:
-    """One published accuracy: method, episode shape, mean (and CI when published), and where it is from."""
+    """One published accuracy: method, episode shape, mean (and CI when published), and where it is from.
+
+    ``label`` is the method variant of ours that reproduces it (default: the method with default options,
+    so that ablations such as ``crn[dap=false]`` are not compared with the full method's number).
+    """
 
     method: str
     way: int
@@ -37,6 +41,11 @@ class PaperResult:
     source: str
     budget: str = ""
     note: str = ""
+    label: str = ""
+
+    @property
+    def variant(self) -> str:
+        return self.label or self.method
 
 
 @dataclass(frozen=True)
@@ -107,7 +116,7 @@ def load_card(path: str | Path) -> Card:
                 method=_require(entry, "method", here, str), way=_require(entry, "way", here, int),
                 shot=_require(entry, "shot", here, int), mean=float(_require(entry, "mean", here, (int, float))),
                 ci95=None if ci is None else float(ci), source=_require(entry, "source", here, str),
-                budget=str(entry.get("budget", "")), note=str(entry.get("note", ""))))
+                budget=str(entry.get("budget", "")), note=str(entry.get("note", "")), label=str(entry.get("label", ""))))
         card.sections.append(CardSection(_require(raw, "name", here, str), runs, paper,
                                          str(raw.get("protocol", "")).strip(), str(raw.get("discussion", "")).strip()))
     return card
@@ -226,7 +235,7 @@ def fill_section(section: CardSection) -> SectionResult:
         for row in board:
             method = _method_of(row["label"])
             paper_index = next((i for i, p in enumerate(section.paper)
-                                if p.method == method and p.way == row["way"] and p.shot == row["shot"]), None)
+                                if p.variant == row["label"] and p.way == row["way"] and p.shot == row["shot"]), None)
             if paper_index is not None:
                 matched.add(paper_index)
             paper = section.paper[paper_index] if paper_index is not None else None
@@ -234,7 +243,7 @@ def fill_section(section: CardSection) -> SectionResult:
                                 run.config_path))
     for index, paper in enumerate(section.paper):
         if index not in matched:
-            rows.append(CardRow(paper.method, paper.method, paper.way, paper.shot, paper, None, "", None))
+            rows.append(CardRow(paper.variant, paper.method, paper.way, paper.shot, paper, None, "", None))
     rows.sort(key=lambda r: (r.way, r.shot, BUDGETS.index(r.budget) if r.budget else 2,
                              [p.method for p in section.paper].index(r.method)
                              if r.method in [p.method for p in section.paper] else 99, r.label))

@@ -48,6 +48,7 @@ def toy_cells() -> list[dict]:
         make_cell("matchingnet", 1, 0, 0.80 + spread, threads=1),              # 80.0 vs 85.0: a gap
         make_cell("maml[inner_lr=0.4]", 1, 0, np.full(100, 0.895), threads=1),  # 89.5 vs 90.0, CI 0: within 1 pt
         make_cell("crn", 1, 0, rng.uniform(0.6, 0.7, 100), threads=1),         # no published value
+        make_cell("matchingnet[fce=false]", 1, 0, 0.85 + spread, threads=1),   # an ablation: not the paper's row
     ]
 
 
@@ -55,7 +56,7 @@ PAPER = [
     {"method": "protonet", "way": 3, "shot": 1, "mean": 90.0, "source": "Snell"},
     {"method": "matchingnet", "way": 3, "shot": 1, "mean": 85.0, "ci95": 0.5, "source": "Vinyals",
      "budget": "many episodes", "note": "Their queries differ."},
-    {"method": "maml", "way": 3, "shot": 1, "mean": 90.0, "source": "Finn"},
+    {"method": "maml", "label": "maml[inner_lr=0.4]", "way": 3, "shot": 1, "mean": 90.0, "source": "Finn"},
     {"method": "relationnet", "way": 3, "shot": 1, "mean": 95.0, "ci95": 0.2, "source": "Sung"},
 ]
 
@@ -76,6 +77,7 @@ def test_rows_are_paired_with_the_paper_by_method_way_and_shot(card_setup):
         "matchingnet": "below by 5.0 (outside CI)",
         "maml[inner_lr=0.4]": "within 1 point (outside CI)",
         "crn": "no published value",
+        "matchingnet[fce=false]": "no published value",
         "relationnet": "not run",
     }
     matching = next(row for row in result.rows if row.label == "matchingnet")
