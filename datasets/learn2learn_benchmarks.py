@@ -24,7 +24,7 @@ every episode is drawn by the harness's sampler and checked against the split.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -94,14 +94,28 @@ def with_parts(dataset: ImageDataset, part_of: dict[str, str]) -> ImageDataset:
     return dataset
 
 
-def arrays_dataset(name: str, key_files: list[Path], options: Any, build) -> ImageDataset:
-    """A dataset from ``build() -> (images NHW[C] uint8, labels, class names, part of each class)``, cached."""
-    def arrays() -> dict[str, np.ndarray]:
-        images, labels, names, parts = build()
-        return {"images": images, "labels": labels, "names": np.array(names, dtype=str),
-                "parts": np.array(parts, dtype=str)}
+def arrays_dataset(name: str, key_files: list[Path], options: Any,
+                   read_mode: Callable[[str], tuple[np.ndarray, Any]],
+                   class_name: Callable[[str, int], str]) -> ImageDataset:
+    """A dataset from learn2learn readers that give (images NHW[C] uint8, integer labels) per mode, cached.
 
-    data = cached_arrays(name, source_key(key_files, options), arrays)
+    ``read_mode(mode)`` reads one of learn2learn's modes; ``class_name(part, label)`` names a class.
+    """
+    def build() -> dict[str, np.ndarray]:
+        images, labels, names, parts = [], [], [], []
+        for part, mode in MODES.items():
+            mode_images, mode_labels = read_mode(mode)
+            raw = np.asarray(mode_labels, dtype=np.int64)
+            classes = np.unique(raw)
+            remap = {c: len(names) + i for i, c in enumerate(classes)}
+            names.extend(class_name(part, int(c)) for c in classes)
+            parts.extend([part] * len(classes))
+            images.append(np.asarray(mode_images, dtype=np.uint8))
+            labels.append(np.array([remap[c] for c in raw], dtype=np.int64))
+        return {"images": np.concatenate(images), "labels": np.concatenate(labels),
+                "names": np.array(names, dtype=str), "parts": np.array(parts, dtype=str)}
+
+    data = cached_arrays(name, source_key(key_files, options), build)
     names = [str(n) for n in data["names"]]
     dataset = ImageDataset(as_uint8_nchw(data["images"], name), torch.from_numpy(data["labels"]), names, name)
     return with_parts(dataset, dict(zip(names, (str(p) for p in data["parts"]))))
@@ -118,21 +132,12 @@ class TieredImageNet(DatasetPlugin):
         names = [f"tiered-imagenet/{SHORT[p]}_{kind}.pkl" for p in MODES for kind in ("images_png", "labels")]
         files = require_files(root, names, "tieredImageNet")
 
-        def build():
-            l2l = import_learn2learn()
-            images, labels, names, parts = [], [], [], []
-            for part, mode in MODES.items():
-                reader = l2l.vision.datasets.TieredImagenet(str(root), mode=mode, download=False)
-                raw = np.asarray(reader.labels, dtype=np.int64)
-                classes = np.unique(raw)
-                remap = {c: len(names) + i for i, c in enumerate(classes)}
-                names.extend(f"{SHORT[part]}-{c:03d}" for c in classes)
-                parts.extend([part] * len(classes))
-                images.append(decode_png_bytes(reader.images, f"tieredImageNet {mode} images"))
-                labels.append(np.array([remap[c] for c in raw], dtype=np.int64))
-            return np.concatenate(images), np.concatenate(labels), names, parts
+        def read_mode(mode: str) -> tuple[np.ndarray, Any]:
+            reader = import_learn2learn().vision.datasets.TieredImagenet(str(root), mode=mode, download=False)
+            return decode_png_bytes(reader.images, f"tieredImageNet {mode} images"), reader.labels
 
-        return arrays_dataset("tiered-imagenet", files, sorted(options.items()), build)
+        return arrays_dataset("tiered-imagenet", files, sorted(options.items()), read_mode,
+                              lambda part, label: f"{SHORT[part]}-{label:03d}")
 
     def split_presets(self, dataset: ImageDataset | None = None) -> tuple[str | None, dict[str, ClassSplit]]:
         return parts_split("ren", dataset)
@@ -192,21 +197,12 @@ class FC100(DatasetPlugin):
         assert root is not None
         files = require_files(root, [f"FC100_{SHORT[p]}.pickle" for p in MODES], "FC100")
 
-        def build():
-            l2l = import_learn2learn()
-            images, labels, names, parts = [], [], [], []
-            for part, mode in MODES.items():
-                reader = l2l.vision.datasets.FC100(str(root), mode=mode, download=False)
-                raw = np.asarray(reader.labels, dtype=np.int64)
-                classes = np.unique(raw)
-                remap = {c: len(names) + i for i, c in enumerate(classes)}
-                names.extend(f"cifar100-{c:02d}" for c in classes)
-                parts.extend([part] * len(classes))
-                images.append(np.asarray(reader.images, dtype=np.uint8))
-                labels.append(np.array([remap[c] for c in raw], dtype=np.int64))
-            return np.concatenate(images), np.concatenate(labels), names, parts
+        def read_mode(mode: str) -> tuple[np.ndarray, Any]:
+            reader = import_learn2learn().vision.datasets.FC100(str(root), mode=mode, download=False)
+            return reader.images, reader.labels
 
-        return arrays_dataset("fc100", files, sorted(options.items()), build)
+        return arrays_dataset("fc100", files, sorted(options.items()), read_mode,
+                              lambda part, label: f"cifar100-{label:02d}")
 
     def split_presets(self, dataset: ImageDataset | None = None) -> tuple[str | None, dict[str, ClassSplit]]:
         return parts_split("oreshkin", dataset)
