@@ -296,9 +296,8 @@ def render_section(result: SectionResult) -> str:
     within_ci = [r for r in compared if r.verdict.startswith("matches")]
     within_point = [r for r in compared if r.verdict.startswith("within 1 point")]
     gaps = [r for r in compared if "outside CI" in r.verdict and not r.verdict.startswith("within")]
-    lines += ["", f"Of {len(compared)} rows with a published value, {len(within_ci)} match within the CI, "
-                  f"{len(within_point)} are within one point but outside the CI, and {len(gaps)} differ by more "
-                  f"than one point."]
+    lines += ["", f"Rows with a published value: {len(compared)}; within the CI: {len(within_ci)}; within one "
+                  f"point but outside the CI: {len(within_point)}; more than one point away: {len(gaps)}."]
     if within_point or gaps:
         lines += ["", "Rows outside the CI:", ""]
         for row in within_point + gaps:

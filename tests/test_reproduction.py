@@ -92,8 +92,8 @@ def test_card_renders_every_number_from_the_run_folder(card_setup, tmp_path):
     assert "| protonet | 3 | 1 | 90.00 | Snell | 90.00 ± 0.98 | +0.00 | matches (within CI) | 100 × 1 | " \
            "10 episodes (reduced) | cpu (1 thread) |" in text
     assert "| relationnet | 3 | 1 | 95.00 ± 0.20 | Sung | not run |" in text
-    assert "Of 3 rows with a published value, 1 match within the CI, 1 are within one point but outside the CI, " \
-           "and 1 differ by more than one point." in text
+    assert "Rows with a published value: 3; within the CI: 1; within one point but outside the CI: 1; " \
+           "more than one point away: 1." in text
     assert "ours 80.00 vs 85.00 (Vinyals)" in text and "the paper's: many episodes. Their queries differ." in text
     assert "written discussion" in text and "toy protocol" in text
     assert "fer2013" not in text and "```csv\ndataset,split,way,shot" in text
