@@ -146,6 +146,8 @@ def regeneration_command(config_path: Path, saved: RunConfig) -> str:
         ours, theirs = getattr(saved, key), getattr(from_file, key)
         if key in _NOT_RESULT_KEYS or ours == theirs or ours is None:
             continue
+        if key in ("methods", "shots", "seeds") and sorted(map(str, ours)) == sorted(map(str, theirs)):
+            continue  # the same cells in another order (a run grown by several invocations)
         if key == "dataset_options":
             parts.extend(f"--dataset-option {k}={_flag_value(v)}" for k, v in ours.items())
         elif key == "plugins":

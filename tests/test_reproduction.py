@@ -114,6 +114,8 @@ def test_command_names_the_config_and_every_flag_that_changed_results(tmp_path):
         assert part in command
     assert "--run-id" not in command and "--jobs" not in command
     assert regeneration_command(config, merge(config, {})) == f"bench run --config {config.as_posix()}"
+    reordered = merge(config, {"shots": [5, 1], "methods": ["protonet"]})
+    assert regeneration_command(config, reordered) == f"bench run --config {config.as_posix()}"
 
 
 def test_card_from_a_real_run_matches_its_leaderboard(tmp_path, capsys):
