@@ -17,7 +17,6 @@ from typing import Any
 from fewshot_bench.config import RunConfig, load_yaml, merge
 from fewshot_bench.errors import ConfigError
 from fewshot_bench.leaderboard import leaderboard_rows, load_cells, render_csv
-from fewshot_bench.options import Spec
 from fewshot_bench.stats import CI_FORMULA
 
 BUDGETS = ("full", "reduced")
@@ -211,10 +210,6 @@ class SectionResult:
     environments: dict[Path, dict[str, Any]]
 
 
-def _method_of(label: str) -> str:
-    return Spec.parse(label).name
-
-
 def fill_section(section: CardSection) -> SectionResult:
     """Read every run of a section and pair its rows with the published ones."""
     rows: list[CardRow] = []
@@ -235,7 +230,7 @@ def fill_section(section: CardSection) -> SectionResult:
         board = leaderboard_rows(cells)
         boards[folder] = board
         for row in board:
-            method = _method_of(row["label"])
+            method = row["method"]
             paper_index = next((i for i, p in enumerate(section.paper)
                                 if p.variant == row["label"] and p.way == row["way"] and p.shot == row["shot"]), None)
             if paper_index is not None:
@@ -246,9 +241,10 @@ def fill_section(section: CardSection) -> SectionResult:
     for index, paper in enumerate(section.paper):
         if index not in matched:
             rows.append(CardRow(paper.variant, paper.method, paper.way, paper.shot, paper, None, "", None))
-    rows.sort(key=lambda r: (r.way, r.shot, BUDGETS.index(r.budget) if r.budget else 2,
-                             [p.method for p in section.paper].index(r.method)
-                             if r.method in [p.method for p in section.paper] else 99, r.label))
+    # Per setting: budget, then the papers' method order (methods without a paper value last).
+    method_rank = {p.method: i for i, p in reversed(list(enumerate(section.paper)))}
+    rows.sort(key=lambda r: (r.way, r.shot, BUDGETS.index(r.budget) if r.budget else len(BUDGETS),
+                             method_rank.get(r.method, len(section.paper)), r.label))
     return SectionResult(section, rows, commands, boards, environments)
 
 

@@ -99,8 +99,7 @@ def start_run(config: RunConfig) -> tuple[RunConfig, RunStore, list[Cell], Proto
     protocol = prepare(config)
     config = RunConfig(**{**config.to_dict(), "run_id": config.run_id or default_run_id(config)})
     store = RunStore(Path(config.output_dir) / config.run_id)
-    check_compatible(store, config)
-    store.save_config(dump(whole_run_config(store, config)))
+    store.save_config(dump(merge_with_folder(store, config)))
     store.save_environment(environment_info(str(device)))
     store.save_plan([{"cell": c.cell_id, "label": c.variant.label, "shot": c.shot, "seed": c.seed} for c in cells])
     return config, store, cells, protocol
@@ -181,32 +180,18 @@ GRID_KEYS = {"methods", "plugins", "shots", "seeds", "device", "log_interval", "
              "launcher", "jobs", "slurm", "threads", "compile", "compile_backend"}
 
 
-def whole_run_config(store: RunStore, config: RunConfig) -> RunConfig:
-    """The config describing every cell of the folder: grid lists of earlier invocations joined with this one's.
+def merge_with_folder(store: RunStore, config: RunConfig) -> RunConfig:
+    """The config to save in a (possibly existing) run folder, after checking it may write there.
 
-    So that a run grown by several invocations (``--seeds 2`` later, or another process taking some shots)
-    still saves one config that reruns all of it.
+    An existing folder whose protocol settings differ from ``config`` is refused (keys added to RunConfig
+    after the run was made count as their defaults). Otherwise the grid lists of earlier invocations are
+    joined with this one's, so a run grown by several invocations (``--seeds 2`` later, or another process
+    taking some shots) still saves one config that reruns all of it.
     """
     path = store.root / "config.yaml"
     if not path.exists():
         return config
-    previous = yaml.safe_load(path.read_text()) or {}
-    joined = {}
-    for key in ("methods", "shots", "seeds"):
-        earlier = [v for v in previous.get(key) or [] if v not in getattr(config, key)]
-        joined[key] = earlier + list(getattr(config, key))
-    if all(isinstance(v, int) for v in joined["shots"] + joined["seeds"]):
-        joined["shots"], joined["seeds"] = sorted(joined["shots"]), sorted(joined["seeds"])
-    return replace(config, **joined)
-
-
-def check_compatible(store: RunStore, config: RunConfig) -> None:
-    """Refuse to add cells to an existing run folder whose protocol settings differ from ``config``."""
-    path = store.root / "config.yaml"
-    if not path.exists():
-        return
-    defaults = RunConfig().to_dict()  # keys added after the run was made count as their defaults
-    previous = {**defaults, **(yaml.safe_load(path.read_text()) or {})}
+    previous = {**RunConfig().to_dict(), **(yaml.safe_load(path.read_text()) or {})}
     current = config.to_dict()
     for key in sorted(set(previous) | set(current)):
         if key not in GRID_KEYS and previous.get(key) != current.get(key):
@@ -214,6 +199,9 @@ def check_compatible(store: RunStore, config: RunConfig) -> None:
                 f"run '{store.run_id}' already exists with {key}={previous.get(key)!r} (now {current.get(key)!r}); "
                 "use another --run-id, or the same settings to continue that run"
             )
+    joined = {key: [v for v in previous[key] if v not in current[key]] + current[key]
+              for key in ("methods", "shots", "seeds")}
+    return replace(config, methods=joined["methods"], shots=sorted(joined["shots"]), seeds=sorted(joined["seeds"]))
 
 
 def run_cell(variant: MethodVariant, protocol: Protocol, builder: TaskBuilder, settings: TrainSettings,
