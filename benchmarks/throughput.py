@@ -9,10 +9,21 @@ same backbone, episode sizes and number of episodes:
 * MAML: a plain learn2learn 0.2.0 loop (``MAML.clone()`` / ``adapt``) on learn2learn's TaskDataset;
 * CRN: ours only (no peer implements it).
 
-Each (method, implementation) runs in a fresh process so peak memory is its own. Usage::
+Every implementation is then evaluated on the same test episodes — our seeded test set, fed to the peers
+through their own data path (easyfsl: its Dataset + DataLoader + episodic collate; learn2learn: item
+loading as its ``LoadData``) — so the accuracies are paired: each peer row also prints the mean per-episode
+difference (ours − peer) with its 95% CI. Training episodes differ (each implementation draws its own,
+from the same training classes, with the same budget and seed), so the difference measures implementation
+and training noise together.
+
+Each (method, implementation, repeat) runs in a fresh process so peak memory is its own; with
+``--repeats R`` the implementations alternate R times (training seeds 0..R-1) and the table shows median
+episodes/s, the ratio of the medians with the lowest and highest per-repeat ratio, and accuracies averaged
+per test episode over the repeats. Usage::
 
     .venv/bin/python benchmarks/throughput.py                     # synthetic-fer and FER2013 (if found)
     .venv/bin/python benchmarks/throughput.py --train 50 --test 50 --datasets synthetic-fer   # quicker
+    .venv/bin/python benchmarks/throughput.py --train 400 --test 200 --repeats 3   # the README table
     .venv/bin/python benchmarks/throughput.py --soak 10000 --soak-size 24   # RSS over a long run
 
 Needs ``pip install easyfsl==1.5.0`` for the easyfsl peers (skipped with a note when missing).
@@ -23,6 +34,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import random
 import resource
 import sys
 import time
@@ -52,7 +64,7 @@ def load_setting(name: str, fer_path: str | None):
 
 # ------------------------------------------------------------------------------------------- ours
 def measure_ours(method: str, setting: str, fer_path: str | None, shot: int, n_train: int, n_test: int,
-                 device: str) -> dict[str, Any]:
+                 device: str, seed: int) -> dict[str, Any]:
     from fewshot_bench.evaluation import evaluate
     from fewshot_bench.method import resolve_variant
     from fewshot_bench.options import Spec
@@ -63,11 +75,10 @@ def measure_ours(method: str, setting: str, fer_path: str | None, shot: int, n_t
     train_idx = np.flatnonzero(np.isin(protocol.labels, protocol.train_ids))
     mean, std = channel_statistics(protocol.dataset.images, train_idx)
     builder = TaskBuilder(protocol.dataset, dev, mean, std)
-    torch.manual_seed(0)
-    model = resolve_variant(Spec.parse(method)).build(protocol.dataset.image_shape).to(
-        dev, memory_format=torch.channels_last)
+    seed_everything(seed)
+    model = resolve_variant(Spec.parse(method)).build(protocol.dataset.image_shape).to(dev)
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
-    sampler = protocol.train_sampler(shot, 0)
+    sampler = protocol.train_sampler(shot, seed)
     warmup = 3
     data_time = 0.0
     model.train()
@@ -76,7 +87,7 @@ def measure_ours(method: str, setting: str, fer_path: str | None, shot: int, n_t
             _sync(dev)
             start, data_time = time.perf_counter(), 0.0
         t0 = time.perf_counter()
-        task = builder.task(sampler.sample())
+        task = builder.task(sampler.sample(), model.memory_format)
         _sync(dev)
         data_time += time.perf_counter() - t0
         loss = model.meta_batch_loss([task])
@@ -85,9 +96,8 @@ def measure_ours(method: str, setting: str, fer_path: str | None, shot: int, n_t
         optimiser.step()
     _sync(dev)
     train_s = time.perf_counter() - start
-    episodes = protocol.test_episodes(shot, 0, n_test)
-    result = evaluate(model, builder, episodes)
-    return _report(n_train, train_s, n_test, result.seconds, data_time, dev)
+    result = evaluate(model, builder, shared_test_episodes(protocol, shot, n_test))
+    return _report(n_train, train_s, n_test, result.seconds, data_time, dev, result.accuracies)
 
 
 # ------------------------------------------------------------------------------------------ peers
@@ -114,7 +124,7 @@ class _ArrayDataset(torch.utils.data.Dataset):
 
 
 def measure_easyfsl(method: str, setting: str, fer_path: str | None, shot: int, n_train: int, n_test: int,
-                    device: str) -> dict[str, Any]:
+                    device: str, seed: int) -> dict[str, Any]:
     from easyfsl.methods import MatchingNetworks, PrototypicalNetworks, RelationNetworks
     from easyfsl.samplers import TaskSampler
 
@@ -128,9 +138,8 @@ def measure_easyfsl(method: str, setting: str, fer_path: str | None, shot: int, 
     dev = torch.device(device)
     images, labels = protocol.dataset.images, protocol.labels
     train_idx = np.flatnonzero(np.isin(labels, protocol.train_ids))
-    test_idx = np.flatnonzero(np.isin(labels, protocol.test_ids))
     mean, std = channel_statistics(images, train_idx)
-    torch.manual_seed(0)
+    seed_everything(seed)
     shape = protocol.dataset.image_shape
     if method == "relationnet":
         backbone = BACKBONES.get("rn-encoder")(shape[0])
@@ -172,18 +181,28 @@ def measure_easyfsl(method: str, setting: str, fer_path: str | None, shot: int, 
         _sync(dev)
         t0 = time.perf_counter()
     train_s = time.perf_counter() - start
+    # Our test episodes through easyfsl's data path: each batch lists an episode's items class by class
+    # (K support then Q query), the order its TaskSampler yields and its collate function splits.
+    episodes = shared_test_episodes(protocol, shot, n_test)
+    full = _ArrayDataset(images, labels, mean, std)
+    collate = TaskSampler(full, n_way=protocol.way, n_shot=shot, n_query=protocol.query,
+                          n_tasks=n_test).episodic_collate_fn
+    batches = [class_by_class(e) for e in episodes]
+    test_loader = torch.utils.data.DataLoader(full, batch_sampler=batches, num_workers=0, collate_fn=collate)
     model.eval()
+    accuracies = []
     start = time.perf_counter()
     with torch.no_grad():
-        for sx, sy, qx, qy, _ in loader(test_idx, protocol.way, n_test):
+        for sx, sy, qx, qy, _ in test_loader:
             model.process_support_set(sx.to(dev), sy.to(dev))
-            (model(qx.to(dev)).argmax(1) == qy.to(dev)).float().mean()
+            accuracies.append((model(qx.to(dev)).argmax(1) == qy.to(dev)).float().mean())
     _sync(dev)
-    return _report(n_train, train_s, n_test, time.perf_counter() - start, data_time, dev)
+    eval_s = time.perf_counter() - start
+    return _report(n_train, train_s, n_test, eval_s, data_time, dev, torch.stack(accuracies).cpu().numpy())
 
 
 def measure_learn2learn(method: str, setting: str, fer_path: str | None, shot: int, n_train: int, n_test: int,
-                        device: str) -> dict[str, Any]:
+                        device: str, seed: int) -> dict[str, Any]:
     from fewshot_bench.backbones import feature_shape
     from fewshot_bench.peers import import_learn2learn
     from fewshot_bench.registry import BACKBONES
@@ -195,7 +214,7 @@ def measure_learn2learn(method: str, setting: str, fer_path: str | None, shot: i
     images, labels = protocol.dataset.images, protocol.labels
     mean, std = channel_statistics(images, np.flatnonzero(np.isin(labels, protocol.train_ids)))
     shape = protocol.dataset.image_shape
-    torch.manual_seed(0)
+    seed_everything(seed)
     backbone = BACKBONES.get("conv4-32")(shape[0])
     for module in backbone.modules():  # batch statistics, as Finn's MAML and our default bn=batch
         if isinstance(module, torch.nn.BatchNorm2d):
@@ -243,15 +262,22 @@ def measure_learn2learn(method: str, setting: str, fer_path: str | None, shot: i
         optimiser.step()
     _sync(dev)
     train_s = time.perf_counter() - start
-    tests = taskset(protocol.test_ids, protocol.way, n_test)
+    # Our test episodes, items loaded one by one from the dataset as learn2learn's LoadData does.
+    full = _ArrayDataset(images, labels, mean, std)
+    accuracies = []
     start = time.perf_counter()
-    for _ in range(n_test):
-        sx, sy, qx, qy = split(tests.sample(), protocol.way)
+    for episode in shared_test_episodes(protocol, shot, n_test):
+        way = episode.n_way
+        sx = torch.stack([full[i][0] for i in episode.support]).to(dev)
+        qx = torch.stack([full[i][0] for i in episode.query]).to(dev)
+        sy = torch.arange(way, device=dev).repeat_interleave(shot)
+        qy = torch.arange(way, device=dev).repeat_interleave(episode.n_query)
         learner = adapt(sx, sy)
         with torch.no_grad():
-            (learner(qx)[:, : protocol.way].argmax(1) == qy).float().mean()
+            accuracies.append((learner(qx)[:, :way].argmax(1) == qy).float().mean())
     _sync(dev)
-    return _report(n_train, train_s, n_test, time.perf_counter() - start, data_time, dev)
+    eval_s = time.perf_counter() - start
+    return _report(n_train, train_s, n_test, eval_s, data_time, dev, torch.stack(accuracies).cpu().numpy())
 
 
 # ----------------------------------------------------------------------------------------- plumbing
@@ -260,12 +286,31 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _report(n_train, train_s, n_test, eval_s, data_s, device) -> dict[str, Any]:
+def seed_everything(seed: int) -> None:
+    """Seed every generator an implementation may draw from (easyfsl and learn2learn sample with ``random``)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def shared_test_episodes(protocol, shot: int, n_test: int):
+    """The test episodes every implementation is evaluated on: the protocol's seed-0 set."""
+    return protocol.test_episodes(shot, 0, n_test)
+
+
+def class_by_class(episode) -> list[int]:
+    """An episode's dataset indices grouped by class, K support then Q query items each."""
+    support = episode.support.reshape(episode.n_way, -1)
+    query = episode.query.reshape(episode.n_way, -1)
+    return np.concatenate([support, query], axis=1).reshape(-1).tolist()
+
+
+def _report(n_train, train_s, n_test, eval_s, data_s, device, accuracies) -> dict[str, Any]:
     return {
         "train_eps": n_train / train_s, "eval_eps": n_test / eval_s, "s_per_1000": 1000 * train_s / n_train,
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "cuda_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0,
-        "data_share": data_s / train_s,
+        "data_share": data_s / train_s, "accuracies": np.asarray(accuracies, dtype=np.float64),
     }
 
 
@@ -333,6 +378,41 @@ def current_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def summarise(repeats: list[dict[str, Any]]) -> dict[str, Any]:
+    """One table row from an implementation's repeats: median speeds, peak memory, mean data share, and
+    accuracies averaged per test episode over the repeats."""
+    keys = ("train_eps", "eval_eps", "s_per_1000", "data_share")
+    row = {k: float(np.median([r[k] for r in repeats])) for k in keys}
+    row["rss_mb"] = max(r["rss_mb"] for r in repeats)
+    row["cuda_mb"] = max(r["cuda_mb"] for r in repeats)
+    row["accuracies"] = np.mean([r["accuracies"] for r in repeats], axis=0)
+    row["train_eps_each"] = [r["train_eps"] for r in repeats]
+    row["eval_eps_each"] = [r["eval_eps"] for r in repeats]
+    return row
+
+
+def format_row(setting: str, method: str, impl: str, row: dict[str, Any], ours: dict[str, Any] | None) -> str:
+    """A printed table line; peer lines carry ours/peer speed ratios and the paired accuracy difference."""
+    from fewshot_bench.stats import ci95, paired_test
+
+    acc = row["accuracies"] * 100
+    accuracy = f"{acc.mean():5.1f} ± {ci95(acc):3.1f}"
+    ratio_train = ratio_eval = difference = ""
+    if ours is not None:
+        per_train = [o / p for o, p in zip(ours["train_eps_each"], row["train_eps_each"])]
+        per_eval = [o / p for o, p in zip(ours["eval_eps_each"], row["eval_eps_each"])]
+        ratio_train = f"{ours['train_eps'] / row['train_eps']:.2f}"
+        ratio_eval = f"{ours['eval_eps'] / row['eval_eps']:.2f}"
+        if len(per_train) > 1:
+            ratio_train += f" [{min(per_train):.2f}-{max(per_train):.2f}]"
+            ratio_eval += f" [{min(per_eval):.2f}-{max(per_eval):.2f}]"
+        paired = paired_test(ours["accuracies"], row["accuracies"])
+        difference = f"{paired.mean_diff:+5.1f} ± {paired.ci95:3.1f}"
+    return (f"{setting:<14} {method:<12} {impl:<12} {row['train_eps']:>10.2f} {row['eval_eps']:>10.2f} "
+            f"{row['s_per_1000']:>10.1f} {row['rss_mb']:>8.0f} {row['cuda_mb']:>8.0f} {100 * row['data_share']:>6.1f}% "
+            f"{accuracy:>12} {difference:>12} {ratio_train:>17} {ratio_eval:>17}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--methods", default="protonet,matchingnet,relationnet,maml,crn")
@@ -341,6 +421,7 @@ def main() -> None:
     parser.add_argument("--shot", type=int, default=1)
     parser.add_argument("--train", type=int, default=100, help="training episodes per measurement")
     parser.add_argument("--test", type=int, default=100, help="evaluation episodes per measurement")
+    parser.add_argument("--repeats", type=int, default=1, help="alternate ours and the peer this many times")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--soak", type=int, default=0, help="instead: RSS over this many training episodes")
     parser.add_argument("--soak-size", type=int, default=48)
@@ -354,10 +435,11 @@ def main() -> None:
     except ImportError:
         have_easyfsl = False
         print("note: easyfsl is not installed (pip install easyfsl==1.5.0); its peers are skipped")
-    print(f"device {args.device}, torch {torch.__version__}, {os.cpu_count()} CPU cores, "
-          f"{args.shot}-shot, {args.train} training + {args.test} test episodes per measurement\n")
+    print(f"device {args.device}, torch {torch.__version__}, {os.cpu_count()} CPU cores, {args.shot}-shot, "
+          f"{args.train} training + {args.test} test episodes per measurement, {args.repeats} repeat(s)\n")
     header = (f"{'setting':<14} {'method':<12} {'impl':<12} {'train ep/s':>10} {'eval ep/s':>10} {'s/1000 ep':>10} "
-              f"{'RSS MB':>8} {'CUDA MB':>8} {'data %':>7} {'ratio train':>11} {'ratio eval':>10}")
+              f"{'RSS MB':>8} {'CUDA MB':>8} {'data %':>7} {'acc %':>12} {'Δ acc':>12} {'ratio train':>17} "
+              f"{'ratio eval':>17}")
     print(header)
     print("-" * len(header))
     for setting in args.datasets.split(","):
@@ -365,26 +447,29 @@ def main() -> None:
             print(f"{setting:<14} skipped: {args.fer2013} not found")
             continue
         for method in args.methods.split(","):
-            common = (method, setting, args.fer2013, args.shot, args.train, args.test, args.device)
-            ours = in_fresh_process("ours", *common)
-            rows = [("ours", ours)]
             peer = PEER[method]
             if peer == "easyfsl" and not have_easyfsl:
                 peer = None
-            if peer:
-                rows.append((peer, in_fresh_process(peer, *common)))
-            for impl, r in rows:
-                if "error" in r:
-                    print(f"{setting:<14} {method:<12} {impl:<12} error: {r['error']}")
+            impls = ["ours"] + ([peer] if peer else [])
+            runs: dict[str, list[dict[str, Any]]] = {impl: [] for impl in impls}
+            for seed in range(args.repeats):
+                for impl in impls:
+                    runs[impl].append(in_fresh_process(impl, method, setting, args.fer2013, args.shot, args.train,
+                                                       args.test, args.device, seed))
+            ours = None
+            for impl in impls:
+                errors = [r["error"] for r in runs[impl] if "error" in r]
+                if errors:
+                    print(f"{setting:<14} {method:<12} {impl:<12} error: {errors[0]}")
                     continue
-                ratio = ("", "")
-                if impl != "ours" and "error" not in ours:
-                    ratio = (f"{ours['train_eps'] / r['train_eps']:.2f}", f"{ours['eval_eps'] / r['eval_eps']:.2f}")
-                print(f"{setting:<14} {method:<12} {impl:<12} {r['train_eps']:>10.2f} {r['eval_eps']:>10.2f} "
-                      f"{r['s_per_1000']:>10.1f} {r['rss_mb']:>8.0f} {r['cuda_mb']:>8.0f} {100 * r['data_share']:>6.1f}% "
-                      f"{ratio[0]:>11} {ratio[1]:>10}", flush=True)
-    print("\nratio = ours / peer episodes per second (higher is better for us); data % = share of the training "
-          "step spent building episodes (sampling, gathering, normalising).")
+                row = summarise(runs[impl])
+                print(format_row(setting, method, impl, row, ours if impl != "ours" else None), flush=True)
+                if impl == "ours":
+                    ours = row
+    print("\nratio = ours / peer episodes per second (higher is better for us; median over repeats, [lowest-highest]"
+          " per-repeat ratio); acc % = mean test accuracy ± 95% CI on the same test episodes for every "
+          "implementation; Δ acc = paired mean difference ours − peer in points ± 95% CI; data % = share of the "
+          "training step spent building episodes (sampling, gathering, normalising).")
 
 
 if __name__ == "__main__":

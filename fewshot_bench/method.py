@@ -3,12 +3,20 @@
 A method is an ``nn.Module`` built around a backbone. The runner only ever calls:
 
 * ``meta_batch_loss(tasks)`` during meta-training (default: the mean of ``loss(task)`` over the batch);
+  ``batched_loss(tasks)`` instead when the run asks for batched episodes and the method supports them;
 * ``predict(support, support_labels, query, n_way)`` at evaluation, returning ``(n_query, n_way)`` scores
   (higher = more likely). Query labels are never passed to ``predict``.
 
 ``loss(task)`` defaults to cross-entropy on ``predict``'s scores, which is right for ProtoNet (logits) and
 MatchingNet (log-probabilities: their log-softmax is themselves). Relation-style methods override it with
 their own losses; MAML overrides ``predict`` to adapt on the support set with gradients enabled.
+
+A method whose episode is "backbone on every image, then a head on the features" (ProtoNet, MatchingNet,
+RN, CRN) may implement ``predict_features`` (and ``loss_features`` when its loss is not cross-entropy on
+those scores) instead of ``predict``/``loss``. It then supports batched episodes: the images of a whole
+meta-batch go through the backbone in one call and each episode's head and loss run on its slice of the
+features. Batch norm then normalises over the meta-batch rather than per episode, which is why it is a
+run setting (``batch_episodes``), off by default.
 """
 
 from __future__ import annotations
@@ -77,16 +85,63 @@ class FewShotMethod(nn.Module):
     def predict(self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor,
                 n_way: int) -> torch.Tensor:
         """Scores of shape (n_query, n_way) for the query images, given the labelled support set."""
-        raise NotImplementedError
+        if not self.has_feature_head():
+            raise NotImplementedError(f"{type(self).__name__} implements neither predict nor predict_features")
+        support_features, query_features = self.embed(support, query)
+        return self.predict_features(support_features, support_labels, query_features, n_way)
 
     def loss(self, task: Task) -> torch.Tensor:
         """Meta-training loss of one episode (a scalar)."""
+        if self.has_feature_head():
+            return self.loss_features(task, *self.embed(task.support, task.query))
         scores = self.predict(task.support, task.support_labels, task.query, task.n_way)
         return F.cross_entropy(scores, task.query_labels)
 
     def meta_batch_loss(self, tasks: list[Task]) -> torch.Tensor:
         """Meta-training loss of a batch of episodes: the mean of the per-episode losses."""
         return torch.stack([self.loss(task) for task in tasks]).mean()
+
+    def embed(self, support: torch.Tensor, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Backbone features of an episode's support and query images, from one backbone call."""
+        features = self.backbone(torch.cat([support, query]))
+        return features[: len(support)], features[len(support):]
+
+    def predict_features(self, support_features: torch.Tensor, support_labels: torch.Tensor,
+                         query_features: torch.Tensor, n_way: int) -> torch.Tensor:
+        """``predict`` from backbone features; implementing it makes the method support batched episodes."""
+        raise NotImplementedError
+
+    def loss_features(self, task: Task, support_features: torch.Tensor, query_features: torch.Tensor) -> torch.Tensor:
+        """``loss`` from backbone features (default: cross-entropy on ``predict_features``'s scores)."""
+        scores = self.predict_features(support_features, task.support_labels, query_features, task.n_way)
+        return F.cross_entropy(scores, task.query_labels)
+
+    @classmethod
+    def has_feature_head(cls) -> bool:
+        """Whether the method splits into backbone + head (implements ``predict_features``)."""
+        return cls.predict_features is not FewShotMethod.predict_features
+
+    @classmethod
+    def supports_batched_episodes(cls) -> bool:
+        """Whether ``batched_loss`` batches: a feature head whose training loss is ``loss_features``."""
+        return cls.has_feature_head() and cls.loss is FewShotMethod.loss
+
+    def batched_loss(self, tasks: list[Task]) -> torch.Tensor:
+        """The meta-batch's loss with every episode's images in one backbone call (batched episodes).
+
+        Equals ``meta_batch_loss`` when batch norm uses running statistics; in training mode batch norm
+        normalises over the whole meta-batch instead of each episode. Methods without ``predict_features``
+        fall back to ``meta_batch_loss``.
+        """
+        if not self.supports_batched_episodes() or len(tasks) < 2:
+            return self.meta_batch_loss(tasks)
+        features = self.backbone(torch.cat([images for t in tasks for images in (t.support, t.query)]))
+        losses, start = [], 0
+        for task in tasks:
+            middle, end = start + len(task.support), start + len(task.support) + len(task.query)
+            losses.append(self.loss_features(task, features[start:middle], features[middle:end]))
+            start = end
+        return torch.stack(losses).mean()
 
     @classmethod
     def all_options(cls) -> tuple[Option, ...]:

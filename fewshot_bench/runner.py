@@ -120,7 +120,8 @@ class CellRunner:
         mean, std = channel_statistics(self.protocol.dataset.images, train_indices)
         self.builder = TaskBuilder(self.protocol.dataset, self.device, mean, std)
         self.settings = TrainSettings(
-            episodes=config.train_episodes, meta_batch=config.meta_batch, lr=config.lr, lr_step=config.lr_step,
+            episodes=config.train_episodes, meta_batch=config.meta_batch, batch_episodes=config.batch_episodes,
+            lr=config.lr, lr_step=config.lr_step,
             lr_gamma=config.lr_gamma, log_interval=config.log_interval, val_interval=config.val_interval,
             checkpoint_interval=config.checkpoint_interval, amp=config.amp, augment=config.augment,
             compile_backend=config.compile_backend if config.compile else None)
@@ -242,6 +243,7 @@ def run_cell(variant: MethodVariant, protocol: Protocol, builder: TaskBuilder, s
         "device": str(device),
         "threads": torch.get_num_threads(),
         "compiled": settings.compile_backend if compiled else None,
+        "batched_episodes": settings.batch_episodes and settings.meta_batch > 1 and method.supports_batched_episodes(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "loss_curve": {"episode": history.loss_episodes, "loss": history.losses},
         "val_curve": {"episode": history.val_episodes, "accuracy": history.val_accuracies,

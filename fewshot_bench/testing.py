@@ -59,7 +59,9 @@ def check_method(cls: type, options: dict[str, Any] | None = None,
     1-shot and 5-shot episodes, in train and eval mode and under ``torch.no_grad``; the same seed gives the
     same model and scores (determinism); ``loss`` is a finite scalar whose gradient reaches the parameters;
     and predictions do not depend on the query order or labels (permuting the queries permutes the scores),
-    so a method cannot peek at the layout the harness uses to build episodes.
+    so a method cannot peek at the layout the harness uses to build episodes. A method that implements
+    ``predict_features`` (batched episodes) must give the same meta-batch loss batched and looped when batch
+    norm uses running statistics (eval mode).
     """
     options = options or {}
     name = getattr(cls, "__name__", str(cls))
@@ -113,6 +115,24 @@ def check_method(cls: type, options: dict[str, Any] | None = None,
         if not any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters()):
             _fail(f"{name}.loss does not propagate gradients to any parameter ({shot}-shot); the optimiser could "
                   "never train it")
+    if cls.has_feature_head():
+        model = _build(cls, image_shape, options, seed=0).eval()
+        task = _task(image_shape, n_way, 2, query, seed=9)
+        with torch.no_grad():
+            scores = model.predict(task.support, task.support_labels, task.query, n_way)
+            support_features, query_features = model.embed(task.support, task.query)
+            head = model.predict_features(support_features, task.support_labels, query_features, n_way)
+        if not torch.allclose(scores, head, atol=1e-5, rtol=1e-4):
+            _fail(f"{name}.predict disagrees with predict_features on the embedded episode, but training uses "
+                  "predict_features/loss_features: change predict_features instead of predict")
+    if cls.supports_batched_episodes():
+        model = _build(cls, image_shape, options, seed=0).eval()
+        tasks = [_task(image_shape, n_way, 2, query, seed=seed) for seed in (10, 11, 12)]
+        looped, batched = model.meta_batch_loss(tasks), model.batched_loss(tasks)
+        if not torch.allclose(looped, batched, atol=1e-5, rtol=1e-4):
+            _fail(f"{name}: batched episodes change the loss ({batched.item():.6g} vs {looped.item():.6g} looped, "
+                  "eval mode); predict_features/loss_features must use only their own episode's features, and embed "
+                  "nothing but the backbone")
 
 
 def check_dataset(cls: type, root: str | Path | None = None, options: dict[str, Any] | None = None) -> None:

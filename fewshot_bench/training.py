@@ -22,6 +22,7 @@ class TrainSettings:
 
     episodes: int
     meta_batch: int = 1
+    batch_episodes: bool = False
     lr: float = 1e-3
     lr_step: int = 2000
     lr_gamma: float = 0.5
@@ -112,8 +113,9 @@ def train(
         episodes = [sampler.sample() for _ in range(batch)]
         for episode in episodes:
             check_episodes(episode, labels, allowed_class_ids, class_names, "training")
+        tasks = [builder.task(e, method.memory_format, augmenter) for e in episodes]
         with autocast(builder.device, settings.amp):
-            loss = method.meta_batch_loss([builder.task(e, method.memory_format, augmenter) for e in episodes])
+            loss = method.batched_loss(tasks) if settings.batch_episodes else method.meta_batch_loss(tasks)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()

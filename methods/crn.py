@@ -97,8 +97,9 @@ class CRN(RelationStyleMethod):
     def class_maps(self, grouped: torch.Tensor) -> torch.Tensor:
         return depth_average_pool(grouped) if self.config["dap"] else grouped.sum(1)
 
-    def scores_and_classes(self, support, support_labels, query, n_way):
-        scores, classes, grouped, query_maps = super().scores_and_classes(support, support_labels, query, n_way)
+    def scores_and_classes(self, support_maps, support_labels, query_maps, n_way):
+        scores, classes, grouped, query_maps = super().scores_and_classes(support_maps, support_labels, query_maps,
+                                                                          n_way)
         if self.config["multiply_raw"]:
             q = F.normalize(query_maps.flatten(1), dim=1)
             s = F.normalize(grouped.flatten(2), dim=2)
@@ -106,8 +107,9 @@ class CRN(RelationStyleMethod):
             scores = scores * (similarity + 1.0) / 2.0
         return scores, classes, grouped, query_maps
 
-    def loss(self, task: Task) -> torch.Tensor:
-        scores, classes, _, _ = self.scores_and_classes(task.support, task.support_labels, task.query, task.n_way)
+    def loss_features(self, task: Task, support_features: torch.Tensor, query_features: torch.Tensor) -> torch.Tensor:
+        scores, classes, _, _ = self.scores_and_classes(support_features, task.support_labels, query_features,
+                                                        task.n_way)
         loss = one_hot_mse(scores, task.query_labels)
         if self.config["js_weight"] > 0:
             loss = loss + self.config["js_weight"] * js_distance_loss(classes)

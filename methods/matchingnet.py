@@ -96,9 +96,8 @@ class MatchingNet(FewShotMethod):
             self.support_context = SupportContext(dim)
             self.query_context = QueryContext(dim)
 
-    def predict(self, support, support_labels, query, n_way):
-        features = self.backbone(torch.cat([support, query])).flatten(1)
-        support_features, query_features = features[: len(support)], features[len(support):]
+    def predict_features(self, support_features, support_labels, query_features, n_way):
+        support_features, query_features = support_features.flatten(1), query_features.flatten(1)
         if self.config["fce"]:
             support_features = self.support_context(support_features)
             query_features = self.query_context(query_features, support_features)

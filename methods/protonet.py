@@ -40,9 +40,7 @@ class ProtoNet(FewShotMethod):
     paper = "Snell, Swersky & Zemel. Prototypical Networks for Few-shot Learning. NeurIPS 2017."
     default_backbone = "conv4"
 
-    def predict(self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor,
-                n_way: int) -> torch.Tensor:
-        features = self.backbone(torch.cat([support, query])).flatten(1)
-        support_features, query_features = features[: len(support)], features[len(support):]
-        prototypes = class_means(support_features, support_labels, n_way)
-        return -squared_euclidean(query_features, prototypes)
+    def predict_features(self, support_features: torch.Tensor, support_labels: torch.Tensor,
+                         query_features: torch.Tensor, n_way: int) -> torch.Tensor:
+        prototypes = class_means(support_features.flatten(1), support_labels, n_way)
+        return -squared_euclidean(query_features.flatten(1), prototypes)

@@ -52,8 +52,30 @@ class RelationModule(nn.Module):
 
     def forward(self, pairs: torch.Tensor) -> torch.Tensor:
         """(P, 2C, h, w) pairs → (P,) relation scores in [0, 1]."""
-        x = self.convs(pairs).flatten(1)
+        return self.head(self.convs(pairs))
+
+    def head(self, maps: torch.Tensor) -> torch.Tensor:
+        x = maps.flatten(1)
         return torch.sigmoid(self.fc2(F.relu(self.fc1(x)))).squeeze(1)
+
+    def score_grid(self, class_maps: torch.Tensor, query_maps: torch.Tensor) -> torch.Tensor:
+        """(n_query, n_way) scores of every [class ‖ query] pair, equal to ``forward`` on the explicit pairs.
+
+        The first convolution is linear in its input, so on a concatenated pair it is the class half of the
+        kernel applied to the class map plus the query half applied to the query map. Convolving the n_way
+        class maps and the n_query query maps once each and broadcasting the sum does the work of n_way ·
+        n_query pair convolutions in n_way + n_query half-size ones — the module's most expensive layer
+        (about 7× fewer operations for a 4-way episode with 60 queries); batch norm and everything after
+        it still see every pair.
+        """
+        first = self.convs[0]
+        channels = class_maps.shape[1]
+        left = F.conv2d(class_maps, first.weight[:, :channels], first.bias, first.stride, first.padding)
+        right = F.conv2d(query_maps, first.weight[:, channels:], None, first.stride, first.padding)
+        n_query, n_way = right.shape[0], left.shape[0]
+        pairs = (right.unsqueeze(1) + left.unsqueeze(0)).flatten(0, 1)
+        out = self.convs[1:](pairs.contiguous(memory_format=torch.channels_last))
+        return self.head(out).view(n_query, n_way)
 
 
 def group_by_class(maps: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
@@ -62,13 +84,13 @@ def group_by_class(maps: torch.Tensor, labels: torch.Tensor, n_way: int) -> torc
     return maps[order].view(n_way, -1, *maps.shape[1:])
 
 
-def relation_scores(module: RelationModule, class_maps: torch.Tensor, query_maps: torch.Tensor) -> torch.Tensor:
-    """(n_query, n_way) scores of every (query, class) pair."""
+def concatenated_pairs(class_maps: torch.Tensor, query_maps: torch.Tensor) -> torch.Tensor:
+    """(n_query · n_way, 2C, h, w) [class map ‖ query map] pairs, query-major — the paper's formulation,
+    which ``RelationModule.score_grid`` computes without building it."""
     n_way, n_query = class_maps.shape[0], query_maps.shape[0]
     left = class_maps.unsqueeze(0).expand(n_query, -1, -1, -1, -1)
     right = query_maps.unsqueeze(1).expand(-1, n_way, -1, -1, -1)
-    pairs = torch.cat([left, right], dim=2).flatten(0, 1)
-    return module(pairs.contiguous(memory_format=torch.channels_last)).view(n_query, n_way)
+    return torch.cat([left, right], dim=2).flatten(0, 1)
 
 
 def one_hot_mse(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -87,24 +109,19 @@ class RelationStyleMethod(FewShotMethod):
         channels, h, w = feature_shape(backbone, image_shape)
         self.relation = RelationModule(2 * channels, (h, w), hidden=options.get("hidden", 8))
 
-    def embed(self, support: torch.Tensor, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        maps = self.backbone(torch.cat([support, query]))
-        return maps[: len(support)], maps[len(support):]
-
     def class_maps(self, grouped: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def scores_and_classes(self, support, support_labels, query, n_way):
-        support_maps, query_maps = self.embed(support, query)
+    def scores_and_classes(self, support_maps, support_labels, query_maps, n_way):
         grouped = group_by_class(support_maps, support_labels, n_way)
         classes = self.class_maps(grouped)
-        return relation_scores(self.relation, classes, query_maps), classes, grouped, query_maps
+        return self.relation.score_grid(classes, query_maps), classes, grouped, query_maps
 
-    def predict(self, support, support_labels, query, n_way):
-        return self.scores_and_classes(support, support_labels, query, n_way)[0]
+    def predict_features(self, support_features, support_labels, query_features, n_way):
+        return self.scores_and_classes(support_features, support_labels, query_features, n_way)[0]
 
-    def loss(self, task: Task) -> torch.Tensor:
-        return one_hot_mse(self.predict(task.support, task.support_labels, task.query, task.n_way),
+    def loss_features(self, task: Task, support_features: torch.Tensor, query_features: torch.Tensor) -> torch.Tensor:
+        return one_hot_mse(self.predict_features(support_features, task.support_labels, query_features, task.n_way),
                            task.query_labels)
 
 

@@ -181,6 +181,20 @@ def test_compile_runs_the_backbone_through_torch_compile_with_the_same_results(t
         np.testing.assert_allclose(other["accuracies"], plain["accuracies"], atol=1e-6)
 
 
+def test_batched_episodes_are_a_run_setting_recorded_per_cell(tmp_path):
+    flags = tiny_run_flags(tmp_path, shots=[1], meta_batch=2)
+    assert main(["run", "--methods", "protonet,maml", "--batch-episodes", "true"] + cli_args(flags)) == 0
+    records = {path.name.split("-")[0]: json.loads(path.read_text())
+               for path in (tmp_path / "runs" / "tiny" / "cells").glob("*.json")}
+    assert records["protonet"]["batched_episodes"] is True and records["maml"]["batched_episodes"] is False
+    looped = tiny_run_flags(tmp_path, shots=[1], meta_batch=2, run_id="looped")
+    assert main(["run", "--methods", "protonet"] + cli_args(looped)) == 0
+    plain = json.loads(next((tmp_path / "runs" / "looped" / "cells").glob("protonet-*.json")).read_text())
+    assert plain["batched_episodes"] is False
+    # batch norm normalises over the meta-batch instead of each episode: a different training run
+    assert plain["loss_curve"]["loss"] != records["protonet"]["loss_curve"]["loss"]
+
+
 def test_runs_made_before_a_config_key_existed_can_be_continued(tmp_path):
     import yaml
 

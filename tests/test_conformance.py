@@ -58,8 +58,26 @@ class NoGradient(ProtoNet):
         return super().loss(task).detach().requires_grad_()
 
 
+class PredictOverridesItsHead(ProtoNet):
+    """Changes predict but leaves predict_features, which training (and batched episodes) use."""
+
+    def predict(self, support, support_labels, query, n_way):
+        return super().predict(support, support_labels, query, n_way) * 2.0
+
+
+class EmbedBeyondTheBackbone(ProtoNet):
+    """Rescales features by the episode's mean feature norm inside embed, which batched episodes skip."""
+
+    def embed(self, support, query):
+        support_features, query_features = super().embed(support, query)
+        scale = torch.cat([support_features, query_features]).flatten(1).norm(dim=1).mean()
+        return support_features / scale, query_features / scale
+
+
 @pytest.mark.parametrize("broken, message", [
     (WrongShape, r"must return scores of shape \(n_query, n_way\) = \(12, 3\)"),
+    (PredictOverridesItsHead, "predict disagrees with predict_features"),
+    (EmbedBeyondTheBackbone, "batched episodes change the loss"),
     (PeeksAtQueryLayout, "depends on the order of the query images"),
     (NonDeterministic, "is not deterministic"),
     (NoGradient, "does not propagate gradients"),

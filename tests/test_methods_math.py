@@ -7,7 +7,8 @@ from torch import nn
 from fewshot_bench.method import Task
 from fewshot_bench.methods.crn import CRN, depth_average_pool, js_distance_loss, js_divergence
 from fewshot_bench.methods.matchingnet import attention_log_probs
-from fewshot_bench.methods.relationnet import RelationModule, RelationNet, group_by_class, one_hot_mse
+from fewshot_bench.methods.relationnet import (RelationModule, RelationNet, concatenated_pairs, group_by_class,
+                                               one_hot_mse)
 from fewshot_bench.registry import BACKBONES
 
 
@@ -29,6 +30,24 @@ def test_relation_module_works_at_any_map_size_and_scores_lie_in_0_1(size):
     module = RelationModule(128, size)
     scores = module(torch.randn(6, 128, *size) * 10)
     assert scores.shape == (6,) and bool(((scores >= 0) & (scores <= 1)).all())
+
+
+@pytest.mark.parametrize("size", [(10, 10), (5, 5)])  # unpadded and padded first convolution
+@pytest.mark.parametrize("training", [True, False])
+def test_relation_score_grid_equals_the_module_on_explicit_pairs(size, training):
+    torch.manual_seed(0)
+    module = RelationModule(2 * 16, size, width=8).double().train(training)
+    classes = torch.randn(4, 16, *size, dtype=torch.float64, requires_grad=True)
+    queries = torch.randn(7, 16, *size, dtype=torch.float64, requires_grad=True)
+    reference = module(concatenated_pairs(classes, queries)).view(7, 4)
+    grid = module.score_grid(classes, queries)
+    assert grid.shape == (7, 4)
+    assert torch.allclose(grid, reference, atol=1e-12)
+    weights = torch.randn(7, 4, dtype=torch.float64)
+    expected = torch.autograd.grad((reference * weights).sum(), [classes, queries, *module.parameters()])
+    got = torch.autograd.grad((grid * weights).sum(), [classes, queries, *module.parameters()])
+    for e, g in zip(expected, got):
+        assert torch.allclose(e, g, atol=1e-10)
 
 
 def test_relation_mse_target_is_one_hot():
@@ -86,7 +105,8 @@ def test_crn_loss_adds_weighted_js_term():
     model.eval()
     task = Task(torch.randn(6, 1, 28, 28), torch.tensor([0, 0, 1, 1, 2, 2]), torch.randn(6, 1, 28, 28),
                 torch.tensor([0, 1, 2, 0, 1, 2]), 3, 2)
-    scores, classes, _, _ = model.scores_and_classes(task.support, task.support_labels, task.query, 3)
+    support_maps, query_maps = model.embed(task.support, task.query)
+    scores, classes, _, _ = model.scores_and_classes(support_maps, task.support_labels, query_maps, 3)
     expected = one_hot_mse(scores, task.query_labels) + 0.7 * js_distance_loss(classes)
     assert model.loss(task).item() == pytest.approx(expected.item(), rel=1e-5)
     model.config["js_weight"] = 0.0

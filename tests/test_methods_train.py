@@ -71,6 +71,39 @@ def test_loss_goes_down_over_a_short_run(spec):
     assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4]), losses
 
 
+@pytest.mark.parametrize("spec", ["protonet", "matchingnet", "relationnet", "crn", "crn[multiply_raw=true]"])
+def test_batched_episodes_embed_a_meta_batch_in_one_backbone_call(spec):
+    shape = (1, 28, 28)
+    dataset = patterned_dataset(shape)
+    builder = TaskBuilder(dataset, torch.device("cpu"), torch.tensor([0.5]), torch.tensor([0.25]))
+    sampler = EpisodeSampler(dataset.labels.numpy(), range(5), 3, 2, 3, seed=2)
+    tasks = [builder.task(sampler.sample()) for _ in range(3)]
+    model = build(spec, shape)
+    calls = []
+    model.backbone.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    model.train()
+    loss = model.batched_loss(tasks)
+    assert calls == [3 * (6 + 9)]
+    loss.backward()
+    assert all(p.grad is not None for p in model.backbone.parameters())
+    calls.clear()
+    model.meta_batch_loss(tasks)
+    assert calls == [15, 15, 15]
+    model.eval()  # batch norm on running statistics: batching changes nothing
+    with torch.no_grad():
+        assert torch.allclose(model.batched_loss(tasks), model.meta_batch_loss(tasks), rtol=1e-5, atol=1e-6)
+
+
+def test_methods_without_a_feature_head_loop_over_a_meta_batch():
+    model = build("maml[inner_steps=1]", (1, 28, 28))
+    assert not model.supports_batched_episodes()
+    dataset = patterned_dataset((1, 28, 28))
+    builder = TaskBuilder(dataset, torch.device("cpu"), torch.tensor([0.5]), torch.tensor([0.25]))
+    sampler = EpisodeSampler(dataset.labels.numpy(), range(5), 3, 1, 2, seed=0)
+    tasks = [builder.task(sampler.sample()) for _ in range(2)]
+    assert model.batched_loss(tasks).item() == pytest.approx(model.meta_batch_loss(tasks).item(), rel=1e-6)
+
+
 def test_host_memory_fallback_gathers_the_same_episodes():
     dataset = patterned_dataset((1, 28, 28))
     mean, std = torch.tensor([0.5]), torch.tensor([0.25])
