@@ -134,6 +134,7 @@ def measure_easyfsl(method: str, setting: str, fer_path: str | None, shot: int, 
     from fewshot_bench.tasks import channel_statistics
 
     _patch_easyfsl_sampler()
+    method = method.split("[")[0]  # a variant of ours (protonet[distance=euclidean]) meets the same peer
     config, protocol = load_setting(setting, fer_path)
     dev = torch.device(device)
     images, labels = protocol.dataset.images, protocol.labels
@@ -415,7 +416,8 @@ def format_row(setting: str, method: str, impl: str, row: dict[str, Any], ours: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--methods", default="protonet,matchingnet,relationnet,maml,crn")
+    parser.add_argument("--methods", default="protonet,matchingnet,relationnet,maml,crn",
+                        help="methods or variants, e.g. protonet[distance=euclidean]")
     parser.add_argument("--datasets", default="synthetic-fer,fer2013")
     parser.add_argument("--fer2013", default=os.environ.get("FER2013", str(SHARED)), help="FER2013 .npz/csv/folder")
     parser.add_argument("--shot", type=int, default=1)
@@ -447,7 +449,7 @@ def main() -> None:
             print(f"{setting:<14} skipped: {args.fer2013} not found")
             continue
         for method in args.methods.split(","):
-            peer = PEER[method]
+            peer = PEER[method.split("[")[0]]
             if peer == "easyfsl" and not have_easyfsl:
                 peer = None
             impls = ["ours"] + ([peer] if peer else [])

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from fewshot_bench.device import to_device
+
 
 class EpisodeAugmenter:
     """Augments a batch of normalised images (B, C, H, W) with flips, crops and photometric jitter."""
@@ -24,7 +26,7 @@ class EpisodeAugmenter:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         b = images.shape[0]
-        draws = torch.rand(b, 5, generator=self.generator).to(images.device)
+        draws = to_device(torch.rand(b, 5, generator=self.generator), images.device)
         sign = torch.where(draws[:, 0] < 0.5, -1.0, 1.0) if self.flip else torch.ones(b, device=images.device)
         shift = (draws[:, 1:3] * 2 - 1) * self.max_shift * 2  # affine_grid works in [-1, 1] units
         theta = torch.zeros(b, 2, 3, device=images.device, dtype=images.dtype)

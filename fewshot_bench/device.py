@@ -27,3 +27,15 @@ def choose_device(requested: str = "auto") -> torch.device:
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigError("device 'mps' was requested but MPS is not available; use --device auto or cpu")
     return device
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` (on the host) moved to ``device`` without making the host wait for the device.
+
+    A copy from pageable host memory may synchronise with the device stream, which would stall the
+    episode loop at every episode; staging through pinned memory makes the copy truly asynchronous (the
+    caching host allocator keeps the pinned block until the copy has run).
+    """
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from fewshot_bench.data import ImageDataset
+from fewshot_bench.device import to_device
 from fewshot_bench.episodes import Episode
 from fewshot_bench.method import Task
 
@@ -65,7 +66,7 @@ class TaskBuilder:
     def gather(self, indices: np.ndarray, memory_format: torch.memory_format = torch.channels_last) -> torch.Tensor:
         index = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64))
         if self.on_device:
-            selected = self.images.index_select(0, index.to(self.device, non_blocking=True))
+            selected = self.images.index_select(0, to_device(index, self.device))
         else:
             selected = self.images.index_select(0, index)
             if self.device.type == "cuda":

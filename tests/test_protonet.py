@@ -5,8 +5,8 @@ from fewshot_bench.datasets import synthetic_fer  # noqa: F401  (registers the d
 from fewshot_bench.methods.protonet import ProtoNet, class_means, squared_euclidean
 
 
-def identity_protonet():
-    return ProtoNet(nn.Flatten(), (1, 1, 2))
+def identity_protonet(distance="squared"):
+    return ProtoNet(nn.Flatten(), (1, 1, 2), distance=distance)
 
 
 def test_prototypes_are_class_means():
@@ -24,6 +24,13 @@ def test_scores_are_negative_squared_distances_to_prototypes_hand_computed():
     # prototypes (1,0) and (11,10): query (1,1) -> 1 and 100+81=181; query (9,10) -> 64+100=164 and 4
     assert torch.equal(scores, -torch.tensor([[1.0, 181.0], [164.0, 4.0]]))
     assert scores.argmax(1).tolist() == [0, 1]
+
+
+def test_euclidean_distance_option_scores_by_the_plain_distance():
+    support = torch.tensor([[0.0, 0.0], [2.0, 0.0], [10.0, 10.0], [12.0, 10.0]]).view(4, 1, 1, 2)
+    query = torch.tensor([[1.0, 1.0], [9.0, 10.0]]).view(2, 1, 1, 2)
+    scores = identity_protonet("euclidean").predict(support, torch.tensor([0, 0, 1, 1]), query, 2)
+    assert torch.allclose(scores, -torch.tensor([[1.0, 181.0], [164.0, 4.0]]).sqrt())
 
 
 def test_loss_is_cross_entropy_of_scores():
