@@ -65,6 +65,7 @@ def load_setting(name: str, fer_path: str | None):
 # ------------------------------------------------------------------------------------------- ours
 def measure_ours(method: str, setting: str, fer_path: str | None, shot: int, n_train: int, n_test: int,
                  device: str, seed: int) -> dict[str, Any]:
+    from fewshot_bench.device import prepare_device
     from fewshot_bench.evaluation import evaluate
     from fewshot_bench.method import resolve_variant
     from fewshot_bench.options import Spec
@@ -72,6 +73,7 @@ def measure_ours(method: str, setting: str, fer_path: str | None, shot: int, n_t
 
     config, protocol = load_setting(setting, fer_path)
     dev = torch.device(device)
+    prepare_device(dev)  # what the runner does
     train_idx = np.flatnonzero(np.isin(protocol.labels, protocol.train_ids))
     mean, std = channel_statistics(protocol.dataset.images, train_idx)
     builder = TaskBuilder(protocol.dataset, dev, mean, std)

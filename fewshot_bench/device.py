@@ -39,3 +39,17 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type != "cuda":
         return tensor.to(device)
     return tensor.pin_memory().to(device, non_blocking=True)
+
+
+def prepare_device(device: torch.device) -> None:
+    """Process-wide settings for fast episodes on ``device``.
+
+    CPU: denormal floats are flushed to zero, which arithmetic on them slows down. Second-order MAML on
+    synthetic-fer trained at 5.86 -> 7.11 episodes/s in one 60-episode measurement, 5.80 -> 6.00 over 300
+    episodes x 2 repeats (same accuracy); values below 1.2e-38 carry nothing a float32 run could use.
+    CUDA: cuDNN autotuning, since episode shapes are fixed within a cell.
+    """
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True

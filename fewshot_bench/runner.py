@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from fewshot_bench.config import RunConfig, dump
-from fewshot_bench.device import choose_device
+from fewshot_bench.device import choose_device, prepare_device
 from fewshot_bench.errors import ConfigError
 from fewshot_bench.evaluation import evaluate
 from fewshot_bench.method import MethodVariant, parameter_count, resolve_variant
@@ -113,8 +113,7 @@ class CellRunner:
         if config.threads:
             torch.set_num_threads(config.threads)
         self.device = choose_device(config.device)
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # episode shapes are fixed within a cell
+        prepare_device(self.device)
         self.protocol = protocol or prepare(config)
         train_indices = np.flatnonzero(np.isin(self.protocol.labels, self.protocol.train_ids))
         mean, std = channel_statistics(self.protocol.dataset.images, train_indices)

@@ -195,6 +195,22 @@ def test_batched_episodes_are_a_run_setting_recorded_per_cell(tmp_path):
     assert plain["loss_curve"]["loss"] != records["protonet"]["loss_curve"]["loss"]
 
 
+def test_cpu_runs_flush_denormal_floats(tmp_path):
+    import torch
+
+    from fewshot_bench.runner import CellRunner, start_run
+
+    try:
+        torch.set_flush_denormal(False)
+        denormal = torch.tensor([1e-39])
+        assert (denormal * 1.0).item() != 0.0
+        config, store, _, protocol = start_run(merge(None, tiny_run_flags(tmp_path, shots=[1])))
+        CellRunner(config, store, protocol)
+        assert (denormal * 1.0).item() == 0.0
+    finally:
+        torch.set_flush_denormal(False)
+
+
 def test_runs_made_before_a_config_key_existed_can_be_continued(tmp_path):
     import yaml
 
