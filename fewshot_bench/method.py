@@ -135,13 +135,10 @@ class FewShotMethod(nn.Module):
         """
         if not self.supports_batched_episodes() or len(tasks) < 2:
             return self.meta_batch_loss(tasks)
-        features = self.backbone(torch.cat([images for t in tasks for images in (t.support, t.query)]))
-        losses, start = [], 0
-        for task in tasks:
-            middle, end = start + len(task.support), start + len(task.support) + len(task.query)
-            losses.append(self.loss_features(task, features[start:middle], features[middle:end]))
-            start = end
-        return torch.stack(losses).mean()
+        parts = [images for task in tasks for images in (task.support, task.query)]
+        features = self.backbone(torch.cat(parts)).split([len(images) for images in parts])
+        return torch.stack([self.loss_features(task, features[2 * i], features[2 * i + 1])
+                            for i, task in enumerate(tasks)]).mean()
 
     @classmethod
     def all_options(cls) -> tuple[Option, ...]:

@@ -68,10 +68,7 @@ class TaskBuilder:
         if self.on_device:
             selected = self.images.index_select(0, to_device(index, self.device))
         else:
-            selected = self.images.index_select(0, index)
-            if self.device.type == "cuda":
-                selected = selected.pin_memory()
-            selected = selected.to(self.device, non_blocking=True)
+            selected = to_device(self.images.index_select(0, index), self.device)
         images = selected.float().mul_(self.scale).sub_(self.shift)
         return images.contiguous(memory_format=memory_format)
 

@@ -27,6 +27,14 @@ def patterned_dataset(shape, n_classes=5, per_class=8, seed=0) -> ImageDataset:
                         [f"c{i}" for i in range(n_classes)], "patterned")
 
 
+def patterned_tasks(n: int, shot: int, query: int, seed: int, shape=(1, 28, 28)) -> list:
+    """``n`` 3-way episodes of ``patterned_dataset``, as tasks on the CPU."""
+    dataset = patterned_dataset(shape)
+    builder = TaskBuilder(dataset, torch.device("cpu"), torch.tensor([0.5] * shape[0]), torch.tensor([0.25] * shape[0]))
+    sampler = EpisodeSampler(dataset.labels.numpy(), range(5), 3, shot, query, seed=seed)
+    return [builder.task(sampler.sample()) for _ in range(n)]
+
+
 def build(spec: str, shape):
     torch.manual_seed(0)
     model = resolve_variant(Spec.parse(spec)).build(shape)
@@ -53,12 +61,8 @@ def test_trains_and_predicts_on_every_geometry(spec, shot, shape):
 
 @pytest.mark.parametrize("spec", ["protonet", "matchingnet", "maml[inner_steps=1]", "relationnet", "crn"])
 def test_loss_goes_down_over_a_short_run(spec):
-    shape = (1, 28, 28)
-    dataset = patterned_dataset(shape)
-    builder = TaskBuilder(dataset, torch.device("cpu"), torch.tensor([0.5]), torch.tensor([0.25]))
-    sampler = EpisodeSampler(dataset.labels.numpy(), range(5), 3, 2, 3, seed=1)
-    tasks = [builder.task(sampler.sample()) for _ in range(4)]
-    model = build(spec, shape)
+    tasks = patterned_tasks(4, shot=2, query=3, seed=1)
+    model = build(spec, (1, 28, 28))
     model.train()
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     losses = []
@@ -73,12 +77,8 @@ def test_loss_goes_down_over_a_short_run(spec):
 
 @pytest.mark.parametrize("spec", ["protonet", "matchingnet", "relationnet", "crn", "crn[multiply_raw=true]"])
 def test_batched_episodes_embed_a_meta_batch_in_one_backbone_call(spec):
-    shape = (1, 28, 28)
-    dataset = patterned_dataset(shape)
-    builder = TaskBuilder(dataset, torch.device("cpu"), torch.tensor([0.5]), torch.tensor([0.25]))
-    sampler = EpisodeSampler(dataset.labels.numpy(), range(5), 3, 2, 3, seed=2)
-    tasks = [builder.task(sampler.sample()) for _ in range(3)]
-    model = build(spec, shape)
+    tasks = patterned_tasks(3, shot=2, query=3, seed=2)
+    model = build(spec, (1, 28, 28))
     calls = []
     model.backbone.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
     model.train()
@@ -97,10 +97,7 @@ def test_batched_episodes_embed_a_meta_batch_in_one_backbone_call(spec):
 def test_methods_without_a_feature_head_loop_over_a_meta_batch():
     model = build("maml[inner_steps=1]", (1, 28, 28))
     assert not model.supports_batched_episodes()
-    dataset = patterned_dataset((1, 28, 28))
-    builder = TaskBuilder(dataset, torch.device("cpu"), torch.tensor([0.5]), torch.tensor([0.25]))
-    sampler = EpisodeSampler(dataset.labels.numpy(), range(5), 3, 1, 2, seed=0)
-    tasks = [builder.task(sampler.sample()) for _ in range(2)]
+    tasks = patterned_tasks(2, shot=1, query=2, seed=0)
     assert model.batched_loss(tasks).item() == pytest.approx(model.meta_batch_loss(tasks).item(), rel=1e-6)
 
 
