@@ -66,10 +66,12 @@ def load_setting(name: str, fer_path: str | None):
 def measure_ours(method: str, setting: str, fer_path: str | None, shot: int, n_train: int, n_test: int,
                  device: str, seed: int) -> dict[str, Any]:
     from fewshot_bench.device import prepare_device
+    from fewshot_bench.episodes import check_episodes
     from fewshot_bench.evaluation import evaluate
     from fewshot_bench.method import resolve_variant
     from fewshot_bench.options import Spec
     from fewshot_bench.tasks import TaskBuilder, channel_statistics
+    from fewshot_bench.training import TrainSettings, train
 
     config, protocol = load_setting(setting, fer_path)
     dev = torch.device(device)
@@ -79,27 +81,36 @@ def measure_ours(method: str, setting: str, fer_path: str | None, shot: int, n_t
     builder = TaskBuilder(protocol.dataset, dev, mean, std)
     seed_everything(seed)
     model = resolve_variant(Spec.parse(method)).build(protocol.dataset.image_shape).to(dev)
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
-    sampler = protocol.train_sampler(shot, seed)
-    warmup = 3
-    data_time = 0.0
-    model.train()
-    for i in range(n_train + warmup):
-        if i == warmup:
+    # The runner's own training loop (CUDA-graph replays on a GPU). Like the peers' loops, its first
+    # `warmup` episodes are not timed: on a GPU they are the eager warm-up steps and the capture.
+    warmup, seen, started = 3, [0], [0.0]
+
+    def count(episodes: int, _loss) -> None:
+        seen[0] += episodes
+        if seen[0] == warmup:
             _sync(dev)
-            start, data_time = time.perf_counter(), 0.0
-        t0 = time.perf_counter()
-        task = builder.task(sampler.sample(), model.memory_format)
-        _sync(dev)
-        data_time += time.perf_counter() - t0
-        loss = model.meta_batch_loss([task])
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
+            started[0] = time.perf_counter()
+
+    history = train(model, protocol.train_sampler(shot, seed), builder,
+                    TrainSettings(episodes=n_train + warmup, log_interval=n_train + warmup, amp=True, seed=seed),
+                    allowed_class_ids=protocol.train_ids, labels=protocol.labels, class_names=protocol.class_names,
+                    progress=count)
     _sync(dev)
-    train_s = time.perf_counter() - start
+    train_s = time.perf_counter() - started[0]
+    # Share of that time the host spends building episodes (sampling, checks, staging), measured apart.
+    sampler = protocol.train_sampler(shot, seed + 1)
+    _sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(n_train):
+        episode = sampler.sample()
+        check_episodes(episode, protocol.labels, protocol.train_ids, protocol.class_names, "training")
+        builder.stage_episodes([episode])
+    _sync(dev)
+    data_time = time.perf_counter() - t0
     result = evaluate(model, builder, shared_test_episodes(protocol, shot, n_test))
-    return _report(n_train, train_s, n_test, result.seconds, data_time, dev, result.accuracies)
+    report = _report(n_train, train_s, n_test, result.seconds, data_time, dev, result.accuracies)
+    report["steps"] = f"{history.step_mode}/{result.step_mode}"
+    return report
 
 
 # ------------------------------------------------------------------------------------------ peers
@@ -391,6 +402,7 @@ def summarise(repeats: list[dict[str, Any]]) -> dict[str, Any]:
     row["accuracies"] = np.mean([r["accuracies"] for r in repeats], axis=0)
     row["train_eps_each"] = [r["train_eps"] for r in repeats]
     row["eval_eps_each"] = [r["eval_eps"] for r in repeats]
+    row["steps"] = repeats[0].get("steps", "")
     return row
 
 
@@ -413,7 +425,7 @@ def format_row(setting: str, method: str, impl: str, row: dict[str, Any], ours: 
         difference = f"{paired.mean_diff:+5.1f} ± {paired.ci95:3.1f}"
     return (f"{setting:<14} {method:<12} {impl:<12} {row['train_eps']:>10.2f} {row['eval_eps']:>10.2f} "
             f"{row['s_per_1000']:>10.1f} {row['rss_mb']:>8.0f} {row['cuda_mb']:>8.0f} {100 * row['data_share']:>6.1f}% "
-            f"{accuracy:>12} {difference:>12} {ratio_train:>17} {ratio_eval:>17}")
+            f"{accuracy:>12} {difference:>12} {ratio_train:>17} {ratio_eval:>17} {row['steps']}")
 
 
 def main() -> None:
@@ -443,7 +455,7 @@ def main() -> None:
           f"{args.train} training + {args.test} test episodes per measurement, {args.repeats} repeat(s)\n")
     header = (f"{'setting':<14} {'method':<12} {'impl':<12} {'train ep/s':>10} {'eval ep/s':>10} {'s/1000 ep':>10} "
               f"{'RSS MB':>8} {'CUDA MB':>8} {'data %':>7} {'acc %':>12} {'Δ acc':>12} {'ratio train':>17} "
-              f"{'ratio eval':>17}")
+              f"{'ratio eval':>17} steps (train/eval)")
     print(header)
     print("-" * len(header))
     for setting in args.datasets.split(","):

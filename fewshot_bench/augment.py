@@ -25,8 +25,18 @@ class EpisodeAugmenter:
         self.device = device
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.apply(images, to_device(self.draw(images.shape[0]), images.device))
+
+    def draw(self, n_images: int) -> torch.Tensor:
+        """(n_images, 5) uniform draws on the host: flip, two shifts, contrast, brightness of each image.
+
+        Drawn apart from ``apply`` so that a captured (CUDA-graph) step can take them as an input buffer.
+        """
+        return torch.rand(n_images, 5, generator=self.generator)
+
+    def apply(self, images: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+        """``images`` (B, C, H, W) transformed by ``draws`` (B, 5) from ``draw``, already on their device."""
         b = images.shape[0]
-        draws = to_device(torch.rand(b, 5, generator=self.generator), images.device)
         sign = torch.where(draws[:, 0] < 0.5, -1.0, 1.0) if self.flip else torch.ones(b, device=images.device)
         shift = (draws[:, 1:3] * 2 - 1) * self.max_shift * 2  # affine_grid works in [-1, 1] units
         theta = torch.zeros(b, 2, 3, device=images.device, dtype=images.dtype)

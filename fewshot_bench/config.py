@@ -50,6 +50,7 @@ class RunConfig:
     amp: bool = True
     compile: bool = False
     compile_backend: str = "inductor"
+    cuda_graphs: bool = True
     augment: bool = False
     launcher: str = "local"
     threads: int | None = None
@@ -95,6 +96,9 @@ HELP = {
     "compile": "torch.compile each method's backbone (first episodes are slower while it compiles; methods that "
                "swap weights inside a step, like MAML, run uncompiled)",
     "compile_backend": "torch.compile backend used with --compile",
+    "cuda_graphs": "on CUDA, replay each cell's training step and test episode from a captured CUDA graph (several "
+                   "times faster for small models; a step that cannot be captured runs eagerly and the cell record "
+                   "says why); ignored on CPU and with --compile",
     "launcher": "where cells run: local (this machine) or slurm (one array job per cell, through submitit)",
     "jobs": "local worker processes running cells concurrently (1 = in this process)",
     "threads": "CPU threads per process (default: all cores, divided among --jobs workers); CPU results depend "
@@ -111,7 +115,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "lr_gamma": (float,), "val_episodes": (int,), "val_interval": (int,), "seeds": (list,),
     "device": (str,), "output_dir": (str,), "run_id": (str,), "log_interval": (int,),
     "checkpoint_interval": (int,), "launcher": (str,), "amp": (bool,), "augment": (bool,), "threads": (int,),
-    "compile": (bool,), "compile_backend": (str,), "jobs": (int,), "slurm": (dict,),
+    "compile": (bool,), "compile_backend": (str,), "cuda_graphs": (bool,), "jobs": (int,), "slurm": (dict,),
 }
 _LIST_ITEM = {"shots": int, "seeds": int}
 _NULLABLE = {"data_root", "split", "image_size", "channels", "train_way", "train_query", "run_id", "threads"}

@@ -10,6 +10,7 @@ stop the others.
 from __future__ import annotations
 
 import os
+import shlex
 import time
 import traceback
 from pathlib import Path
@@ -29,14 +30,20 @@ def _submitit():
 
 
 class CellsJob:
-    """A job running some cells of a run (one per Slurm array task; a share of them per local worker)."""
+    """A job running cells of a run: one cell per Slurm array task; for local workers, every pending cell in
+    plan order, each worker claiming the next unclaimed one (a shared queue, so no worker idles while
+    cells are left)."""
 
-    def __init__(self, run_folder: str, cell_ids: Sequence[str], threads: int | None = None) -> None:
+    def __init__(self, run_folder: str, cell_ids: Sequence[str], threads: int | None = None,
+                 overrides: dict[str, Any] | None = None, claim: bool = False) -> None:
         self.run_folder = str(run_folder)
         self.cell_ids = list(cell_ids)
         self.threads = threads
+        self.overrides = dict(overrides or {})
+        self.claim = claim
 
     def __call__(self) -> list[str]:
+        """Run the cells; returns the ids of those this job ran."""
         import torch
 
         from fewshot_bench.runner import CellRunner, SilentObserver, plan_cells
@@ -49,28 +56,34 @@ class CellsJob:
         from fewshot_bench.registry import load_plugin_file
 
         store = RunStore(Path(self.run_folder))
-        config = merge(store.root / "config.yaml", {"threads": self.threads} if self.threads else {})
+        config = merge(store.root / "config.yaml", {**({"threads": self.threads} if self.threads else {}),
+                                                    **self.overrides})
         for plugin in config.plugins:
             load_plugin_file(plugin)
         cells = {cell.cell_id: cell for cell in plan_cells(config)}
         runner = None
-        failures = []
+        failures, ran = [], []
         for cid in self.cell_ids:
-            if store.has_cell(cid):
+            if store.has_cell(cid) or (self.claim and (store.failed(cid) or not store.claim(cid))):
                 continue
             runner = runner or CellRunner(config, store)
+            ran.append(cid)
             try:
                 runner.run(cells[cid], SilentObserver())
             except Exception as exc:  # marked failed by the runner; the other cells still run
                 traceback.print_exc()
                 failures.append(f"{cid}: {type(exc).__name__}: {exc}")
+            finally:
+                if self.claim:
+                    store.release(cid)
         if failures:
             raise RuntimeError("; ".join(failures))
-        return self.cell_ids
+        return ran
 
     def checkpoint(self, *args: Any, **kwargs: Any):
         """submitit's preemption/timeout hook: requeue the same job; cells resume from their checkpoints."""
-        return _submitit().helpers.DelayedSubmission(CellsJob(self.run_folder, self.cell_ids, self.threads))
+        return _submitit().helpers.DelayedSubmission(CellsJob(self.run_folder, self.cell_ids, self.threads,
+                                                              self.overrides, self.claim))
 
 
 def make_executor(config: RunConfig, folder: Path):
@@ -115,8 +128,41 @@ def submit(config: RunConfig, store: RunStore, cell_ids: Sequence[str]) -> list[
     # Threads follow the requested --jobs (not how many cells remain), so a resumed cell computes exactly
     # as it would have in the original run.
     threads = config.threads or max(1, (os.cpu_count() or 1) // max(1, config.jobs))
-    shares = [list(cell_ids[w::workers]) for w in range(workers)]
-    return [executor.submit(CellsJob(str(store.root), share, threads)) for share in shares]
+    gpus = local_gpus(config.device)
+    jobs = []
+    for worker in range(workers):
+        overrides: dict[str, Any] = {}
+        if gpus:
+            # submitit's local executor hides every GPU from its jobs unless told otherwise: each worker sees
+            # one GPU (round robin over the visible ones), which is then its "cuda".
+            executor.update_parameters(local_setup=[f"export CUDA_VISIBLE_DEVICES={shlex.quote(gpus[worker % len(gpus)])}"])
+            if config.device.startswith("cuda"):
+                overrides["device"] = "cuda"
+        jobs.append(executor.submit(CellsJob(str(store.root), cell_ids, threads, overrides, claim=True)))
+    return jobs
+
+
+def local_gpus(device: str) -> list[str]:
+    """The GPUs (as CUDA_VISIBLE_DEVICES entries) local workers share for a run on ``device``: none for CPU
+    and MPS runs, the one named by ``cuda:N``, else every GPU this process sees."""
+    import torch
+
+    if device not in ("auto", "cuda") and not device.startswith("cuda:"):
+        return []
+    if not torch.cuda.is_available():
+        if device == "auto":
+            return []
+        raise ConfigError(f"device '{device}' was requested but CUDA is not available; use --device auto or cpu")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [v.strip() for v in visible.split(",") if v.strip()] if visible else \
+        [str(i) for i in range(torch.cuda.device_count())]
+    ids = ids[:torch.cuda.device_count()]
+    if device.startswith("cuda:"):
+        index = int(device.split(":", 1)[1])
+        if index >= len(ids):
+            raise ConfigError(f"device '{device}' does not exist; this machine has {len(ids)} GPU(s)")
+        return [ids[index]]
+    return ids
 
 
 def unfinished(store: RunStore, cell_ids: Sequence[str]) -> list[str]:

@@ -21,7 +21,8 @@ from fewshot_bench.stats import CI_FORMULA
 
 BUDGETS = ("full", "reduced")
 # Config keys that never change results, so the regeneration command leaves them out.
-_NOT_RESULT_KEYS = {"output_dir", "run_id", "log_interval", "checkpoint_interval", "launcher", "jobs", "slurm"}
+_NOT_RESULT_KEYS = {"output_dir", "run_id", "log_interval", "checkpoint_interval", "launcher", "jobs", "slurm",
+                    "cuda_graphs"}
 
 
 @dataclass(frozen=True)

@@ -158,6 +158,48 @@ class RunStore:
                   "log": os.environ.get("FEWSHOT_BENCH_JOB_LOG"), **info}
         atomic_write_text(self.root / "state" / f"{cell_id}.json", json.dumps(record) + "\n")
 
+    def claim(self, cell_id: str) -> bool:
+        """Atomically take ``cell_id`` for this process; False when a live process holds it already.
+
+        A claim is a file created with O_EXCL, so of several workers sharing the store exactly one wins. A
+        claim left by a dead process on this host (a killed run) is taken over: it is first renamed away,
+        which only one contender can do.
+        """
+        path = self.root / "claims" / f"{cell_id}.claim"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    holder = json.loads(path.read_text())
+                except (OSError, ValueError):
+                    holder = {}  # being written right now, or damaged: treat as held
+                    if not path.exists():
+                        continue
+                if holder.get("host") != socket.gethostname() or _pid_alive(holder.get("pid")):
+                    return False
+                try:
+                    os.rename(path, path.with_name(f".{path.name}.stale-{os.getpid()}"))
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}) + "\n")
+            return True
+        return False
+
+    def failed(self, cell_id: str) -> bool:
+        """Whether the cell's state marker says it failed (a launch clears the markers it retries)."""
+        try:
+            return json.loads((self.root / "state" / f"{cell_id}.json").read_text()).get("state") == "failed"
+        except (OSError, ValueError):
+            return False
+
+    def release(self, cell_id: str) -> None:
+        """Give up this process's claim on ``cell_id`` (after it finished or failed)."""
+        (self.root / "claims" / f"{cell_id}.claim").unlink(missing_ok=True)
+
     def clear_state(self, cell_id: str) -> None:
         (self.root / "state" / f"{cell_id}.json").unlink(missing_ok=True)
 

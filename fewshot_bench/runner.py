@@ -123,7 +123,7 @@ class CellRunner:
             lr=config.lr, lr_step=config.lr_step,
             lr_gamma=config.lr_gamma, log_interval=config.log_interval, val_interval=config.val_interval,
             checkpoint_interval=config.checkpoint_interval, amp=config.amp, augment=config.augment,
-            compile_backend=config.compile_backend if config.compile else None)
+            compile_backend=config.compile_backend if config.compile else None, cuda_graphs=config.cuda_graphs)
         self._episodes: dict[tuple[int, int], tuple[str, Any, Any]] = {}
 
     def episodes(self, shot: int, seed: int):
@@ -177,7 +177,7 @@ def run(config: RunConfig, observer: RunObserver | None = None) -> RunResult:
 # Keys that may change between invocations writing into the same run folder: they add cells or change
 # only how the run is executed, not what any existing cell means.
 GRID_KEYS = {"methods", "plugins", "shots", "seeds", "device", "log_interval", "checkpoint_interval", "output_dir", "run_id",
-             "launcher", "jobs", "slurm", "threads", "compile", "compile_backend"}
+             "launcher", "jobs", "slurm", "threads", "compile", "compile_backend", "cuda_graphs"}
 
 
 def merge_with_folder(store: RunStore, config: RunConfig) -> RunConfig:
@@ -219,7 +219,8 @@ def run_cell(variant: MethodVariant, protocol: Protocol, builder: TaskBuilder, s
                     allowed_class_ids=protocol.train_ids, labels=protocol.labels,
                     class_names=protocol.class_names, val_episodes=val_episodes,
                     progress=observer.trained, checkpointer=checkpoint)
-    result = evaluate(method, builder, test_episodes, progress=observer.evaluated, amp=settings.amp)
+    result = evaluate(method, builder, test_episodes, progress=observer.evaluated, amp=settings.amp,
+                      cuda_graphs=settings.cuda_graphs and not compiled)
     if checkpoint is not None:
         checkpoint.save_final({k: v.detach().cpu() for k, v in method.state_dict().items()})
     return {
@@ -242,6 +243,8 @@ def run_cell(variant: MethodVariant, protocol: Protocol, builder: TaskBuilder, s
         "device": str(device),
         "threads": torch.get_num_threads(),
         "compiled": settings.compile_backend if compiled else None,
+        "train_steps": history.step_mode,
+        "eval_steps": result.step_mode,
         "batched_episodes": settings.batch_episodes and settings.meta_batch > 1 and method.supports_batched_episodes(),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "loss_curve": {"episode": history.loss_episodes, "loss": history.losses},

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
 
+from fewshot_bench.augment import EpisodeAugmenter
 from fewshot_bench.data import ImageDataset
 from fewshot_bench.device import to_device
 from fewshot_bench.episodes import Episode
@@ -63,30 +65,80 @@ class TaskBuilder:
         self.scale = (1.0 / (255.0 * std)).view(1, channels, 1, 1).to(device)
         self.shift = (mean / std).view(1, channels, 1, 1).to(device)
 
-    def gather(self, indices: np.ndarray, memory_format: torch.memory_format = torch.channels_last) -> torch.Tensor:
+    def stage(self, indices: np.ndarray) -> torch.Tensor:
+        """What the device needs to build the images at ``indices``, moved there without waiting: the indices
+        when the dataset lives on the device, else the uint8 pixels gathered in host memory."""
         index = torch.from_numpy(np.ascontiguousarray(indices, dtype=np.int64))
-        if self.on_device:
-            selected = self.images.index_select(0, to_device(index, self.device))
-        else:
-            selected = to_device(self.images.index_select(0, index), self.device)
-        images = selected.float().mul_(self.scale).sub_(self.shift)
-        return images.contiguous(memory_format=memory_format)
+        return to_device(index if self.on_device else self.images.index_select(0, index), self.device)
+
+    def unstage(self, staged: torch.Tensor) -> torch.Tensor:
+        """Normalised float images (B, C, H, W) from ``stage``'s output (device work only, so capturable)."""
+        selected = self.images.index_select(0, staged) if self.on_device else staged
+        return selected.float().mul_(self.scale).sub_(self.shift)
+
+    def gather(self, indices: np.ndarray, memory_format: torch.memory_format = torch.channels_last) -> torch.Tensor:
+        return self.unstage(self.stage(indices)).contiguous(memory_format=memory_format)
+
+    def stage_episodes(self, episodes: Sequence[Episode], augmenter: EpisodeAugmenter | None = None) -> StagedEpisodes:
+        """Every image of ``episodes`` (each episode's support, then its query) staged in one transfer, with
+        the augmentation draws of each image when training is augmented."""
+        indices = np.concatenate([np.concatenate([e.support, e.query]) for e in episodes])
+        draws = None
+        if augmenter is not None:
+            # One draw per episode, in episode order, exactly as augmenting episode by episode would.
+            draws = to_device(torch.cat([augmenter.draw(len(e.support) + len(e.query)) for e in episodes]),
+                              self.device)
+        shapes = tuple((e.n_way, e.n_shot, e.n_query) for e in episodes)
+        return StagedEpisodes(self.stage(indices), draws, shapes)
+
+    def tasks(self, staged: torch.Tensor, shapes: Sequence[tuple[int, int, int]],
+              memory_format: torch.memory_format = torch.channels_last, draws: torch.Tensor | None = None,
+              augmenter: EpisodeAugmenter | None = None) -> list[Task]:
+        """The episodes of ``stage_episodes`` as Tasks: normalised (and augmented, for meta-training only),
+        in the layout the method asked for (``method.memory_format``). Device work only: a CUDA graph can
+        capture it with ``staged`` and ``draws`` as its input buffers."""
+        images = self.unstage(staged)
+        if draws is not None and augmenter is not None:
+            images = augmenter.apply(images, draws)
+        images = images.contiguous(memory_format=memory_format)
+        tasks, start = [], 0
+        for n_way, n_shot, n_query in shapes:
+            n_support = n_way * n_shot
+            end = start + n_support + n_way * n_query
+            labels = torch.arange(n_way, device=self.device)
+            tasks.append(Task(
+                support=images[start:start + n_support],
+                support_labels=labels.repeat_interleave(n_shot),
+                query=images[start + n_support:end],
+                query_labels=labels.repeat_interleave(n_query),
+                n_way=n_way,
+                n_shot=n_shot,
+            ))
+            start = end
+        return tasks
 
     def task(self, episode: Episode, memory_format: torch.memory_format = torch.channels_last,
-             augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Task:
-        """The episode's images, normalised (and augmented, for meta-training only), in the layout the method
-        asked for (``method.memory_format``)."""
-        n_way, n_shot, n_query = episode.n_way, episode.n_shot, episode.n_query
-        images = self.gather(np.concatenate([episode.support, episode.query]), torch.contiguous_format)
-        if augment is not None:
-            images = augment(images)
-        images = images.contiguous(memory_format=memory_format)
-        labels = torch.arange(n_way, device=self.device)
-        return Task(
-            support=images[: n_way * n_shot],
-            support_labels=labels.repeat_interleave(n_shot),
-            query=images[n_way * n_shot:],
-            query_labels=labels.repeat_interleave(n_query),
-            n_way=n_way,
-            n_shot=n_shot,
-        )
+             augmenter: EpisodeAugmenter | None = None) -> Task:
+        """One episode's images as a Task (``stage_episodes`` then ``tasks``)."""
+        staged = self.stage_episodes([episode], augmenter)
+        return self.tasks(staged.images, staged.shapes, memory_format, staged.draws, augmenter)[0]
+
+
+@dataclass(frozen=True)
+class StagedEpisodes:
+    """A meta-batch (or one test episode) on its way to the device, as ``TaskBuilder.tasks`` takes it.
+
+    Attributes:
+        images: (n_images,) int64 dataset indices (data on the device) or (n_images, C, H, W) uint8 pixels.
+        draws: (n_images, 5) augmentation draws, or None.
+        shapes: (n_way, n_shot, n_query) of each episode.
+    """
+
+    images: torch.Tensor
+    draws: torch.Tensor | None
+    shapes: tuple[tuple[int, int, int], ...]
+
+    @property
+    def buffers(self) -> list[torch.Tensor]:
+        """The tensors a captured step reads (its static inputs)."""
+        return [self.images] + ([self.draws] if self.draws is not None else [])

@@ -12,6 +12,7 @@ import torch
 from fewshot_bench.episodes import EpisodeSampler, EpisodeSet, check_episodes
 from fewshot_bench.augment import EpisodeAugmenter
 from fewshot_bench.evaluation import autocast, evaluate
+from fewshot_bench.graphs import CapturedStep
 from fewshot_bench.method import FewShotMethod
 from fewshot_bench.tasks import TaskBuilder
 
@@ -33,6 +34,7 @@ class TrainSettings:
     augment: bool = False
     seed: int = 0
     compile_backend: str | None = None
+    cuda_graphs: bool = True
 
 
 @dataclass
@@ -45,6 +47,7 @@ class TrainHistory:
     val_accuracies: list[float] = field(default_factory=list)
     selected_episode: int | None = None
     seconds: float = 0.0
+    step_mode: str = "eager"
 
 
 ProgressCallback = Callable[[int, float | None], None]
@@ -81,7 +84,10 @@ def train(
     and a saved state is resumed from, so an interrupted cell ends with exactly the same weights.
     """
     history = TrainHistory()
-    optimiser = torch.optim.Adam(method.parameters(), lr=settings.lr)
+    on_cuda = builder.device.type == "cuda"
+    # Fused Adam on CUDA: one kernel for all parameters instead of a chain of small ones (the eager and the
+    # graph-replayed step both use it, so they compute the same numbers).
+    optimiser = torch.optim.Adam(method.parameters(), lr=settings.lr, **({"fused": True} if on_cuda else {}))
     steps_per_decay = max(1, settings.lr_step // settings.meta_batch)
     scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=steps_per_decay, gamma=settings.lr_gamma)
     best_state, best_accuracy = None, -1.0
@@ -108,19 +114,17 @@ def train(
             progress(done, history.losses[-1] if history.losses else None)
     start = time.perf_counter()
     method.train()
+    step = CapturedStep(_loss_step(method, builder, settings, augmenter, running),
+                        enabled=on_cuda and settings.cuda_graphs and settings.compile_backend is None)
     while done < settings.episodes:
         batch = min(settings.meta_batch, settings.episodes - done)
         episodes = [sampler.sample() for _ in range(batch)]
         for episode in episodes:
             check_episodes(episode, labels, allowed_class_ids, class_names, "training")
-        tasks = [builder.task(e, method.memory_format, augmenter) for e in episodes]
-        with autocast(builder.device, settings.amp):
-            loss = method.batched_loss(tasks) if settings.batch_episodes else method.meta_batch_loss(tasks)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
+        staged = builder.stage_episodes(episodes, augmenter)
+        step(staged.buffers, staged.shapes)
         optimiser.step()
         scheduler.step()
-        running += loss.detach() * batch
         since_log += batch
         done += batch
         at_log = done % settings.log_interval < batch or done == settings.episodes
@@ -132,7 +136,8 @@ def train(
             running.zero_()
             since_log = 0
         if val_episodes is not None and (done % settings.val_interval < batch or done == settings.episodes):
-            accuracy = float(evaluate(method, builder, val_episodes, amp=settings.amp).accuracies.mean())
+            accuracy = float(evaluate(method, builder, val_episodes, amp=settings.amp,
+                                     cuda_graphs=step.enabled).accuracies.mean())
             method.train()
             history.val_episodes.append(done)
             history.val_accuracies.append(accuracy)
@@ -153,5 +158,30 @@ def train(
             last_checkpoint = done
     if best_state is not None:
         method.load_state_dict(best_state)
+    history.step_mode = step.describe()
     history.seconds = elapsed_before + time.perf_counter() - start
     return history
+
+
+def _loss_step(method: FewShotMethod, builder: TaskBuilder, settings: TrainSettings,
+               augmenter: EpisodeAugmenter | None, running: torch.Tensor) -> Callable[..., None]:
+    """The device work of one meta-training step — tasks from the staged buffers, loss, gradients, loss sum
+    — as a function of its input buffers and the episodes' shapes, for ``CapturedStep``.
+
+    Gradients are zeroed in place rather than set to None on CUDA: a captured graph keeps writing into the
+    gradient tensors it recorded, so they must stay the parameters' ``.grad`` (0 + g = g exactly, so the
+    numbers are those of set-to-None).
+    """
+    in_place = builder.device.type == "cuda"
+    batch_episodes = settings.batch_episodes
+
+    def loss_step(buffers: list[torch.Tensor], shapes: tuple[tuple[int, int, int], ...]) -> None:
+        draws = buffers[1] if len(buffers) > 1 else None
+        tasks = builder.tasks(buffers[0], shapes, method.memory_format, draws, augmenter)
+        method.zero_grad(set_to_none=not in_place)
+        with autocast(builder.device, settings.amp):
+            loss = method.batched_loss(tasks) if batch_episodes else method.meta_batch_loss(tasks)
+        loss.backward()
+        running.add_(loss.detach() * len(shapes))
+
+    return loss_step

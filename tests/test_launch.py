@@ -3,6 +3,7 @@ report a failing cell without stopping the others; Slurm submissions carry the r
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -153,3 +154,70 @@ def test_cells_job_requeues_itself_on_preemption(tmp_path):
     job = CellsJob(str(tmp_path), ["a", "b"], threads=1)
     delayed = job.checkpoint()
     assert isinstance(delayed.function, CellsJob) and delayed.function.cell_ids == ["a", "b"]
+
+
+@pytest.mark.parametrize("device, visible, expected", [
+    ("cuda", None, ["0", "1", "0"]),
+    ("auto", "4,6", ["4", "6", "4"]),
+    ("cuda:1", "4,6", ["6", "6", "6"]),
+])
+def test_local_workers_on_cuda_each_see_a_gpu(tmp_path, monkeypatch, device, visible, expected):
+    # No GPU here: the parent is told it has two, and each worker reports the GPUs it was given.
+    import torch
+
+    from fewshot_bench import launch
+    from fewshot_bench.config import RunConfig
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+
+    class EnvironmentProbe:  # defined here so that submitit pickles it by value for the worker
+        def __init__(self, run_folder, cell_ids, threads, overrides, claim):
+            self.overrides, self.claim = overrides, claim
+
+        def __call__(self):
+            return os.environ.get("CUDA_VISIBLE_DEVICES"), self.overrides, self.claim
+
+    monkeypatch.setattr(launch, "CellsJob", EnvironmentProbe)
+    config = RunConfig(device=device, jobs=3, run_id="gpus")
+    jobs = launch.submit(config, RunStore(tmp_path / "gpus"), ["a", "b", "c", "d"])
+    seen = [job.result() for job in jobs]
+    assert [gpu for gpu, _, _ in seen] == expected
+    assert all(overrides == ({} if device == "auto" else {"device": "cuda"}) and claim for _, overrides, claim in seen)
+
+
+def test_cpu_runs_give_local_workers_no_gpu(monkeypatch):
+    from fewshot_bench.launch import local_gpus
+
+    assert local_gpus("cpu") == [] and local_gpus("mps") == []
+
+
+def test_a_cell_is_claimed_by_one_process_and_a_dead_holder_loses_it(tmp_path):
+    store = RunStore(tmp_path / "run")
+    assert store.claim("cell") and not store.claim("cell")  # this process holds it
+    holder = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    claim = tmp_path / "run" / "claims" / "cell.claim"
+    data = json.loads(claim.read_text())
+    claim.write_text(json.dumps({**data, "pid": int(holder.stdout)}))  # a process that has ended
+    assert store.claim("cell")
+    store.release("cell")
+    assert not claim.exists() and store.claim("cell")
+
+
+def test_local_workers_share_one_queue_of_cells(tmp_path):
+    # Three cells, two workers: whichever worker is free takes the next unclaimed cell, and none runs twice.
+    out = bench("run", "--methods", "protonet", "--shots", "1,2,3", "--train-episodes", "4", *TINY[2:],
+                "--output-dir", str(tmp_path / "runs"), "--run-id", "queue", "--jobs", "2")
+    assert "3 of 3 cells submitted to 2 local worker process(es)" in out.stdout
+    cells = RunStore(tmp_path / "runs" / "queue").load_cells()
+    assert sorted(c["shot"] for c in cells) == [1, 2, 3]
+    ran = []
+    for result in (tmp_path / "runs" / "queue" / "jobs").rglob("*_result.pkl"):
+        status, cell_ids = pickle.loads(result.read_bytes())
+        assert status == "success"
+        ran += cell_ids
+    assert sorted(ran) == sorted(c["cell"] for c in RunStore(tmp_path / "runs" / "queue").load_plan())

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The GPU check of one short GPU job (about 9 minutes on one H100, install included), from the repository
+# root of a machine with a CUDA GPU, Python and PyTorch but no internet, after benchmarks/gpu_prepare.sh
+# made .gpu/ on a machine with internet (carry .gpu with the code):
+#   1. install the project and the peers from .gpu/ into /tmp/site (learn2learn builds in the background);
+#   2. tests/test_gpu.py: no host sync in the episode loops; CUDA-graph steps equal eager steps;
+#   3. the FER2013 paper grid (configs/fer2013-grid.yaml, 63 cells) with --jobs $JOBS, stopped after
+#      $GRID_S seconds if unfinished (it resumes with the same command: finished cells are kept);
+#   4. benchmarks/throughput.py --device cuda against easyfsl and learn2learn.
+# Logs and the run folder (runs.tgz) go to $OUT (default ./gpu-out).
+#   bash benchmarks/gpu_check.sh     STAGES="tests grid throughput" JOBS=4 GRID_S=400 THROUGHPUT_S=120 RUN_ID=fer2013-grid-gpu
+# by default; a .gpu/runs.tgz from an earlier call is unpacked first, so a stopped grid continues.
+set -u
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${OUT:-$REPO/gpu-out}; mkdir -p "$OUT"
+DEVICE=${DEVICE:-cuda}; GRID_ARGS=${GRID_ARGS:-}  # DEVICE=cpu GRID_ARGS=--reduced: a dry run of the script
+STAGES=${STAGES:-tests grid throughput}; JOBS=${JOBS:-4}; GRID_S=${GRID_S:-400}; THROUGHPUT_S=${THROUGHPUT_S:-120}; RUN_ID=${RUN_ID:-fer2013-grid-gpu}; RUNS=${RUNS:-/tmp/runs}
+export PYTHONUNBUFFERED=1 COLUMNS=200 PYTHONPATH=/tmp/site
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee "$OUT/gpu.txt"
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$REPO"/.gpu/whl/*.whl || exit 1
+rm -rf /tmp/l2l-src && cp -r "$REPO/.gpu/l2l-src" /tmp/l2l-src  # built in a copy: the build writes into its source
+(python3 -m pip install -q --no-deps --no-build-isolation --target /tmp/site /tmp/l2l-src \
+  > "$OUT/l2l-build.log" 2>&1; echo "exit $?" >> "$OUT/l2l-build.log") &
+builder=$!
+# Run from a copy without the source folders: with the repository root on sys.path, fewshot_bench would be
+# imported from the source tree, where fewshot_bench.methods (mapped from methods/ by an install) is missing.
+rm -rf /tmp/proj && mkdir -p /tmp/proj && cp -r "$REPO"/benchmarks "$REPO"/configs "$REPO"/tests /tmp/proj && cd /tmp/proj
+if [ -f "$REPO/.gpu/runs.tgz" ]; then mkdir -p "$RUNS" && tar xzf "$REPO/.gpu/runs.tgz" -C "$RUNS"; fi
+python3 -c "import torch, fewshot_bench; print('torch', torch.__version__, 'fewshot_bench', fewshot_bench.__file__)"
+if [[ " $STAGES " == *" tests "* ]]; then
+  timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py > "$OUT/test_gpu.log" 2>&1
+  status=$?; tail -40 "$OUT/test_gpu.log"
+  # A failing GPU test (CUDA graphs not equal to eager steps, say) makes the grid's numbers suspect: say so.
+  [ "$status" = 0 ] || echo "WARNING: tests/test_gpu.py failed (exit $status); check it before trusting the grid"
+fi
+if [[ " $STAGES " == *" grid "* ]]; then
+  timeout "$GRID_S" python3 benchmarks/grid.py --data "$REPO/.gpu/data/fer2013-gpu.npz" --device "$DEVICE" --jobs "$JOBS" \
+    --output-dir "$RUNS" --run-id "$RUN_ID" $GRID_ARGS > "$OUT/grid.log" 2>&1
+  echo "grid exit $?" >> "$OUT/grid.log"; tail -80 "$OUT/grid.log"
+  # Claims and checkpoints stay behind: a claim names this machine's processes, checkpoints are large.
+  tar czf "$OUT/runs.tgz" --exclude='checkpoints' --exclude='claims' -C "$RUNS" . 2>/dev/null
+fi
+if [[ " $STAGES " == *" throughput "* ]]; then
+  wait "$builder"; tail -2 "$OUT/l2l-build.log"
+  timeout "$THROUGHPUT_S" python3 benchmarks/throughput.py --device "$DEVICE" --datasets fer2013 \
+    --methods protonet,relationnet,matchingnet,maml --fer2013 "$REPO/.gpu/data/fer2013-gpu.npz" \
+    --train 150 --test 150 2>&1 | tee "$OUT/throughput.log"
+fi
