@@ -6,7 +6,10 @@
 #   2. tests/test_gpu.py: no host sync in the episode loops; CUDA-graph steps equal eager steps;
 #   3. the FER2013 paper grid (configs/fer2013-grid.yaml, 63 cells) with --jobs $JOBS, stopped after
 #      $GRID_S seconds if unfinished (it resumes with the same command: finished cells are kept);
-#   4. benchmarks/throughput.py --device cuda against easyfsl and learn2learn.
+#   4. benchmarks/throughput.py --device cuda against easyfsl and learn2learn (steady state, one process);
+#   optional stage "scaling": a short ProtoNet + MAML grid with --jobs 1, 2, 4, 8 ($SCALING_JOBS), for how
+#   many workers one GPU serves best. MPS=1 starts the CUDA MPS daemon first (workers' kernels then run
+#   concurrently instead of time-sliced) and stops it at the end.
 # Logs and the run folder (runs.tgz) go to $OUT (default ./gpu-out).
 #   bash benchmarks/gpu_check.sh     STAGES="tests grid throughput" JOBS=4 GRID_S=400 THROUGHPUT_S=120 RUN_ID=fer2013-grid-gpu
 # by default; a .gpu/runs.tgz from an earlier call is unpacked first, so a stopped grid continues.
@@ -27,6 +30,11 @@ builder=$!
 rm -rf /tmp/proj && mkdir -p /tmp/proj && cp -r "$REPO"/benchmarks "$REPO"/configs "$REPO"/tests /tmp/proj && cd /tmp/proj
 if [ -f "$REPO/.gpu/runs.tgz" ]; then mkdir -p "$RUNS" && tar xzf "$REPO/.gpu/runs.tgz" -C "$RUNS"; fi
 python3 -c "import torch, fewshot_bench; print('torch', torch.__version__, 'fewshot_bench', fewshot_bench.__file__)"
+if [ "${MPS:-0}" = 1 ]; then
+  export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
+  mkdir -p /tmp/mps-pipe /tmp/mps-log && nvidia-cuda-mps-control -d && echo "MPS daemon started"
+  trap 'echo quit | nvidia-cuda-mps-control' EXIT
+fi
 if [[ " $STAGES " == *" tests "* ]]; then
   timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py > "$OUT/test_gpu.log" 2>&1
   status=$?; tail -40 "$OUT/test_gpu.log"
@@ -45,4 +53,14 @@ if [[ " $STAGES " == *" throughput "* ]]; then
   timeout "$THROUGHPUT_S" python3 benchmarks/throughput.py --device "$DEVICE" --datasets fer2013 \
     --methods protonet,relationnet,matchingnet,maml --fer2013 "$REPO/.gpu/data/fer2013-gpu.npz" \
     --train 150 --test 150 2>&1 | tee "$OUT/throughput.log"
+fi
+if [[ " $STAGES " == *" scaling "* ]]; then
+  for jobs in ${SCALING_JOBS:-1 2 4 8}; do
+    start=$SECONDS
+    timeout 200 python3 -m fewshot_bench run --dataset fer2013 --data-root "$REPO/.gpu/data/fer2013-gpu.npz" \
+      --methods protonet,maml --shots 1 --seeds 0,1,2,3 --train-episodes 500 --test-episodes 100 --device "$DEVICE" \
+      --jobs "$jobs" --output-dir /tmp/scaling --run-id "jobs$jobs" > "$OUT/scaling-$jobs.log" 2>&1
+    rc=$?
+    echo "scaling: --jobs $jobs, 8 cells of 600 episodes: $((SECONDS - start)) s wall (exit $rc)" | tee -a "$OUT/scaling.txt"
+  done
 fi

@@ -136,6 +136,9 @@ class FER2013(DatasetPlugin):
     """FER2013: 35,887 48×48 grayscale faces, 7 expressions (official CSV, Kaggle folders or .npz)."""
 
     where_to_get = "download fer2013.csv (Kaggle FER challenge) or the msambare/fer2013 image folders"
+    # FER2013 holds 1,853 extra copies of identical images, 57 groups of them under two or more emotions (39
+    # spanning the paper split's training and test emotions): removed unless a run sets dedup: false.
+    dedup_default = True
     options = (
         Option("usage", str, "all", "official usage to keep", ("all", "Training", "PublicTest", "PrivateTest", "test")),
         Option("format", str, "auto", "layout of --data-root", ("auto", "csv", "folder", "npz")),

@@ -119,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--data-root", default=None, help="folder of the dataset, if not built in")
     show.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE")
     show.add_argument("--plugin", action="append", default=[], metavar="FILE")
+    check = dsub.add_parser("check", help="report exact duplicate images, per class and across the split's parts")
+    check.add_argument("name", help="dataset name")
+    check.add_argument("--data-root", default=None, help="folder of the dataset, if not built in")
+    check.add_argument("--split", default=None, help="split preset to check across (default: the dataset's)")
+    check.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE")
+    check.add_argument("--plugin", action="append", default=[], metavar="FILE")
     return parser
 
 
@@ -304,15 +310,23 @@ def command_list(args: argparse.Namespace) -> int:
 
 def command_datasets(args: argparse.Namespace) -> int:
     from fewshot_bench.contact_sheet import save_contact_sheet
-    from fewshot_bench.protocol import dataset_plugin, load_dataset
+    from fewshot_bench.protocol import dataset_plugin, load_dataset, resolve_split
 
-    if args.datasets_command != "show":
-        raise ConfigError("use `bench datasets show NAME [--out sheet.png]`")
+    if args.datasets_command not in ("show", "check"):
+        raise ConfigError("use `bench datasets show NAME [--out sheet.png]` or `bench datasets check NAME`")
     _load_plugins(args.plugin)
-    config = merge(None, {"dataset": args.name, "data_root": args.data_root,
+    config = merge(None, {"dataset": args.name, "data_root": args.data_root, "dedup": False,
                           "dataset_options": _key_values(args.dataset_option, "--dataset-option") or None})
     dataset = load_dataset(config)
     console = Console()
+    if args.datasets_command == "check":
+        try:
+            split = resolve_split(replace(config, split=args.split), dataset)
+        except ConfigError:
+            if args.split:
+                raise
+            split = None  # a dataset without presets (an image folder, an array file): no split to cross
+        return _print_duplicates(dataset, split, console)
     table = Table(title=f"{dataset.name}: {len(dataset.labels)} images, {dataset.image_shape} (C, H, W)",
                   title_justify="left")
     table.add_column("class")
@@ -329,6 +343,31 @@ def command_datasets(args: argparse.Namespace) -> int:
     if args.out:
         path = save_contact_sheet(dataset, Path(args.out), per_class=args.per_class)
         console.print(f"contact sheet: {path}")
+    return 0
+
+
+def _print_duplicates(dataset, split, console: Console) -> int:
+    from fewshot_bench.duplicates import check
+
+    report = check(dataset, split)
+    console.print(f"{dataset.name}: {report.images} images; {report.groups} groups of identical images holding "
+                  f"{report.duplicated_images} images ({report.duplicated_images - report.groups} extra copies)")
+    table = Table(title="extra copies within a class (removed by dedup, one image of each group kept)",
+                  title_justify="left")
+    table.add_column("class")
+    table.add_column("copies", justify="right")
+    for name in dataset.class_names:
+        table.add_row(name, str(report.same_class_copies.get(name, 0)))
+    console.print(table)
+    console.print(f"groups filed under two or more classes: {report.cross_class_groups} (every image of them is "
+                  "removed by dedup: its label is ambiguous)")
+    if split is None:
+        console.print("no split preset to check across (give one with --split)")
+        return 0
+    crossing = ", ".join(f"{pair}: {groups} groups, {report.cross_split_images[pair]} images"
+                         for pair, groups in report.cross_split_groups.items()) or "none"
+    console.print(f"split '{split.name}', groups spanning two of its parts (an image seen in meta-training "
+                  f"and again at test): {crossing}")
     return 0
 
 

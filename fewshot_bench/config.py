@@ -24,6 +24,7 @@ class RunConfig:
     dataset: str = "synthetic-fer"
     data_root: str | None = None
     dataset_options: dict = field(default_factory=dict)
+    dedup: bool | None = None
     split: Any = None
     image_size: int | None = None
     channels: int | None = None
@@ -67,6 +68,8 @@ HELP = {
     "dataset": "dataset name (see `bench list datasets`)",
     "data_root": "folder (or file) holding the dataset, for datasets that are not built in",
     "dataset_options": "options of the dataset plugin (mapping)",
+    "dedup": "remove exact duplicate images (one kept per class; images filed under several classes dropped); "
+             "default: the dataset's own choice (on for FER2013); see `bench datasets check`",
     "split": "class split: a preset name of the dataset, or a mapping with train/val/test class names",
     "image_size": "resize images to this side (default: the dataset's own size)",
     "channels": "convert images to this many channels (1 or 3; default: the dataset's own)",
@@ -108,7 +111,7 @@ HELP = {
 }
 
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
-    "methods": (list,), "plugins": (list,), "dataset": (str,), "data_root": (str,), "dataset_options": (dict,),
+    "methods": (list,), "plugins": (list,), "dataset": (str,), "data_root": (str,), "dataset_options": (dict,), "dedup": (bool,),
     "split": (str, dict), "image_size": (int,), "channels": (int,), "way": (int,), "train_way": (int,),
     "shots": (list,), "query": (int,), "train_query": (int,), "train_episodes": (int,),
     "test_episodes": (int,), "meta_batch": (int,), "batch_episodes": (bool,), "lr": (float,), "lr_step": (int,),
@@ -118,7 +121,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "compile": (bool,), "compile_backend": (str,), "cuda_graphs": (bool,), "jobs": (int,), "slurm": (dict,),
 }
 _LIST_ITEM = {"shots": int, "seeds": int}
-_NULLABLE = {"data_root", "split", "image_size", "channels", "train_way", "train_query", "run_id", "threads"}
+_NULLABLE = {"data_root", "dedup", "split", "image_size", "channels", "train_way", "train_query", "run_id", "threads"}
 _POSITIVE = {"way", "query", "train_episodes", "test_episodes", "meta_batch", "lr_step", "val_interval",
              "log_interval", "checkpoint_interval", "jobs", "threads", "image_size", "train_way", "train_query"}
 

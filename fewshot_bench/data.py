@@ -107,6 +107,8 @@ class DatasetPlugin:
     options: ClassVar[tuple[Option, ...]] = ()
     needs_root: ClassVar[bool] = True
     where_to_get: ClassVar[str] = ""
+    # Whether exact duplicate images are removed unless the run says otherwise (config key ``dedup``).
+    dedup_default: ClassVar[bool] = False
 
     def load(self, root: Path | None, options: dict[str, Any]) -> ImageDataset:
         raise NotImplementedError

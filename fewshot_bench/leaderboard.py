@@ -1,7 +1,8 @@
 """The leaderboard: every finished cell under ``results/`` aggregated into one CSV.
 
 One row per (method variant, dataset, split, way, shot, query, backbone). Columns (documented in the
-README): identification, accuracy (mean, ci95, std, episodes, seeds, seed_std), cost (params,
+README): identification, accuracy (mean, ci95 over episodes, std, episodes, seeds, seed_std, seed_ci95 over
+seeds), cost (params,
 train_episodes, train_seconds and eval_seconds per cell), provenance (device, versions, run ids,
 timestamp). Rows are sorted by setting, then best first. When several runs hold the same seed of the same
 row, the most recently finished cell is used, so rerunning is idempotent and never double-counts.
@@ -23,11 +24,18 @@ from fewshot_bench.errors import BenchError
 from fewshot_bench.results import RunStore, atomic_write_text
 from fewshot_bench.stats import summarize
 
-COLUMNS = ["dataset", "split", "way", "shot", "query", "label", "method", "backbone", "mean", "ci95", "std",
-           "episodes", "seeds", "seed_std", "params", "train_episodes", "train_seconds", "eval_seconds", "device",
-           "torch", "python", "fewshot_bench", "method_version", "run_ids", "timestamp"]
+COLUMNS = ["dataset", "split", "way", "shot", "query", "label", "method", "backbone", "settings_hash", "mean", "ci95", "std",
+           "episodes", "seeds", "seed_std", "seed_ci95", "params", "train_episodes", "train_seconds", "eval_seconds", "device",
+           "torch", "python", "fewshot_bench", "method_version", "git_commit", "train_way", "train_query", "lr",
+           "test_episodes_sha", "run_ids", "timestamp"]
 SETTING = ("dataset", "split", "way", "shot", "query")
-KEY = (*SETTING, "label", "backbone")
+KEY = (*SETTING, "label", "backbone", "settings_hash")
+
+
+def cell_settings_hash(cell: dict[str, Any]) -> str:
+    """The cell's settings hash; cells recorded before it existed get one per run, so they are never pooled
+    with another run's cells on the strength of a matching label alone."""
+    return cell.get("settings_hash") or f"run:{cell.get('run_id', '?')}"
 
 
 def run_folders(paths: Iterable[Path]) -> list[Path]:
@@ -66,6 +74,7 @@ def leaderboard_rows(cells: Iterable[dict[str, Any]], dataset: str | None = None
             continue
         if method and method not in (cell["method"], cell["label"]):
             continue
+        cell = {**cell, "settings_hash": cell_settings_hash(cell)}
         key = tuple(cell[k] for k in KEY) + (cell["seed"],)
         stamp = (cell.get("finished", ""), cell["run_id"])
         if key not in latest or stamp > (latest[key].get("finished", ""), latest[key]["run_id"]):
@@ -81,16 +90,29 @@ def leaderboard_rows(cells: Iterable[dict[str, Any]], dataset: str | None = None
         rows.append({
             **dict(zip(KEY, key)), "method": members[0]["method"], "mean": summary.mean, "ci95": summary.ci95,
             "std": summary.std, "episodes": summary.n_episodes, "seeds": summary.n_seeds, "seed_std": summary.seed_std,
+            "seed_ci95": summary.seed_ci95,
             "params": members[0]["params"], "train_episodes": members[0]["train_episodes"],
             "train_seconds": float(np.mean([c["train_seconds"] for c in members])),
             "eval_seconds": float(np.mean([c["eval_seconds"] for c in members])),
             "device": members[-1].get("device", ""), "torch": env.get("torch", ""), "python": env.get("python", ""),
-            "fewshot_bench": env.get("fewshot_bench", ""), "method_version": members[-1].get("method_version", ""),
+            "fewshot_bench": env.get("fewshot_bench", ""),
+            # Every code version and commit behind the row's seeds: more than one means mixed code, shown.
+            "method_version": _distinct(c.get("code_version") or c.get("method_version") for c in members),
+            "git_commit": _distinct((c.get("git_commit") or c["environment"].get("git_commit") or "")
+                                    + ("+dirty" if c.get("git_dirty") else "") for c in members),
+            "train_way": members[0].get("train_way", ""),
+            "train_query": members[0].get("train_query", ""),
+            "lr": members[0].get("settings", {}).get("lr", ""),
+            "test_episodes_sha": _distinct(c.get("test_episodes_sha") for c in members),
             "run_ids": ";".join(sorted({c["run_id"] for c in members})),
             "timestamp": max(c.get("finished", "") for c in members),
         })
     rows.sort(key=lambda r: (*(str(r[k]) if k in ("dataset", "split") else r[k] for k in SETTING), -r["mean"], r["label"]))
     return rows
+
+
+def _distinct(values: Iterable[Any]) -> str:
+    return ";".join(dict.fromkeys(str(v) for v in values if v))
 
 
 def render_csv(rows: list[dict[str, Any]]) -> str:
@@ -132,7 +154,7 @@ def read_leaderboard(path: Path) -> list[dict[str, Any]]:
         for row in csv.DictReader(handle):
             for key in ("way", "shot", "query", "episodes", "seeds", "params", "train_episodes"):
                 row[key] = int(row[key])
-            for key in ("mean", "ci95", "std", "seed_std", "train_seconds", "eval_seconds"):
-                row[key] = float(row[key])
+            for key in ("mean", "ci95", "std", "seed_std", "seed_ci95", "train_seconds", "eval_seconds"):
+                row[key] = float(row.get(key) or "nan")  # seed_ci95 is missing from older leaderboards
             rows.append(row)
     return rows

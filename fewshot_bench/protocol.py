@@ -13,6 +13,7 @@ import numpy as np
 
 from fewshot_bench.config import RunConfig
 from fewshot_bench.data import DatasetPlugin, ImageDataset, class_ids_for
+from fewshot_bench.duplicates import deduplicated
 from fewshot_bench.episodes import EpisodeSampler, EpisodeSet, check_episodes, derive_seed
 from fewshot_bench.errors import ConfigError, DatasetError
 from fewshot_bench.options import resolve_options
@@ -90,7 +91,7 @@ def dataset_plugin(name: str) -> DatasetPlugin:
 
 
 def load_dataset(config: RunConfig) -> ImageDataset:
-    """Load, resize and convert the configured dataset."""
+    """Load the configured dataset, remove exact duplicates (``dedup``), then resize and convert it."""
     plugin = dataset_plugin(config.dataset)
     options = resolve_options(plugin.options, config.dataset_options, owner=f"dataset '{config.dataset}'")
     root = Path(config.data_root).expanduser() if config.data_root else None
@@ -101,6 +102,8 @@ def load_dataset(config: RunConfig) -> ImageDataset:
         raise DatasetError(f"data root '{root}' does not exist; pass the folder of your copy of "
                            f"'{config.dataset}' with --data-root")
     dataset = plugin.load(root, options)
+    if plugin.dedup_default if config.dedup is None else config.dedup:
+        dataset = deduplicated(dataset)[0]
     return dataset.resized(config.image_size, config.channels)
 
 

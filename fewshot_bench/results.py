@@ -7,7 +7,7 @@ Layout of ``results/runs/<run-id>/``::
     episodes/<setting>.npz the fixed test episodes of each setting (class ids + item indices)
     cells/<cell>.json      one finished cell: variant, setting, seed, per-episode accuracies, timings
     accuracies.csv         every test episode of every cell (long format)
-    summary.csv            one row per (variant, setting): mean, ci95, std, episodes, seeds
+    summary.csv            one row per (variant, setting): mean, ci95 (episodes), seed_ci95 (seeds), std, ...
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import socket
-import subprocess
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from fewshot_bench.episodes import EpisodeSet
+from fewshot_bench.provenance import git_state
 from fewshot_bench.stats import summarize
 
 
@@ -69,8 +69,8 @@ def environment_info(device: str) -> dict[str, Any]:
         "device_name": torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else platform.processor() or "cpu",
         "cpu_threads": torch.get_num_threads(),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": _git_commit(),
     }
+    info["git_commit"], info["git_dirty"] = git_state()
     return info
 
 
@@ -89,15 +89,6 @@ def _pid_alive(pid: Any) -> bool:
             return handle.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return True
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
 
 
 class RunStore:
@@ -159,7 +150,7 @@ class RunStore:
         atomic_write_text(self.root / "state" / f"{cell_id}.json", json.dumps(record) + "\n")
 
     def claim(self, cell_id: str) -> bool:
-        """Atomically take ``cell_id`` for this process; False when a live process holds it already.
+        """Atomically take ``cell_id`` for this process; False when another live process holds it.
 
         A claim is a file created with O_EXCL, so of several workers sharing the store exactly one wins. A
         claim left by a dead process on this host (a killed run) is taken over: it is first renamed away,
@@ -177,6 +168,8 @@ class RunStore:
                     holder = {}  # being written right now, or damaged: treat as held
                     if not path.exists():
                         continue
+                if holder.get("host") == socket.gethostname() and holder.get("pid") == os.getpid():
+                    return True  # this process holds it already (a job worker claims before running)
                 if holder.get("host") != socket.gethostname() or _pid_alive(holder.get("pid")):
                     return False
                 try:
@@ -247,7 +240,7 @@ class RunStore:
         rows = summary_rows(cells)
         out = io.StringIO()
         fields = ["label", "method", "dataset", "split", "way", "shot", "query", "backbone", "mean", "ci95",
-                  "std", "episodes", "seeds", "seed_std", "params", "train_episodes"]
+                  "std", "episodes", "seeds", "seed_std", "seed_ci95", "params", "train_episodes"]
         writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
         writer.writeheader()
         for row in rows:
@@ -269,7 +262,7 @@ def summary_rows(cells: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             "label": label, "method": members[0]["method"], "dataset": dataset, "split": split, "way": way,
             "shot": shot, "query": query, "backbone": members[0]["backbone"], "mean": summary.mean,
             "ci95": summary.ci95, "std": summary.std, "episodes": summary.n_episodes, "seeds": summary.n_seeds,
-            "seed_std": summary.seed_std, "params": members[0]["params"],
+            "seed_std": summary.seed_std, "seed_ci95": summary.seed_ci95, "params": members[0]["params"],
             "train_episodes": members[0]["train_episodes"],
         })
     return rows

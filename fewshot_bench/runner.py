@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 from dataclasses import dataclass, replace
@@ -16,12 +17,14 @@ import yaml
 
 from fewshot_bench.config import RunConfig, dump
 from fewshot_bench.device import choose_device, prepare_device
+from fewshot_bench.episodes import EpisodeSet
 from fewshot_bench.errors import ConfigError
 from fewshot_bench.evaluation import evaluate
 from fewshot_bench.method import MethodVariant, parameter_count, resolve_variant
 from fewshot_bench.options import Spec
 from fewshot_bench.protocol import Protocol, prepare
-from fewshot_bench.registry import METHODS
+from fewshot_bench.provenance import code_version, git_state
+from fewshot_bench.registry import BACKBONES, METHODS, warn
 from fewshot_bench.results import CellCheckpoint, RunStore, environment_info
 from fewshot_bench.tasks import TaskBuilder, channel_statistics
 from fewshot_bench.training import TrainSettings, train
@@ -131,17 +134,51 @@ class CellRunner:
         if (shot, seed) not in self._episodes:
             setting = f"{self.protocol.way}w{shot}s{self.protocol.query}q_seed{seed}"
             test = self.protocol.test_episodes(shot, seed, self.config.test_episodes)
-            self.store.save_episodes(setting, test)
+            path = self.store.episodes_path(setting)
+            if path.is_file():
+                # Cells already in the run were scored on the saved episodes: a new cell must get the same
+                # ones, or pairing it with them would compare different tests.
+                saved = EpisodeSet.load(path)
+                if saved.fingerprint() != test.fingerprint():
+                    raise ConfigError(
+                        f"the test episodes of {setting} differ from those saved in '{path}' (the data or split "
+                        "changed since this run began); start a new --run-id rather than mixing the two")
+            else:
+                self.store.save_episodes(setting, test)
             val = self.protocol.val_episodes(shot, seed, self.config.val_episodes)
             self._episodes[(shot, seed)] = (setting, test, val)
         return self._episodes[(shot, seed)]
 
-    def run(self, cell: Cell, observer: RunObserver) -> dict[str, Any]:
-        """Train and evaluate ``cell`` (or return its record if it is already done) and store it."""
+    def _report_stale(self, cell: Cell, record: dict[str, Any]) -> None:
+        """Warn when a finished cell kept by this run was computed by other code or under other settings."""
+        now = code_version(cell.variant.method_class, BACKBONES.get(cell.variant.option_dict["backbone"]))
+        then = record.get("code_version")
+        if then is not None and then != now:
+            warn(f"cell {cell.cell_id} was computed by other code ({then}; now {now}); it is kept as it is — "
+                 f"delete {self.store.cell_path(cell.cell_id)} to recompute it with this code")
+        settings = settings_hash(result_settings(self.config, self.protocol))
+        if record.get("settings_hash") not in (None, settings):
+            warn(f"cell {cell.cell_id} was computed under other settings ({record['settings_hash']}; now {settings}); "
+                 f"delete {self.store.cell_path(cell.cell_id)} to recompute it")
+
+    def run(self, cell: Cell, observer: RunObserver) -> dict[str, Any] | None:
+        """Train and evaluate ``cell`` (or return its record if it is already done) and store it; None when
+        another live process holds the cell (two ``bench run`` into one run share its cells)."""
         if self.store.has_cell(cell.cell_id):
             record = self.store.load_cell(cell.cell_id)
+            self._report_stale(cell, record)
             observer.cell_finished(record, skipped=True)
             return record
+        if not self.store.claim(cell.cell_id):
+            warn(f"cell {cell.cell_id} is being computed by another process; this one skips it (its result joins "
+                 "the run when that process stores it)")
+            return None
+        try:
+            return self._compute(cell, observer)
+        finally:
+            self.store.release(cell.cell_id)
+
+    def _compute(self, cell: Cell, observer: RunObserver) -> dict[str, Any]:
         setting, test_episodes, val_episodes = self.episodes(cell.shot, cell.seed)
         observer.cell_started(cell.variant.label, cell.shot, cell.seed, self.config.train_episodes,
                               self.config.test_episodes)
@@ -155,8 +192,11 @@ class CellRunner:
         except BaseException:
             self.store.clear_state(cell.cell_id)
             raise
+        settings = result_settings(self.config, self.protocol)
         record.update(dataset=self.config.dataset, split=self.protocol.split.name,
-                      test_episodes_file=f"episodes/{setting}.npz", test_episodes_sha=test_episodes.fingerprint())
+                      test_episodes_file=f"episodes/{setting}.npz", test_episodes_sha=test_episodes.fingerprint(),
+                      settings=settings, settings_hash=settings_hash(settings),
+                      dedup=self.protocol.dataset.metadata.get("dedup"))
         self.store.save_cell(cell.cell_id, record)
         self.store.clear_state(cell.cell_id)
         observer.cell_finished(record, skipped=False)
@@ -178,6 +218,23 @@ def run(config: RunConfig, observer: RunObserver | None = None) -> RunResult:
 # only how the run is executed, not what any existing cell means.
 GRID_KEYS = {"methods", "plugins", "shots", "seeds", "device", "log_interval", "checkpoint_interval", "output_dir", "run_id",
              "launcher", "jobs", "slurm", "threads", "compile", "compile_backend", "cuda_graphs"}
+
+
+def result_settings(config: RunConfig, protocol: Protocol) -> dict[str, Any]:
+    """Everything besides the variant, shot and seed that decides what a cell measures: the config keys not
+    in GRID_KEYS, with the split as its actual class lists and the data as its fingerprint (a path or a
+    preset name says neither). Cells are pooled or compared only when these agree."""
+    values = config.to_dict()
+    settings = {key: values[key] for key in sorted(values) if key not in GRID_KEYS and key not in ("data_root", "split")}
+    split = protocol.split
+    settings["split_classes"] = {"train": list(split.train), "val": list(split.val), "test": list(split.test)}
+    settings["data_fingerprint"] = protocol.dataset.fingerprint
+    return settings
+
+
+def settings_hash(settings: dict[str, Any]) -> str:
+    """A short hash of ``result_settings``, the key under which the leaderboard pools seeds."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def merge_with_folder(store: RunStore, config: RunConfig) -> RunConfig:
@@ -228,6 +285,8 @@ def run_cell(variant: MethodVariant, protocol: Protocol, builder: TaskBuilder, s
         "method": variant.name,
         "method_source": METHODS.entry(variant.name).source,
         "method_version": METHODS.entry(variant.name).version,
+        "code_version": code_version(variant.method_class, BACKBONES.get(variant.option_dict["backbone"])),
+        **dict(zip(("git_commit", "git_dirty"), git_state())),
         "options": {k: v for k, v in variant.options},
         "backbone": variant.option_dict["backbone"],
         "way": protocol.way,

@@ -9,6 +9,22 @@ from typing import Mapping
 import numpy as np
 
 CI_FORMULA = "95% CI = 1.96 · std / √n over test episodes (std with ddof=0, as ProtoNet/MAML/Closer Look)"
+SEED_CI_FORMULA = ("in parentheses, where a row has several training seeds: the 95% CI over seeds, "
+                   "t(0.975, k−1) · sd / √k of the k per-seed means (sd with ddof=1)")
+
+
+def seed_ci95(seed_means: np.ndarray) -> float:
+    """Half-width of the Student-t 95% CI of the mean of ``seed_means`` (NaN with fewer than two seeds).
+
+    The episode interval treats every test episode as independent, but the episodes of one seed share one
+    trained model: with few seeds the variation between training runs is usually the larger uncertainty.
+    """
+    from scipy import stats
+
+    values = np.asarray(seed_means, dtype=np.float64)
+    if values.size < 2:
+        return float("nan")
+    return float(stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size))
 
 
 def ci95(accuracies: np.ndarray) -> float:
@@ -30,6 +46,7 @@ class AccuracySummary:
         n_episodes: episodes pooled over seeds.
         n_seeds: number of seeds.
         seed_std: standard deviation of the per-seed means (ddof=1; 0 with one seed).
+        seed_ci95: half-width of the Student-t 95% CI over the per-seed means (NaN with one seed).
     """
 
     mean: float
@@ -38,6 +55,7 @@ class AccuracySummary:
     n_episodes: int
     n_seeds: int
     seed_std: float
+    seed_ci95: float = float("nan")
 
 
 def summarize(per_seed: Mapping[int, np.ndarray]) -> AccuracySummary:
@@ -46,7 +64,7 @@ def summarize(per_seed: Mapping[int, np.ndarray]) -> AccuracySummary:
     seed_means = np.array([np.mean(v) * 100.0 for v in per_seed.values()])
     seed_std = float(seed_means.std(ddof=1)) if len(seed_means) > 1 else 0.0
     return AccuracySummary(float(pooled.mean()), ci95(pooled), float(pooled.std()), int(pooled.size),
-                           len(per_seed), seed_std)
+                           len(per_seed), seed_std, seed_ci95(seed_means))
 
 
 @dataclass(frozen=True)

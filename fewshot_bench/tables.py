@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fewshot_bench.stats import CI_FORMULA, adjust_pvalues, paired_test
+from fewshot_bench.stats import CI_FORMULA, SEED_CI_FORMULA, adjust_pvalues, paired_test
 
 ALPHA = 0.05
 
@@ -46,9 +46,10 @@ def _caption(rows: Sequence[dict[str, Any]], tie_rule: str) -> str:
     seeds = sorted({r["seeds"] for r in rows})
     queries = sorted({r["query"] for r in rows})
     ways = sorted({r["way"] for r in rows})
+    seed_rule = f"; {SEED_CI_FORMULA}" if any(r["seeds"] > 1 for r in rows) else ""
     return (f"Accuracy (%) on {'/'.join(map(str, ways))}-way episodes with {'/'.join(map(str, queries))} queries per "
             f"class, {'/'.join(map(str, episodes))} test episodes × {'/'.join(map(str, seeds))} seed(s), identical for "
-            f"every method; {CI_FORMULA}. Bold: best in column; †: {tie_rule}.")
+            f"every method; {CI_FORMULA}{seed_rule}. Bold: best in column; †: {tie_rule}.")
 
 
 def _best(table: AccuracyTable, column: tuple) -> list[str]:
@@ -57,6 +58,12 @@ def _best(table: AccuracyTable, column: tuple) -> list[str]:
     if present:
         table.best[column] = max(present, key=lambda label: table.cells[(label, column)]["mean"])
     return present
+
+
+def same_episodes(a: dict[int, str | None], b: dict[int, str | None]) -> bool:
+    """Whether two cells' seeds were scored on the same test episodes (by the recorded episode sha; cells
+    recorded before shas existed count as the same)."""
+    return all(a.get(seed) is None or b.get(seed) is None or a[seed] == b[seed] for seed in set(a) & set(b))
 
 
 def table_from_cells(cells: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]], test: str = "t",
@@ -68,9 +75,11 @@ def table_from_cells(cells: Sequence[dict[str, Any]], rows: Sequence[dict[str, A
                                                  f"{'t-test' if test == 't' else 'Wilcoxon test'} on the same "
                                                  f"episodes, {correction}-corrected, α = {ALPHA})"))
     per_episode: dict[tuple[str, tuple], dict[int, list[float]]] = {}
+    episode_sets: dict[tuple[str, tuple], dict[int, str | None]] = {}
     for cell in cells:
         key = (cell["label"], (cell["dataset"], cell["way"], cell["shot"]))
         per_episode.setdefault(key, {})[cell["seed"]] = cell["accuracies"]
+        episode_sets.setdefault(key, {})[cell["seed"]] = cell.get("test_episodes_sha")
     for column in columns:
         present = _best(table, column)
         if not present:
@@ -81,8 +90,8 @@ def table_from_cells(cells: Sequence[dict[str, Any]], rows: Sequence[dict[str, A
             if label == best:
                 continue
             a, b = per_episode.get((best, column), {}), per_episode.get((label, column), {})
-            if sorted(a) != sorted(b):
-                continue  # different seeds: no paired episodes
+            if sorted(a) != sorted(b) or not same_episodes(episode_sets[(best, column)], episode_sets[(label, column)]):
+                continue  # different seeds or different test episodes: nothing to pair
             va = np.concatenate([a[s] for s in sorted(a)])
             vb = np.concatenate([b[s] for s in sorted(b)])
             if len(va) != len(vb) or len(va) < 2:
@@ -96,7 +105,14 @@ def table_from_cells(cells: Sequence[dict[str, Any]], rows: Sequence[dict[str, A
 
 
 def table_from_rows(rows: Sequence[dict[str, Any]]) -> AccuracyTable:
-    """A table from aggregated rows only (e.g. the leaderboard): ties are overlapping 95% CIs."""
+    """A table from aggregated rows only (e.g. the leaderboard): ties are overlapping 95% CIs. A variant with
+    rows under several settings (another training budget, say) gets one line per setting, its label
+    suffixed with the settings hash."""
+    seen: dict[tuple, set] = {}
+    for r in rows:
+        seen.setdefault((r["label"], r["dataset"], r["way"], r["shot"]), set()).add(r.get("settings_hash", ""))
+    rows = [{**r, "label": f"{r['label']} @{str(r.get('settings_hash', ''))[:8]}"}
+            if len(seen[(r["label"], r["dataset"], r["way"], r["shot"])]) > 1 else r for r in rows]
     labels, columns, headers, by_key = _layout(rows)
     table = AccuracyTable(labels, columns, headers, by_key,
                           caption=_caption(rows, "95% CI overlaps the best entry's (no per-episode data)"))
@@ -119,6 +135,9 @@ def _cell_text(table: AccuracyTable, label: str, column: tuple, bold: tuple[str,
     if row is None:
         return "—"
     text = f"{row['mean']:.2f} {pm} {row['ci95']:.2f}"
+    seed_ci = row.get("seed_ci95", float("nan"))
+    if row.get("seeds", 1) > 1 and np.isfinite(seed_ci):
+        text += f" ({pm} {seed_ci:.2f})"
     if table.best.get(column) == label:
         return f"{bold[0]}{text}{bold[1]}"
     if (label, column) in table.tied:

@@ -17,8 +17,10 @@ from fewshot_bench.protocol import load_dataset, resolve_split
 FER = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 
 
-def load(dataset, root, **options):
-    config = merge(None, {"dataset": dataset, "data_root": str(root), "dataset_options": options or None})
+def load(dataset, root, dedup=False, **options):
+    """A dataset as its reader gives it (duplicate removal, tested in test_duplicates.py, off by default)."""
+    config = merge(None, {"dataset": dataset, "data_root": str(root), "dataset_options": options or None,
+                          "dedup": dedup})
     data = load_dataset(config)
     return data, config
 
@@ -270,8 +272,11 @@ PUBLISHED_FER = {"angry": 4953, "disgust": 547, "fear": 5121, "happy": 8989, "sa
 
 
 def test_real_fer2013_counts_and_a_protonet_episode(shared_data, tmp_path):
-    data, _ = load("fer2013", shared_data / "fer2013.npz")
-    assert data.class_counts() == PUBLISHED_FER
+    raw, _ = load("fer2013", shared_data / "fer2013.npz")
+    assert raw.class_counts() == PUBLISHED_FER
+    data, _ = load("fer2013", shared_data / "fer2013.npz", dedup=None)  # FER2013 removes duplicates by default
+    assert len(data.labels) == 35887 - 1750 - 160 and data.metadata["dedup"] == {
+        "same_class_copies": 1750, "cross_class_images": 160}
     training, _ = load("fer2013", shared_data / "fer2013.npz", usage="Training")
     assert len(training.labels) == 28709
 

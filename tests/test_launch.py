@@ -198,7 +198,11 @@ def test_cpu_runs_give_local_workers_no_gpu(monkeypatch):
 
 def test_a_cell_is_claimed_by_one_process_and_a_dead_holder_loses_it(tmp_path):
     store = RunStore(tmp_path / "run")
-    assert store.claim("cell") and not store.claim("cell")  # this process holds it
+    assert store.claim("cell") and store.claim("cell")  # this process holds it (claims are re-entrant)
+    other = subprocess.run([sys.executable, "-c", "import sys; from fewshot_bench.results import RunStore; "
+                            f"sys.exit(0 if RunStore(__import__('pathlib').Path({str(tmp_path / 'run')!r})).claim('cell') "
+                            "else 3)"], env=ENV)
+    assert other.returncode == 3  # another live process does not get it
     holder = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     claim = tmp_path / "run" / "claims" / "cell.claim"
     data = json.loads(claim.read_text())

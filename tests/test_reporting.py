@@ -65,10 +65,11 @@ def test_ci95_against_numpy_on_a_fixed_vector():
 # ------------------------------------------------------------------------------------------ leaderboard
 def test_leaderboard_columns_sorting_dedup_and_idempotence(tmp_path):
     runs = tmp_path / "runs"
-    write_run(runs, "r1", [make_cell("protonet", 1, 0, B), make_cell("crn", 1, 0, A)])
+    same = {"settings_hash": "0123456789ab"}  # both runs trained under the same settings
+    write_run(runs, "r1", [make_cell("protonet", 1, 0, B, **same), make_cell("crn", 1, 0, A, **same)])
     # r2 repeats protonet seed 0 (newer: replaces r1's) and adds seed 1
-    write_run(runs, "r2", [make_cell("protonet", 1, 0, A, finished="2026-02-01T00:00:00"),
-                           make_cell("protonet", 1, 1, B, finished="2026-02-01T00:00:00")])
+    write_run(runs, "r2", [make_cell("protonet", 1, 0, A, finished="2026-02-01T00:00:00", **same),
+                           make_cell("protonet", 1, 1, B, finished="2026-02-01T00:00:00", **same)])
     out = tmp_path / "leaderboard.csv"
     write_leaderboard([runs], out)
     first = out.read_text()

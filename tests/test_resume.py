@@ -120,3 +120,24 @@ def test_augmenter_flips_shifts_and_jitters_deterministically():
     flipped = flip_only(images)
     for i in range(2):
         assert torch.allclose(flipped[i], images[i], atol=1e-4) or torch.allclose(flipped[i], images[i].flip(-1), atol=1e-4)
+
+
+def test_a_cell_held_by_another_live_process_is_left_to_it(tmp_path, capsys):
+    import socket
+
+    flags = tiny_run_flags(tmp_path, shots=[1, 2], methods=["protonet"])
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        from fewshot_bench.runner import plan_cells
+
+        held = plan_cells(merge(None, flags))[1].cell_id
+        claim = tmp_path / "runs" / "tiny" / "claims" / f"{held}.claim"
+        claim.parent.mkdir(parents=True)
+        claim.write_text(json.dumps({"host": socket.gethostname(), "pid": holder.pid}))
+        result = run(merge(None, flags))
+        assert [c["shot"] for c in result.store.load_cells()] == [1]
+        assert f"cell {held} is being computed by another process" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert [c["shot"] for c in run(merge(None, flags)).store.load_cells()] == [1, 2]  # the holder is gone
