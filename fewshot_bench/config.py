@@ -159,6 +159,13 @@ def _coerce(key: str, value: Any) -> Any:
             raise ConfigError(f"config key '{key}' must be a non-empty list of integers")
     if key in _POSITIVE and isinstance(value, (int, float)) and value < 1:
         raise ConfigError(f"config key '{key}' must be at least 1, got {value}")
+    if key in ("way", "train_way") and value is not None and value < 2:
+        raise ConfigError(f"config key '{key}' must be at least 2, got {value} (a 1-way episode is always answered "
+                          "right: its accuracy says nothing)")
+    if key == "run_id" and value is not None and (value in ("", ".", "..") or "/" in value or "\\" in value
+                                                   or value != value.strip()):
+        raise ConfigError(f"config key 'run_id' must be a folder name, not a path, got {value!r}; choose where runs "
+                          "go with --output-dir")
     if key == "shots" and min(value) < 1:
         raise ConfigError("config key 'shots' must contain positive integers")
     if key == "methods" and not value:

@@ -31,3 +31,7 @@ class LeakageError(BenchError):
 
 class DatasetError(BenchError):
     """A dataset on disk is missing, malformed or corrupt."""
+
+
+class RecordError(BenchError):
+    """A file of a run folder (a cell record) is unreadable, incomplete or holds impossible values."""

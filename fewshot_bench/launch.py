@@ -66,9 +66,11 @@ class CellsJob:
         for cid in self.cell_ids:
             if store.has_cell(cid) or (self.claim and (store.failed(cid) or not store.claim(cid))):
                 continue
-            runner = runner or CellRunner(config, store)
-            ran.append(cid)
             try:
+                if store.has_cell(cid):
+                    continue  # another worker stored it between the check and the claim
+                runner = runner or CellRunner(config, store)
+                ran.append(cid)
                 runner.run(cells[cid], SilentObserver())
             except Exception as exc:  # marked failed by the runner; the other cells still run
                 traceback.print_exc()

@@ -14,13 +14,15 @@ _FALSE = {"false", "0", "no", "off"}
 
 @dataclass(frozen=True)
 class Option:
-    """One declared option: its name, type (bool, int, float or str), default, help and allowed values."""
+    """One declared option: its name, type (bool, int, float or str), default, help, allowed values and
+    (for numbers) the smallest allowed value."""
 
     name: str
     type: type
     default: Any
     help: str
     choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
 
     def coerce(self, value: Any, owner: str) -> Any:
         """Convert ``value`` (a YAML value or a command-line string) to this option's type, or raise."""
@@ -56,6 +58,8 @@ class Option:
         if self.choices is not None and result not in self.choices:
             allowed = ", ".join(map(str, self.choices))
             raise ConfigError(f"{where} must be one of {allowed}, got {result!r}")
+        if self.minimum is not None and result is not None and result < self.minimum:
+            raise ConfigError(f"{where} must be at least {self.minimum:g}, got {result!r}")
         return result
 
 

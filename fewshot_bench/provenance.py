@@ -32,8 +32,21 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+_VERSIONS: dict[tuple[type, object], str] = {}
+
+
 def code_version(method_class: type, backbone_factory: object) -> str:
-    """``code:`` + 12 hex digits of the sha256 over the sources behind a cell (see the module docstring)."""
+    """``code:`` + 12 hex digits of the sha256 over the sources behind a cell (see the module docstring).
+
+    Read once per (method, backbone) and process, at its first cell's start: an edit made while a run is
+    going does not relabel the cells that code computed (the next process sees it)."""
+    key = (method_class, backbone_factory)
+    if key not in _VERSIONS:
+        _VERSIONS[key] = _hash_sources(method_class, backbone_factory)
+    return _VERSIONS[key]
+
+
+def _hash_sources(method_class: type, backbone_factory: object) -> str:
     files = set()
     for klass in method_class.__mro__:
         if klass.__module__ not in ("builtins", "torch.nn.modules.module"):

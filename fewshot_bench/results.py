@@ -26,8 +26,15 @@ from typing import Any, Iterable
 import numpy as np
 
 from fewshot_bench.episodes import EpisodeSet
+from fewshot_bench.errors import RecordError
 from fewshot_bench.provenance import git_state
 from fewshot_bench.stats import summarize
+
+
+# The process's umask, read once (reading it means setting it): result files get the mode an ordinary
+# open() would give them, so a run store shared by a group stays readable by the group.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -35,6 +42,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates files readable by their owner only
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -72,6 +80,14 @@ def environment_info(device: str) -> dict[str, Any]:
     }
     info["git_commit"], info["git_dirty"] = git_state()
     return info
+
+
+def _job_id() -> str | None:
+    """The Slurm job (array task) this process runs in: a requeued job keeps it, and with it its claims."""
+    array = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if array:
+        return f"{array}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    return os.environ.get("SLURM_JOB_ID")
 
 
 def _pid_alive(pid: Any) -> bool:
@@ -170,7 +186,8 @@ class RunStore:
                         continue
                 if holder.get("host") == socket.gethostname() and holder.get("pid") == os.getpid():
                     return True  # this process holds it already (a job worker claims before running)
-                if holder.get("host") != socket.gethostname() or _pid_alive(holder.get("pid")):
+                requeued = holder.get("job") is not None and holder.get("job") == _job_id()
+                if not requeued and (holder.get("host") != socket.gethostname() or _pid_alive(holder.get("pid"))):
                     return False
                 try:
                     os.rename(path, path.with_name(f".{path.name}.stale-{os.getpid()}"))
@@ -178,7 +195,7 @@ class RunStore:
                     pass
                 continue
             with os.fdopen(fd, "w") as handle:
-                handle.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}) + "\n")
+                handle.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "job": _job_id()}) + "\n")
             return True
         return False
 
@@ -188,6 +205,15 @@ class RunStore:
             return json.loads((self.root / "state" / f"{cell_id}.json").read_text()).get("state") == "failed"
         except (OSError, ValueError):
             return False
+
+    def claim_holder(self, cell_id: str) -> str:
+        """Who holds the cell's claim, and the file to delete if that process is gone, for messages."""
+        path = self.root / "claims" / f"{cell_id}.claim"
+        try:
+            holder = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return f"another process (claim file {path})"
+        return f"pid {holder.get('pid')} on {holder.get('host')} (if it is gone, delete {path})"
 
     def release(self, cell_id: str) -> None:
         """Give up this process's claim on ``cell_id`` (after it finished or failed)."""
@@ -218,13 +244,30 @@ class RunStore:
         return CellCheckpoint(self.root / "checkpoints" / f"{cell_id}.pt")
 
     def load_cell(self, cell_id: str) -> dict[str, Any]:
-        return json.loads(self.cell_path(cell_id).read_text())
+        """A finished cell's record; RecordError (one line naming the file) when it is damaged."""
+        return read_cell(self.cell_path(cell_id))
 
     def load_cells(self) -> list[dict[str, Any]]:
-        """Finished cells, in the order of the run's plan (cells not in the plan last, by name)."""
+        """Finished cells, in the order of the run's plan (cells not in the plan last, by name). A damaged
+        record is left out with a warning naming it, so one bad file never hides the rest of the run."""
+        from fewshot_bench.registry import warn
+
         order = {entry["cell"]: i for i, entry in enumerate(self.load_plan())}
         paths = sorted((self.root / "cells").glob("*.json"), key=lambda p: (order.get(p.stem, len(order)), p.name))
-        return [json.loads(path.read_text()) for path in paths]
+        cells = []
+        for path in paths:
+            try:
+                cells.append(read_cell(path))
+            except RecordError as exc:
+                warn(f"{exc}; left out")
+        return cells
+
+    def quarantine(self, cell_id: str) -> Path:
+        """Move a damaged cell record aside (``cells/<cell>.json.damaged``) so the cell is computed again."""
+        path = self.cell_path(cell_id)
+        target = path.with_name(path.name + ".damaged")
+        os.replace(path, target)
+        return target
 
     def write_tables(self, cells: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         """Write accuracies.csv and summary.csv from the cells; return the summary rows."""
@@ -247,6 +290,26 @@ class RunStore:
             writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
         atomic_write_text(self.root / "summary.csv", out.getvalue())
         return rows
+
+
+CELL_KEYS = ("label", "method", "way", "shot", "query", "seed", "accuracies")
+
+
+def read_cell(path: Path) -> dict[str, Any]:
+    """A cell record from ``path``, checked: valid JSON, the keys tables need, accuracies in [0, 1]."""
+    fix = "delete it (or move it away) and continue the run with --resume to compute the cell again"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise RecordError(f"cell record '{path}' is unreadable ({type(exc).__name__}); {fix}") from None
+    missing = [key for key in CELL_KEYS if not isinstance(record, dict) or key not in record]
+    if missing:
+        raise RecordError(f"cell record '{path}' lacks {', '.join(missing)}; {fix}")
+    accuracies = record["accuracies"]
+    if (not isinstance(accuracies, list) or not accuracies
+            or not all(isinstance(a, (int, float)) and 0.0 <= a <= 1.0 for a in accuracies)):
+        raise RecordError(f"cell record '{path}' holds accuracies outside [0, 1] (or none); {fix}")
+    return record
 
 
 def summary_rows(cells: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

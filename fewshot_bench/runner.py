@@ -18,7 +18,7 @@ import yaml
 from fewshot_bench.config import RunConfig, dump
 from fewshot_bench.device import choose_device, prepare_device
 from fewshot_bench.episodes import EpisodeSet
-from fewshot_bench.errors import ConfigError
+from fewshot_bench.errors import ConfigError, RecordError
 from fewshot_bench.evaluation import evaluate
 from fewshot_bench.method import MethodVariant, parameter_count, resolve_variant
 from fewshot_bench.options import Spec
@@ -165,13 +165,17 @@ class CellRunner:
         """Train and evaluate ``cell`` (or return its record if it is already done) and store it; None when
         another live process holds the cell (two ``bench run`` into one run share its cells)."""
         if self.store.has_cell(cell.cell_id):
-            record = self.store.load_cell(cell.cell_id)
-            self._report_stale(cell, record)
-            observer.cell_finished(record, skipped=True)
-            return record
+            try:
+                record = self.store.load_cell(cell.cell_id)
+            except RecordError as exc:
+                warn(f"{exc}; moved to {self.store.quarantine(cell.cell_id)} and computed again")
+            else:
+                self._report_stale(cell, record)
+                observer.cell_finished(record, skipped=True)
+                return record
         if not self.store.claim(cell.cell_id):
-            warn(f"cell {cell.cell_id} is being computed by another process; this one skips it (its result joins "
-                 "the run when that process stores it)")
+            warn(f"cell {cell.cell_id} is being computed by {self.store.claim_holder(cell.cell_id)}; this process "
+                 "skips it")
             return None
         try:
             return self._compute(cell, observer)
@@ -225,7 +229,10 @@ def result_settings(config: RunConfig, protocol: Protocol) -> dict[str, Any]:
     in GRID_KEYS, with the split as its actual class lists and the data as its fingerprint (a path or a
     preset name says neither). Cells are pooled or compared only when these agree."""
     values = config.to_dict()
-    settings = {key: values[key] for key in sorted(values) if key not in GRID_KEYS and key not in ("data_root", "split")}
+    # data_root, split and dedup are replaced by what they resolve to: the data's fingerprint (which
+    # de-duplication changes) and the class lists.
+    settings = {key: values[key] for key in sorted(values)
+                if key not in GRID_KEYS and key not in ("data_root", "split", "dedup")}
     split = protocol.split
     settings["split_classes"] = {"train": list(split.train), "val": list(split.val), "test": list(split.test)}
     settings["data_fingerprint"] = protocol.dataset.fingerprint
@@ -265,6 +272,7 @@ def run_cell(variant: MethodVariant, protocol: Protocol, builder: TaskBuilder, s
              shot: int, seed: int, test_episodes, val_episodes, device: torch.device,
              observer: RunObserver, checkpoint: CellCheckpoint | None = None) -> dict[str, Any]:
     """Train one variant for one (shot, seed) and evaluate it on the setting's fixed test episodes."""
+    version = code_version(variant.method_class, BACKBONES.get(variant.option_dict["backbone"]))  # before training
     torch.manual_seed(seed)
     settings = replace(settings, seed=seed)
     method = variant.build(protocol.dataset.image_shape).to(device)
@@ -285,7 +293,7 @@ def run_cell(variant: MethodVariant, protocol: Protocol, builder: TaskBuilder, s
         "method": variant.name,
         "method_source": METHODS.entry(variant.name).source,
         "method_version": METHODS.entry(variant.name).version,
-        "code_version": code_version(variant.method_class, BACKBONES.get(variant.option_dict["backbone"])),
+        "code_version": version,
         **dict(zip(("git_commit", "git_dirty"), git_state())),
         "options": {k: v for k, v in variant.options},
         "backbone": variant.option_dict["backbone"],

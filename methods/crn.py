@@ -89,9 +89,9 @@ class CRN(RelationStyleMethod):
              "the wild with few-shot learning. Expert Systems with Applications 189, 2022.")
     options = (
         Option("dap", bool, True, "Depth Average Pooling of support maps per class (false: RN's sum over shots)"),
-        Option("js_weight", float, 0.5, "λ, weight of the Jensen–Shannon distance loss (0 disables it)"),
+        Option("js_weight", float, 0.5, "λ, weight of the Jensen–Shannon distance loss (0 disables it)", minimum=0.0),
         Option("multiply_raw", bool, False, "multiply relation scores by similarity to raw (non-DAP) support maps"),
-        Option("hidden", int, 8, "hidden units of the relation module's first FC layer"),
+        Option("hidden", int, 8, "hidden units of the relation module's first FC layer", minimum=1),
     )
 
     def class_maps(self, grouped: torch.Tensor) -> torch.Tensor:

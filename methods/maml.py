@@ -55,11 +55,11 @@ class MAML(FewShotMethod):
     memory_format = torch.contiguous_format
     compilable = False  # functional calls with fresh fast weights at every inner step defeat compilation
     options = (
-        Option("inner_steps", int, 5, "gradient steps on the support set (training and test)"),
-        Option("inner_lr", float, 0.01, "inner-loop learning rate α"),
+        Option("inner_steps", int, 5, "gradient steps on the support set (training and test)", minimum=0),
+        Option("inner_lr", float, 0.01, "inner-loop learning rate α", minimum=0.0),
         Option("first_order", bool, False, "first-order MAML (no second derivatives)"),
         Option("bn", str, "batch", "batch-norm statistics: batch (transductive, Finn) or running", ("batch", "running")),
-        Option("max_way", int, 20, "outputs of the linear head; an N-way episode uses the first N"),
+        Option("max_way", int, 20, "outputs of the linear head; an N-way episode uses the first N", minimum=2),
         Option("vmap", str, "auto", "vectorise first-order meta-batches with torch.func.vmap: auto (on CUDA), "
                "on, off", ("auto", "on", "off")),
     )

@@ -132,7 +132,7 @@ class RelationNet(RelationStyleMethod):
     paper = "Sung et al. Learning to Compare: Relation Network for Few-Shot Learning. CVPR 2018."
     options = (
         Option("class_pool", str, "sum", "how K support maps form the class map (the paper sums)", ("sum", "mean")),
-        Option("hidden", int, 8, "hidden units of the relation module's first FC layer"),
+        Option("hidden", int, 8, "hidden units of the relation module's first FC layer", minimum=1),
     )
 
     def class_maps(self, grouped: torch.Tensor) -> torch.Tensor:

@@ -225,3 +225,15 @@ def test_local_workers_share_one_queue_of_cells(tmp_path):
         assert status == "success"
         ran += cell_ids
     assert sorted(ran) == sorted(c["cell"] for c in RunStore(tmp_path / "runs" / "queue").load_plan())
+
+
+def test_a_requeued_slurm_job_takes_back_its_own_claim(tmp_path, monkeypatch):
+    store = RunStore(tmp_path / "run")
+    claim = tmp_path / "run" / "claims" / "cell.claim"
+    claim.parent.mkdir(parents=True)
+    claim.write_text(json.dumps({"host": "node-7", "pid": 1, "job": "4242_3"}))  # preempted on another node
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "5")
+    assert not store.claim("cell")  # another array task's claim is respected
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    assert store.claim("cell")  # the same task, requeued

@@ -1,0 +1,88 @@
+"""The run store refuses what would break it and survives damage: run ids are names, impossible settings are
+refused, damaged or impossible cell records are named and left out (or recomputed), files follow the umask."""
+
+import json
+import os
+import stat
+
+import pytest
+
+from conftest import tiny_run_flags
+from fewshot_bench.cli import main
+from fewshot_bench.config import merge
+from fewshot_bench.errors import ConfigError
+from fewshot_bench.leaderboard import write_leaderboard
+from fewshot_bench.method import resolve_variant
+from fewshot_bench.options import Spec
+from fewshot_bench.results import RunStore, atomic_write_text
+from fewshot_bench.runner import run
+
+
+@pytest.mark.parametrize("run_id", ["../x", "/tmp/x", ".", "..", "a/b", " x"])
+def test_run_ids_are_names_not_paths(run_id):
+    with pytest.raises(ConfigError, match="must be a folder name, not a path"):
+        merge(None, {"run_id": run_id})
+
+
+def test_impossible_settings_are_refused_before_anything_runs(capsys):
+    with pytest.raises(ConfigError, match="'way' must be at least 2"):
+        merge(None, {"way": 1})
+    for spec, message in (("crn[js_weight=-1]", "js_weight' of method 'crn' must be at least 0"),
+                          ("maml[inner_lr=-0.1]", "inner_lr' of method 'maml' must be at least 0"),
+                          ("relationnet[hidden=0]", "hidden' of method 'relationnet' must be at least 1")):
+        with pytest.raises(ConfigError, match=message):
+            resolve_variant(Spec.parse(spec))
+    assert main(["run", "--way", "1"]) == 2
+    assert "'way' must be at least 2" in capsys.readouterr().err
+
+
+def _damage(store: RunStore, how: str) -> str:
+    path = sorted((store.root / "cells").glob("*.json"))[0]
+    if how == "truncated":
+        path.write_text(path.read_text()[:50])
+    else:
+        record = json.loads(path.read_text())
+        record["accuracies"] = [7.5] * len(record["accuracies"])  # percent where fractions belong
+        path.write_text(json.dumps(record))
+    return path.name
+
+
+@pytest.mark.parametrize("how", ["truncated", "out of range"])
+def test_a_damaged_cell_is_named_and_left_out_of_tables_and_the_leaderboard(tmp_path, capsys, how):
+    flags = tiny_run_flags(tmp_path, methods=["protonet"])
+    store = run(merge(None, flags)).store
+    run(merge(None, {**flags, "run_id": "other", "seeds": [1]}))
+    name = _damage(store, how)  # tiny's 1-shot cell
+    assert main(["table", "tiny", "--output-dir", str(tmp_path / "runs")]) == 0
+    out, err = capsys.readouterr()
+    assert name in err and "--resume" in err and "Traceback" not in err
+    assert "protonet" in out  # the other cell of the run is still shown
+    rows = write_leaderboard([tmp_path / "runs"], tmp_path / "board.csv")
+    assert sorted(r["run_ids"] for r in rows) == ["other", "other;tiny"]  # 1-shot: seed 1 only
+
+
+def test_resume_moves_a_damaged_cell_aside_and_computes_it_again(tmp_path, capsys):
+    flags = tiny_run_flags(tmp_path, methods=["protonet"])
+    store = run(merge(None, flags)).store
+    before = {c["shot"]: c["accuracies"] for c in store.load_cells()}
+    name = _damage(store, "truncated")
+    capsys.readouterr()
+    after = run(merge(None, flags)).store.load_cells()
+    assert {c["shot"]: c["accuracies"] for c in after} == before  # recomputed, same numbers
+    assert (store.root / "cells" / f"{name}.damaged").is_file()
+    assert "computed again" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_result_files_follow_the_umask(tmp_path, umask):
+    import fewshot_bench.results as results
+
+    old = os.umask(umask)
+    saved = results._UMASK
+    results._UMASK = umask
+    try:
+        atomic_write_text(tmp_path / "summary.csv", "x\n")
+    finally:
+        os.umask(old)
+        results._UMASK = saved
+    assert stat.S_IMODE((tmp_path / "summary.csv").stat().st_mode) == 0o666 & ~umask
