@@ -178,9 +178,11 @@ def _loss_step(method: FewShotMethod, builder: TaskBuilder, settings: TrainSetti
     def loss_step(buffers: list[torch.Tensor], shapes: tuple[tuple[int, int, int], ...]) -> None:
         draws = buffers[1] if len(buffers) > 1 else None
         tasks = builder.tasks(buffers[0], shapes, method.memory_format, draws, augmenter)
-        method.zero_grad(set_to_none=not in_place)
         with autocast(builder.device, settings.amp):
             loss = method.batched_loss(tasks) if batch_episodes else method.meta_batch_loss(tasks)
+        # Zeroed after the forward, as before CUDA graphs: on this 2-core CPU, freeing the old gradients
+        # before the forward made every kernel of the step ~8 % slower (allocator reuse pattern).
+        method.zero_grad(set_to_none=not in_place)
         loss.backward()
         running.add_(loss.detach() * len(shapes))
 
