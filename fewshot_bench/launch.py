@@ -168,7 +168,20 @@ def local_gpus(device: str) -> list[str]:
 
 
 def unfinished(store: RunStore, cell_ids: Sequence[str]) -> list[str]:
-    return [cid for cid in cell_ids if not store.has_cell(cid)]
+    """The cells without a usable record; a damaged record is moved aside first, so its cell runs again."""
+    from fewshot_bench.errors import RecordError
+    from fewshot_bench.registry import warn
+
+    pending = []
+    for cid in cell_ids:
+        if store.has_cell(cid):
+            try:
+                store.load_cell(cid)
+                continue
+            except RecordError as exc:
+                warn(f"{exc}; moved to {store.quarantine(cid)} and computed again")
+        pending.append(cid)
+    return pending
 
 
 def wait(jobs: Sequence[Any], store: RunStore, console, poll_s: float = 1.0) -> list[str]:

@@ -229,7 +229,11 @@ class RunStore:
             cid = entry["cell"]
             marker = self.root / "state" / f"{cid}.json"
             if self.has_cell(cid):
-                state = {"state": "done"}
+                try:
+                    read_cell(self.cell_path(cid))
+                    state = {"state": "done"}
+                except RecordError as exc:  # a damaged record is no result: resume computes the cell again
+                    state = {"state": "failed", "error": str(exc)}
             elif marker.exists():
                 state = json.loads(marker.read_text())
                 if state["state"] == "running" and state.get("host") == socket.gethostname() \

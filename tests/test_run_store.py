@@ -57,6 +57,8 @@ def test_a_damaged_cell_is_named_and_left_out_of_tables_and_the_leaderboard(tmp_
     out, err = capsys.readouterr()
     assert name in err and "--resume" in err and "Traceback" not in err
     assert "protonet" in out  # the other cell of the run is still shown
+    assert main(["status", "tiny", "--output-dir", str(tmp_path / "runs")]) == 0
+    assert "1 done, 0 running, 1 failed" in " ".join(capsys.readouterr().out.split())
     rows = write_leaderboard([tmp_path / "runs"], tmp_path / "board.csv")
     assert sorted(r["run_ids"] for r in rows) == ["other", "other;tiny"]  # 1-shot: seed 1 only
 
@@ -86,3 +88,22 @@ def test_result_files_follow_the_umask(tmp_path, umask):
         os.umask(old)
         results._UMASK = saved
     assert stat.S_IMODE((tmp_path / "summary.csv").stat().st_mode) == 0o666 & ~umask
+
+
+def test_resume_with_workers_also_recomputes_a_damaged_cell(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    flags = tiny_run_flags(tmp_path, methods=["protonet"])
+    store = run(merge(None, flags)).store
+    before = {c["shot"]: c["accuracies"] for c in store.load_cells()}
+    _damage(store, "truncated")
+    out = subprocess.run([sys.executable, "-m", "fewshot_bench", "run", "--resume", "tiny", "--output-dir",
+                          str(tmp_path / "runs"), "--jobs", "2", "--threads", str(1)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "1 of 2 cells submitted" in out.stdout and "computed again" in out.stderr
+    after = {c["shot"]: c["accuracies"] for c in store.load_cells()}
+    assert after.keys() == before.keys()
