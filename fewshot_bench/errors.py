@@ -35,3 +35,7 @@ class DatasetError(BenchError):
 
 class RecordError(BenchError):
     """A file of a run folder (a cell record) is unreadable, incomplete or holds impossible values."""
+
+
+class MethodContractError(BenchError):
+    """A method (often a plugin) broke the method contract, e.g. returned scores of the wrong shape."""

@@ -11,7 +11,7 @@ import torch
 
 from fewshot_bench.episodes import EpisodeSet
 from fewshot_bench.graphs import CapturedStep
-from fewshot_bench.method import FewShotMethod
+from fewshot_bench.method import FewShotMethod, check_scores
 from fewshot_bench.tasks import TaskBuilder
 
 
@@ -60,6 +60,7 @@ def evaluate(
     def episode_correct(buffers: list[torch.Tensor], shapes: tuple[tuple[int, int, int], ...]) -> torch.Tensor:
         task = builder.tasks(buffers[0], shapes, method.memory_format)[0]
         scores = method.predict(task.support, task.support_labels, task.query, task.n_way)
+        check_scores(method, scores, len(task.query), task.n_way)
         hits = (scores.argmax(dim=1) == task.query_labels).to(torch.int32)
         return torch.zeros(task.n_way, device=hits.device, dtype=torch.int32).index_add_(0, task.query_labels, hits)
 

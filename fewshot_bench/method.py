@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fewshot_bench.errors import ConfigError
+from fewshot_bench.errors import ConfigError, MethodContractError
 from fewshot_bench.options import Option, Spec, format_label, resolve_options
 from fewshot_bench.registry import BACKBONES, METHODS
 
@@ -95,6 +95,7 @@ class FewShotMethod(nn.Module):
         if self.has_feature_head():
             return self.loss_features(task, *self.embed(task.support, task.query))
         scores = self.predict(task.support, task.support_labels, task.query, task.n_way)
+        check_scores(self, scores, len(task.query), task.n_way)
         return F.cross_entropy(scores, task.query_labels)
 
     def meta_batch_loss(self, tasks: list[Task]) -> torch.Tensor:
@@ -114,6 +115,7 @@ class FewShotMethod(nn.Module):
     def loss_features(self, task: Task, support_features: torch.Tensor, query_features: torch.Tensor) -> torch.Tensor:
         """``loss`` from backbone features (default: cross-entropy on ``predict_features``'s scores)."""
         scores = self.predict_features(support_features, task.support_labels, query_features, task.n_way)
+        check_scores(self, scores, len(query_features), task.n_way)
         return F.cross_entropy(scores, task.query_labels)
 
     @classmethod
@@ -169,6 +171,15 @@ class MethodVariant:
         backbone = BACKBONES.get(backbone_name)(image_shape[0])
         method = self.method_class(backbone, image_shape, **options)
         return method.to(memory_format=method.memory_format)
+
+
+def check_scores(method: "FewShotMethod", scores: torch.Tensor, n_query: int, n_way: int) -> None:
+    """Refuse scores that are not (n_query, n_way): extra columns would be argmax'ed (or trained on) silently.
+    Shapes are host-side metadata, so the check costs no device synchronisation."""
+    if tuple(scores.shape) != (n_query, n_way):
+        raise MethodContractError(
+            f"method {type(method).__name__} returned scores of shape {tuple(scores.shape)} for {n_query} queries "
+            f"of a {n_way}-way episode; predict must return (n_query, n_way) = ({n_query}, {n_way})")
 
 
 def resolve_variant(spec: Spec) -> MethodVariant:

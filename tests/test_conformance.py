@@ -96,3 +96,33 @@ def test_broken_option_default_is_caught():
 
     with pytest.raises(ConformanceError, match="default of option 'k' is not valid"):
         check_method(BadOption)
+
+
+WIDE_PLUGIN = '''
+import torch
+from fewshot_bench.methods.protonet import ProtoNet
+from fewshot_bench.registry import register_method
+
+
+@register_method("wide-scores")
+class WideScores(ProtoNet):
+    """Scores every query against 20 classes, whatever the episode's N (a plugin bug)."""
+
+    def predict_features(self, support_features, support_labels, query_features, n_way):
+        scores = super().predict_features(support_features, support_labels, query_features, n_way)
+        return torch.cat([scores, scores.new_zeros(len(scores), 20 - n_way)], dim=1)
+'''
+
+
+def test_the_runner_refuses_scores_of_the_wrong_shape(tmp_path, capsys):
+    from fewshot_bench.cli import main
+
+    plugin = tmp_path / "wide.py"
+    plugin.write_text(WIDE_PLUGIN)
+    args = ["run", "--plugin", str(plugin), "--methods", "wide-scores", "--shots", "1", "--query", "3",
+            "--train-episodes", "2", "--test-episodes", "3", "--dataset-option", "total=300",
+            "--dataset-option", "size=24", "--output-dir", str(tmp_path / "runs"), "--device", "cpu"]
+    assert main(args) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "returned scores of shape (12, 20) for 12 queries of a 4-way episode" in err
+    assert "Traceback" not in err
