@@ -35,18 +35,17 @@ class CellsJob:
     cells are left)."""
 
     def __init__(self, run_folder: str, cell_ids: Sequence[str], threads: int | None = None,
-                 overrides: dict[str, Any] | None = None, claim: bool = False) -> None:
+                 overrides: dict[str, Any] | None = None) -> None:
         self.run_folder = str(run_folder)
         self.cell_ids = list(cell_ids)
         self.threads = threads
         self.overrides = dict(overrides or {})
-        self.claim = claim
 
     def __call__(self) -> list[str]:
         """Run the cells; returns the ids of those this job ran."""
         import torch
 
-        from fewshot_bench.runner import CellRunner, SilentObserver, plan_cells
+        from fewshot_bench.runner import CellRunner, plan_cells
 
         submitit = _submitit()
         try:
@@ -62,30 +61,42 @@ class CellsJob:
             load_plugin_file(plugin)
         cells = {cell.cell_id: cell for cell in plan_cells(config)}
         runner = None
-        failures, ran = [], []
+        failures: list[str] = []
+        computed = ComputedCells()
         for cid in self.cell_ids:
-            if store.has_cell(cid) or (self.claim and (store.failed(cid) or not store.claim(cid))):
+            # A cell another worker failed in this launch is not retried here; the runner's claim keeps
+            # workers off each other's cells.
+            if store.has_cell(cid) or store.failed(cid):
                 continue
+            runner = runner or CellRunner(config, store)
             try:
-                if store.has_cell(cid):
-                    continue  # another worker stored it between the check and the claim
-                runner = runner or CellRunner(config, store)
-                ran.append(cid)
-                runner.run(cells[cid], SilentObserver())
+                runner.run(cells[cid], computed)
             except Exception as exc:  # marked failed by the runner; the other cells still run
                 traceback.print_exc()
                 failures.append(f"{cid}: {type(exc).__name__}: {exc}")
-            finally:
-                if self.claim:
-                    store.release(cid)
         if failures:
             raise RuntimeError("; ".join(failures))
-        return ran
+        return computed.cell_ids
 
     def checkpoint(self, *args: Any, **kwargs: Any):
         """submitit's preemption/timeout hook: requeue the same job; cells resume from their checkpoints."""
         return _submitit().helpers.DelayedSubmission(CellsJob(self.run_folder, self.cell_ids, self.threads,
-                                                              self.overrides, self.claim))
+                                                              self.overrides))
+
+
+class ComputedCells:
+    """A run observer that notes the cells this process computed (not those it found finished)."""
+
+    def __init__(self) -> None:
+        self.cell_ids: list[str] = []
+
+    def cell_started(self, *args: Any) -> None: ...
+    def trained(self, *args: Any) -> None: ...
+    def evaluated(self, *args: Any) -> None: ...
+
+    def cell_finished(self, record: dict[str, Any], skipped: bool) -> None:
+        if not skipped:
+            self.cell_ids.append(record["cell"])
 
 
 def make_executor(config: RunConfig, folder: Path):
@@ -140,7 +151,7 @@ def submit(config: RunConfig, store: RunStore, cell_ids: Sequence[str]) -> list[
             executor.update_parameters(local_setup=[f"export CUDA_VISIBLE_DEVICES={shlex.quote(gpus[worker % len(gpus)])}"])
             if config.device.startswith("cuda"):
                 overrides["device"] = "cuda"
-        jobs.append(executor.submit(CellsJob(str(store.root), cell_ids, threads, overrides, claim=True)))
+        jobs.append(executor.submit(CellsJob(str(store.root), cell_ids, threads, overrides)))
     return jobs
 
 

@@ -185,7 +185,7 @@ class RunStore:
                     if not path.exists():
                         continue
                 if holder.get("host") == socket.gethostname() and holder.get("pid") == os.getpid():
-                    return True  # this process holds it already (a job worker claims before running)
+                    return True  # this process holds it already: claiming again is harmless
                 requeued = holder.get("job") is not None and holder.get("job") == _job_id()
                 if not requeued and (holder.get("host") != socket.gethostname() or _pid_alive(holder.get("pid"))):
                     return False

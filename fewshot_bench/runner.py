@@ -128,6 +128,9 @@ class CellRunner:
             checkpoint_interval=config.checkpoint_interval, amp=config.amp, augment=config.augment,
             compile_backend=config.compile_backend if config.compile else None, cuda_graphs=config.cuda_graphs)
         self._episodes: dict[tuple[int, int], tuple[str, Any, Any]] = {}
+        # Fixed for the runner's config and protocol: recorded with every cell, compared with kept ones.
+        self.result_settings = result_settings(config, self.protocol)
+        self.settings_hash = settings_hash(self.result_settings)
 
     def episodes(self, shot: int, seed: int):
         """(setting name, test episodes, validation episodes) of a setting, saved with the run once."""
@@ -156,29 +159,36 @@ class CellRunner:
         if then is not None and then != now:
             warn(f"cell {cell.cell_id} was computed by other code ({then}; now {now}); it is kept as it is — "
                  f"delete {self.store.cell_path(cell.cell_id)} to recompute it with this code")
-        settings = settings_hash(result_settings(self.config, self.protocol))
-        if record.get("settings_hash") not in (None, settings):
-            warn(f"cell {cell.cell_id} was computed under other settings ({record['settings_hash']}; now {settings}); "
-                 f"delete {self.store.cell_path(cell.cell_id)} to recompute it")
+        if record.get("settings_hash") not in (None, self.settings_hash):
+            warn(f"cell {cell.cell_id} was computed under other settings ({record['settings_hash']}; now "
+                 f"{self.settings_hash}); delete {self.store.cell_path(cell.cell_id)} to recompute it")
+
+    def _finished(self, cell: Cell, observer: RunObserver) -> dict[str, Any] | None:
+        """The cell's usable record (reported to ``observer`` as skipped), or None; a damaged one is moved aside."""
+        if not self.store.has_cell(cell.cell_id):
+            return None
+        try:
+            record = self.store.load_cell(cell.cell_id)
+        except RecordError as exc:
+            warn(f"{exc}; moved to {self.store.quarantine(cell.cell_id)} and computed again")
+            return None
+        self._report_stale(cell, record)
+        observer.cell_finished(record, skipped=True)
+        return record
 
     def run(self, cell: Cell, observer: RunObserver) -> dict[str, Any] | None:
         """Train and evaluate ``cell`` (or return its record if it is already done) and store it; None when
-        another live process holds the cell (two ``bench run`` into one run share its cells)."""
-        if self.store.has_cell(cell.cell_id):
-            try:
-                record = self.store.load_cell(cell.cell_id)
-            except RecordError as exc:
-                warn(f"{exc}; moved to {self.store.quarantine(cell.cell_id)} and computed again")
-            else:
-                self._report_stale(cell, record)
-                observer.cell_finished(record, skipped=True)
-                return record
+        another live process holds the cell (two ``bench run`` or ``--jobs`` workers share one run's cells)."""
+        record = self._finished(cell, observer)
+        if record is not None:
+            return record
         if not self.store.claim(cell.cell_id):
             warn(f"cell {cell.cell_id} is being computed by {self.store.claim_holder(cell.cell_id)}; this process "
                  "skips it")
             return None
         try:
-            return self._compute(cell, observer)
+            # Another process may have stored it between the check above and the claim.
+            return self._finished(cell, observer) or self._compute(cell, observer)
         finally:
             self.store.release(cell.cell_id)
 
@@ -196,10 +206,9 @@ class CellRunner:
         except BaseException:
             self.store.clear_state(cell.cell_id)
             raise
-        settings = result_settings(self.config, self.protocol)
-        record.update(dataset=self.config.dataset, split=self.protocol.split.name,
+        record.update(cell=cell.cell_id, dataset=self.config.dataset, split=self.protocol.split.name,
                       test_episodes_file=f"episodes/{setting}.npz", test_episodes_sha=test_episodes.fingerprint(),
-                      settings=settings, settings_hash=settings_hash(settings),
+                      settings=self.result_settings, settings_hash=self.settings_hash,
                       dedup=self.protocol.dataset.metadata.get("dedup"))
         self.store.save_cell(cell.cell_id, record)
         self.store.clear_state(cell.cell_id)

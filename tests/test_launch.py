@@ -176,18 +176,18 @@ def test_local_workers_on_cuda_each_see_a_gpu(tmp_path, monkeypatch, device, vis
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
 
     class EnvironmentProbe:  # defined here so that submitit pickles it by value for the worker
-        def __init__(self, run_folder, cell_ids, threads, overrides, claim):
-            self.overrides, self.claim = overrides, claim
+        def __init__(self, run_folder, cell_ids, threads, overrides):
+            self.overrides = overrides
 
         def __call__(self):
-            return os.environ.get("CUDA_VISIBLE_DEVICES"), self.overrides, self.claim
+            return os.environ.get("CUDA_VISIBLE_DEVICES"), self.overrides
 
     monkeypatch.setattr(launch, "CellsJob", EnvironmentProbe)
     config = RunConfig(device=device, jobs=3, run_id="gpus")
     jobs = launch.submit(config, RunStore(tmp_path / "gpus"), ["a", "b", "c", "d"])
     seen = [job.result() for job in jobs]
-    assert [gpu for gpu, _, _ in seen] == expected
-    assert all(overrides == ({} if device == "auto" else {"device": "cuda"}) and claim for _, overrides, claim in seen)
+    assert [gpu for gpu, _ in seen] == expected
+    assert all(overrides == ({} if device == "auto" else {"device": "cuda"}) for _, overrides in seen)
 
 
 def test_cpu_runs_give_local_workers_no_gpu(monkeypatch):
