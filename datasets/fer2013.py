@@ -161,7 +161,7 @@ class FER2013(DatasetPlugin):
                                    else (lambda: _read_folders(path, options["size"], options["skip_corrupt"])))
         skipped = arrays.get("skipped")
         if skipped is not None and len(skipped):
-            from fewshot_bench.registry import warn
+            from fewshot_bench.console import warn
             warn(f"fer2013: skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}")
         keep = _usage_mask(arrays["usage"], options["usage"], fmt)
         images = as_uint8_nchw(arrays["images"][keep], f"fer2013 '{path}'")

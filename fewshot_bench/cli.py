@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,31 +14,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fewshot_bench import __version__
-from fewshot_bench.config import HELP, RunConfig, merge
+from fewshot_bench.config import SETTINGS, SLURM_SETTINGS, RunConfig, merge
+from fewshot_bench.console import make_console
 from fewshot_bench.errors import BenchError, ConfigError
-
-SLURM_FLAGS = {
-    "partition": "Slurm partition", "time_min": "time limit per job in minutes (default 60)",
-    "gpus": "GPUs per job", "cpus": "CPUs per job", "mem_gb": "memory per job in GB",
-    "array_parallelism": "at most this many array jobs at once", "account": "Slurm account", "qos": "Slurm QOS",
-    "constraint": "Slurm constraint",
-}
-
 
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML file with any of the keys below (flags override it)")
     parser.add_argument("--plugin", action="append", default=[], metavar="FILE",
                         help="load a plugin file (method, dataset or backbone); repeatable")
-    for f in fields(RunConfig):
-        if f.name in ("dataset_options", "slurm", "plugins"):
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        kind = str(f.type)
-        arg_type = int if kind.startswith("int") else float if kind.startswith("float") else str
-        parser.add_argument(flag, dest=f.name, type=arg_type, default=None, help=HELP[f.name])
+    for spec in SETTINGS.values():
+        if spec.flag:
+            parser.add_argument(spec.flag_name, dest=spec.name, type=spec.flag_type, default=None, help=spec.help)
     parser.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
                         help="an option of the dataset plugin; repeatable")
-    for key, help_text in SLURM_FLAGS.items():
+    for key, (_, help_text) in SLURM_SETTINGS.items():
         parser.add_argument(f"--slurm-{key.replace('_', '-')}", dest=f"slurm_{key}", default=None, help=help_text)
     parser.add_argument("--wait", action="store_true", help="with --launcher slurm: wait, showing the cells' states")
 
@@ -145,10 +134,6 @@ def _load_plugins(paths: Sequence[str]) -> None:
         load_plugin_file(path)
 
 
-def _stderr_console() -> Console:
-    return Console(stderr=True)
-
-
 class ProgressObserver:
     """Rich progress bars for training and evaluation, and one line per finished cell."""
 
@@ -190,11 +175,10 @@ def command_run(args: argparse.Namespace) -> int:
     from fewshot_bench.runner import default_run_id, resolve_variants, run
     from fewshot_bench.tables import render_console, table_from_cells
 
-    flags = {f.name: getattr(args, f.name) for f in fields(RunConfig)
-             if f.name not in ("dataset_options", "slurm", "plugins")}
+    flags = {spec.name: getattr(args, spec.name) for spec in SETTINGS.values() if spec.flag}
     if args.dataset_option:
         flags["dataset_options"] = _key_values(args.dataset_option, "--dataset-option")
-    slurm = {key: getattr(args, f"slurm_{key}") for key in SLURM_FLAGS if getattr(args, f"slurm_{key}") is not None}
+    slurm = {key: getattr(args, f"slurm_{key}") for key in SLURM_SETTINGS if getattr(args, f"slurm_{key}") is not None}
     if args.resume:
         if args.config:
             raise ConfigError("--resume continues a run with its own saved config; drop --config")
@@ -216,8 +200,8 @@ def command_run(args: argparse.Namespace) -> int:
         config = replace(config, slurm={**config.slurm, **merge(None, {"slurm": slurm}).slurm})
     if config.launcher == "slurm" or config.jobs > 1:
         return _launch(config, args.wait)
-    out = Console()
-    err = _stderr_console()
+    out = make_console()
+    err = make_console(stderr=True)
     total = len(resolve_variants(config)) * len(config.shots) * len(config.seeds)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
@@ -229,10 +213,22 @@ def command_run(args: argparse.Namespace) -> int:
         err.print(f"interrupted: finished cells and checkpoints are saved in {config.output_dir}/{config.run_id}; "
                   f"continue with `bench run --resume {config.run_id}`")
         return 130
-    out.print(f"[bold]{config.dataset}[/], split '{result.summary[0]['split']}'")
-    render_console(table_from_cells(result.store.load_cells(), result.summary), out)
+    if result.summary:
+        out.print(f"[bold]{config.dataset}[/], split '{result.summary[0]['split']}'")
+        render_console(table_from_cells(result.store.load_cells(), result.summary), out)
     out.print(f"results: {result.store.root}")
-    return 0
+    return _report_failures(result.failures, config.run_id, err)
+
+
+def _report_failures(failures: Sequence[str], run_id: str, err: Console) -> int:
+    """One line per failed cell or job, and the way on; the exit status of a run."""
+    for line in failures:
+        err.print(f"[red]{escape(line)}[/]")
+    if not failures:
+        return 0
+    err.print(f"{len(failures)} failed (each cell's traceback is in its state/<cell>.json; `bench status {run_id}` "
+              f"lists them); fix the cause and continue with `bench run --resume {run_id}`")
+    return 1
 
 
 def _launch(config: RunConfig, wait_for_jobs: bool) -> int:
@@ -243,7 +239,7 @@ def _launch(config: RunConfig, wait_for_jobs: bool) -> int:
     from fewshot_bench.tables import render_console, table_from_cells
 
     config, store, cells, _ = start_run(config)
-    out, err = Console(), _stderr_console()
+    out, err = make_console(), make_console(stderr=True)
     pending = unfinished(store, [c.cell_id for c in cells])
     for cid in pending:
         store.clear_state(cid)  # failed or interrupted cells are retried
@@ -256,17 +252,12 @@ def _launch(config: RunConfig, wait_for_jobs: bool) -> int:
         return 0
     failures = wait(jobs, store, err)
     err.print()
-    for line in failures:
-        err.print(f"[red]{line}[/]")
     done = store.load_cells()
     if done:
         rows = store.write_tables(done)
         render_console(table_from_cells(done, rows), out)
     out.print(f"results: {store.root}")
-    if failures:
-        out.print(f"{len(failures)} job(s) failed; fix the cause and continue with `bench run --resume {config.run_id}`")
-        return 1
-    return 0
+    return _report_failures(failures, config.run_id, err)
 
 
 def command_status(args: argparse.Namespace) -> int:
@@ -276,7 +267,7 @@ def command_status(args: argparse.Namespace) -> int:
     folder = Path(args.run) if (Path(args.run) / "config.yaml").is_file() else Path(args.output_dir) / args.run
     if not (folder / "config.yaml").is_file():
         raise ConfigError(f"no run '{args.run}' in {args.output_dir}; list runs with `ls {args.output_dir}`")
-    Console().print(status_table(RunStore(folder)))
+    make_console().print(status_table(RunStore(folder)))
     return 0
 
 
@@ -285,7 +276,7 @@ def command_list(args: argparse.Namespace) -> int:
     from fewshot_bench.registry import BACKBONES, DATASETS, METHODS
 
     _load_plugins(args.plugin)
-    console = Console()
+    console = make_console()
     kinds = [args.kind] if args.kind else ["methods", "datasets", "backbones"]
     registries = {"methods": METHODS, "datasets": DATASETS, "backbones": BACKBONES}
     for kind in kinds:
@@ -318,7 +309,7 @@ def command_datasets(args: argparse.Namespace) -> int:
     config = merge(None, {"dataset": args.name, "data_root": args.data_root, "dedup": False,
                           "dataset_options": _key_values(args.dataset_option, "--dataset-option") or None})
     dataset = load_dataset(config)
-    console = Console()
+    console = make_console()
     if args.datasets_command == "check":
         try:
             split = resolve_split(replace(config, split=args.split), dataset)
@@ -396,7 +387,7 @@ def command_leaderboard(args: argparse.Namespace) -> int:
     sources = [Path(p) for p in args.sources] or [Path(RunConfig().output_dir)]
     rows = write_leaderboard(sources, Path(args.out), dataset=args.dataset, way=args.way, shot=args.shot,
                              method=args.method)
-    Console().print(f"{args.out}: {len(rows)} rows from {len({r for row in rows for r in row['run_ids'].split(';')})} run(s)")
+    make_console().print(f"{args.out}: {len(rows)} rows from {len({r for row in rows for r in row['run_ids'].split(';')})} run(s)")
     return 0
 
 
@@ -412,7 +403,7 @@ def command_table(args: argparse.Namespace) -> int:
         cells, rows = _run_cells(resolve_run(args.source, args.output_dir))
         table = table_from_cells(cells, rows, test=args.test, correction=args.correction)
     if args.format == "console":
-        render_console(table, Console())
+        render_console(table, make_console())
     else:
         renderer = {"markdown": render_markdown, "latex": render_latex, "csv": render_csv}[args.format]
         sys.stdout.write(renderer(table))
@@ -424,7 +415,7 @@ def command_compare(args: argparse.Namespace) -> int:
 
     cells, _ = _run_cells(resolve_run(args.run, args.output_dir))
     results = compare_with_baseline(cells, args.baseline, test=args.test, correction=args.correction)
-    render_comparison(results, args.baseline, args.test, args.correction, Console())
+    render_comparison(results, args.baseline, args.test, args.correction, make_console())
     return 0
 
 
@@ -435,7 +426,7 @@ def command_plot(args: argparse.Namespace) -> int:
     cells, rows = _run_cells(folder)
     paths = plot_run(cells, rows, Path(args.out) if args.out else folder / "figures")
     for path in paths:
-        Console().print(str(path))
+        make_console().print(str(path))
     return 0
 
 
@@ -443,7 +434,7 @@ def command_new(args: argparse.Namespace) -> int:
     from fewshot_bench.scaffold import scaffold
 
     for path in scaffold(args.kind, args.name, Path(args.out), package=args.package):
-        Console().print(f"wrote {path}")
+        make_console().print(f"wrote {path}")
     return 0
 
 
@@ -455,7 +446,7 @@ def command_card(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out, render_card(card, f"bench card {args.card} --out {args.out}"))
-    Console().print(f"wrote {out}")
+    make_console().print(f"wrote {out}")
     return 0
 
 

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fewshot_bench.errors import ConfigError
-from fewshot_bench.registry import warn
+from fewshot_bench.console import warn
 from fewshot_bench.stats import PairedResult, adjust_pvalues, paired_test
 from fewshot_bench.tables import same_episodes
 

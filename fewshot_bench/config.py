@@ -1,192 +1,75 @@
 """Run configuration: typed defaults < YAML file (``--config``) < command-line flags.
 
-Every key is declared once here with its type and help text; unknown keys and wrong types are errors
-naming the key. The merged configuration is saved in each run folder and is enough to rerun it.
+Every key is declared once, as a field of :class:`RunConfig`: its type (the annotation), default, help text,
+bounds and role. From these declarations come the validation and its one-line errors, YAML loading, the
+``bench run`` flags, ``docs/config.md`` (``python -m fewshot_bench.config``), and the sets of keys that decide
+what a cell measures (hashed with every cell, fixed for a run folder) or which cells a run has (joined over the
+invocations writing one run folder). The merged configuration is saved in each run folder and reruns it.
 """
 
 from __future__ import annotations
 
+import copy
+import types
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
 from fewshot_bench.errors import ConfigError
 
-
-@dataclass
-class RunConfig:
-    """Everything a ``bench run`` needs; see ``bench run --help`` for each key."""
-
-    methods: list = field(default_factory=lambda: ["protonet"])
-    plugins: list = field(default_factory=list)
-    dataset: str = "synthetic-fer"
-    data_root: str | None = None
-    dataset_options: dict = field(default_factory=dict)
-    dedup: bool | None = None
-    split: Any = None
-    image_size: int | None = None
-    channels: int | None = None
-    way: int = 3
-    train_way: int | None = None
-    shots: list = field(default_factory=lambda: [1, 5])
-    query: int = 15
-    train_query: int | None = None
-    train_episodes: int = 400
-    test_episodes: int = 600
-    meta_batch: int = 1
-    batch_episodes: bool = False
-    lr: float = 1e-3
-    lr_step: int = 2000
-    lr_gamma: float = 0.5
-    val_episodes: int = 0
-    val_interval: int = 500
-    seeds: list = field(default_factory=lambda: [0])
-    device: str = "auto"
-    output_dir: str = "results/runs"
-    run_id: str | None = None
-    log_interval: int = 50
-    checkpoint_interval: int = 100
-    amp: bool = True
-    compile: bool = False
-    compile_backend: str = "inductor"
-    cuda_graphs: bool = True
-    augment: bool = False
-    launcher: str = "local"
-    threads: int | None = None
-    jobs: int = 1
-    slurm: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-HELP = {
-    "methods": "method variants, e.g. crn,crn[js_weight=0],protonet",
-    "plugins": "plugin files to load (methods, datasets, backbones); also loaded by job workers",
-    "dataset": "dataset name (see `bench list datasets`)",
-    "data_root": "folder (or file) holding the dataset, for datasets that are not built in",
-    "dataset_options": "options of the dataset plugin (mapping)",
-    "dedup": "remove exact duplicate images (one kept per class; images filed under several classes dropped); "
-             "default: the dataset's own choice (on for FER2013); see `bench datasets check`",
-    "split": "class split: a preset name of the dataset, or a mapping with train/val/test class names",
-    "image_size": "resize images to this side (default: the dataset's own size)",
-    "channels": "convert images to this many channels (1 or 3; default: the dataset's own)",
-    "way": "classes per test episode (N)",
-    "train_way": "classes per meta-training episode (default: all training classes if at most 20, else `way`)",
-    "shots": "support images per class (K), one cell per value",
-    "query": "query images per class in test episodes",
-    "train_query": "query images per class in meta-training episodes (default: `query`)",
-    "train_episodes": "meta-training episodes per cell",
-    "test_episodes": "test episodes per cell (identical for every method)",
-    "meta_batch": "episodes per optimiser step",
-    "batch_episodes": "embed a meta-batch's images in one backbone call (ProtoNet, MatchingNet, RN, CRN; batch norm "
-                      "then normalises over the meta-batch; faster on GPUs, slower on CPUs)",
-    "lr": "Adam learning rate",
-    "lr_step": "multiply the learning rate by lr_gamma every this many episodes",
-    "lr_gamma": "learning-rate decay factor",
-    "val_episodes": "validation episodes for model selection on the split's val classes (0 = off)",
-    "val_interval": "validate every this many training episodes",
-    "seeds": "seeds, one cell per value (training and test episodes both depend on it)",
-    "device": "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps",
-    "output_dir": "where run folders are written",
-    "run_id": "name of the run folder (default: timestamp + methods)",
-    "log_interval": "training episodes between progress updates of the loss",
-    "checkpoint_interval": "training episodes between checkpoints of a cell (resume point after a crash)",
-    "augment": "augment meta-training episodes (flip, crop, brightness/contrast jitter) on the device",
-    "amp": "bf16 mixed precision on CUDA (ignored on CPU/MPS); set false for full float32",
-    "compile": "torch.compile each method's backbone (first episodes are slower while it compiles; methods that "
-               "swap weights inside a step, like MAML, run uncompiled)",
-    "compile_backend": "torch.compile backend used with --compile",
-    "cuda_graphs": "on CUDA, replay each cell's training step and test episode from a captured CUDA graph (several "
-                   "times faster for small models; a step that cannot be captured runs eagerly and the cell record "
-                   "says why); ignored on CPU and with --compile",
-    "launcher": "where cells run: local (this machine) or slurm (one array job per cell, through submitit)",
-    "jobs": "local worker processes running cells concurrently (1 = in this process)",
-    "threads": "CPU threads per process (default: all cores, divided among --jobs workers); CPU results depend "
-               "on it in the last bits, so compare runs made with the same value",
-    "slurm": "Slurm job settings: partition, time_min, gpus, cpus, mem_gb, array_parallelism, account, qos, "
-             "constraint (mapping; flags --slurm-*)",
+# What a key is for; the role decides how runs treat it.
+RESULT = "result"
+GRID = "grid"
+NUMERICS = "numerics"
+LOGISTICS = "logistics"
+ROLES = {
+    RESULT: "decides what a cell measures: recorded in every cell's settings hash, fixed for a run folder",
+    GRID: "which cells a run has: joined over the invocations that write one run folder",
+    NUMERICS: "how cells are computed: results may differ in the last floating-point bits, nothing more; may "
+              "differ between invocations of one run",
+    LOGISTICS: "where a run is written and how it is launched and logged: never changes a number",
 }
 
-_FIELD_TYPES: dict[str, tuple[type, ...]] = {
-    "methods": (list,), "plugins": (list,), "dataset": (str,), "data_root": (str,), "dataset_options": (dict,), "dedup": (bool,),
-    "split": (str, dict), "image_size": (int,), "channels": (int,), "way": (int,), "train_way": (int,),
-    "shots": (list,), "query": (int,), "train_query": (int,), "train_episodes": (int,),
-    "test_episodes": (int,), "meta_batch": (int,), "batch_episodes": (bool,), "lr": (float,), "lr_step": (int,),
-    "lr_gamma": (float,), "val_episodes": (int,), "val_interval": (int,), "seeds": (list,),
-    "device": (str,), "output_dir": (str,), "run_id": (str,), "log_interval": (int,),
-    "checkpoint_interval": (int,), "launcher": (str,), "amp": (bool,), "augment": (bool,), "threads": (int,),
-    "compile": (bool,), "compile_backend": (str,), "cuda_graphs": (bool,), "jobs": (int,), "slurm": (dict,),
-}
-_LIST_ITEM = {"shots": int, "seeds": int}
-_NULLABLE = {"data_root", "dedup", "split", "image_size", "channels", "train_way", "train_query", "run_id", "threads"}
-_POSITIVE = {"way", "query", "train_episodes", "test_episodes", "meta_batch", "lr_step", "val_interval",
-             "log_interval", "checkpoint_interval", "jobs", "threads", "image_size", "train_way", "train_query"}
 
-
-def _coerce(key: str, value: Any) -> Any:
-    expected = _FIELD_TYPES[key]
-    if value is None:
-        if key in _NULLABLE:
-            return None
-        raise ConfigError(f"config key '{key}' cannot be empty")
-    if expected == (bool,):
-        text = str(value).strip().lower()
-        if isinstance(value, bool) or text in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-            return value if isinstance(value, bool) else text in ("true", "1", "yes", "on")
-        raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
-    if float in expected and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if list in expected and isinstance(value, (str, int)) and not isinstance(value, bool):
-        if key == "methods" or not isinstance(value, str):
-            value = [value]
-        else:
-            value = [v for v in value.split(",") if v.strip()]
-    if key == "methods" and isinstance(value, list):
-        value = _split_method_list(value)
-    if isinstance(value, bool) or not isinstance(value, expected):
-        names = " or ".join("list" if t is list else "mapping" if t is dict else t.__name__ for t in expected)
-        raise ConfigError(f"config key '{key}' must be {names}, got {value!r}")
-    if key in _LIST_ITEM:
-        try:
-            value = [int(v) for v in value if not isinstance(v, bool)] if all(
-                not isinstance(v, bool) and float(v).is_integer() for v in value) else None
-        except (TypeError, ValueError):
-            value = None
-        if not value:
-            raise ConfigError(f"config key '{key}' must be a non-empty list of integers")
-    if key in _POSITIVE and isinstance(value, (int, float)) and value < 1:
-        raise ConfigError(f"config key '{key}' must be at least 1, got {value}")
-    if key in ("way", "train_way") and value is not None and value < 2:
-        raise ConfigError(f"config key '{key}' must be at least 2, got {value} (a 1-way episode is always answered "
-                          "right: its accuracy says nothing)")
-    if key == "run_id" and value is not None and (value in ("", ".", "..") or "/" in value or "\\" in value
-                                                   or value != value.strip()):
+def _check_run_id(value: str) -> None:
+    if value in ("", ".", "..") or "/" in value or "\\" in value or value != value.strip():
         raise ConfigError(f"config key 'run_id' must be a folder name, not a path, got {value!r}; choose where runs "
                           "go with --output-dir")
-    if key == "shots" and min(value) < 1:
-        raise ConfigError("config key 'shots' must contain positive integers")
-    if key == "methods" and not value:
-        raise ConfigError("config key 'methods' must name at least one method")
-    if key == "launcher" and value not in ("local", "slurm"):
-        raise ConfigError(f"config key 'launcher' must be local or slurm, got {value!r}")
-    if key == "slurm":
-        value = _slurm_settings(value)
-    return value
 
 
-SLURM_KEYS = {"partition": str, "time_min": int, "gpus": int, "cpus": int, "mem_gb": int,
-              "array_parallelism": int, "account": str, "qos": str, "constraint": str}
+def setting(default: Any, help: str, *, role: str = RESULT, minimum: int | None = None, why: str = "",
+            choices: tuple[str, ...] | None = None, check: Callable[[Any], Any] | None = None, flag: bool = True,
+            hashed: bool = True) -> Any:
+    """Declare one config key (a dataclass field of RunConfig).
+
+    ``minimum`` bounds a number (or every item of a list of numbers; ``why`` is added to the error);
+    ``choices`` lists the allowed texts; ``check`` validates (and may return a normalised value); ``flag=False``
+    for keys with their own command-line flags; ``hashed=False`` for result keys that enter the settings hash
+    through what they resolve to (the data fingerprint, the split's class lists).
+    """
+    metadata = {"help": help, "role": role, "minimum": minimum, "why": why, "choices": choices, "check": check,
+                "flag": flag, "hashed": hashed}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+SLURM_SETTINGS: dict[str, tuple[type, str]] = {
+    "partition": (str, "Slurm partition"), "time_min": (int, "time limit per job in minutes (default 60)"),
+    "gpus": (int, "GPUs per job"), "cpus": (int, "CPUs per job"), "mem_gb": (int, "memory per job in GB"),
+    "array_parallelism": (int, "at most this many array jobs at once"), "account": (str, "Slurm account"),
+    "qos": (str, "Slurm QOS"), "constraint": (str, "Slurm constraint"),
+}
 
 
 def _slurm_settings(value: dict) -> dict:
     result = {}
     for key, raw in value.items():
-        if key not in SLURM_KEYS:
-            raise ConfigError(f"unknown slurm setting '{key}'; known: {', '.join(sorted(SLURM_KEYS))}")
-        kind = SLURM_KEYS[key]
+        if key not in SLURM_SETTINGS:
+            raise ConfigError(f"unknown slurm setting '{key}'; known: {', '.join(sorted(SLURM_SETTINGS))}")
+        kind = SLURM_SETTINGS[key][0]
         try:
             result[key] = kind(raw) if not isinstance(raw, bool) else None
         except (TypeError, ValueError):
@@ -218,17 +101,200 @@ def _split_method_list(items: list) -> list:
                 current += char
         if current.strip():
             result.append(current.strip())
+    if not result:
+        raise ConfigError("config key 'methods' must name at least one method")
     return result
+
+
+_ONE_WAY = "a 1-way episode is always answered right: its accuracy says nothing"
+
+
+@dataclass
+class RunConfig:
+    """Everything a ``bench run`` needs; each field is one key (``bench run --help``, docs/config.md)."""
+
+    methods: list = setting(["protonet"], "method variants, e.g. crn,crn[js_weight=0],protonet", role=GRID,
+                            check=_split_method_list)
+    plugins: list[str] = setting([], "plugin files to load (methods, datasets, backbones); also loaded by job "
+                                     "workers; in a YAML file, relative to that file", role=GRID, flag=False)
+    dataset: str = setting("synthetic-fer", "dataset name (see `bench list datasets`)")
+    data_root: str | None = setting(None, "folder (or file) holding the dataset, for datasets that are not built in",
+                                    hashed=False)
+    dataset_options: dict = setting({}, "options of the dataset plugin (mapping; flag --dataset-option KEY=VALUE)",
+                                    flag=False)
+    dedup: bool | None = setting(None, "remove exact duplicate images (one kept per class; images filed under several "
+                                       "classes dropped); default: the dataset's own choice (on for FER2013); see "
+                                       "`bench datasets check`", hashed=False)
+    split: str | dict | None = setting(None, "class split: a preset name of the dataset, or a mapping with "
+                                             "train/val/test class names", hashed=False)
+    image_size: int | None = setting(None, "resize images to this side (default: the dataset's own size)", minimum=1)
+    channels: int | None = setting(None, "convert images to this many channels (1 or 3; default: the dataset's own)")
+    way: int = setting(3, "classes per test episode (N)", minimum=2, why=_ONE_WAY)
+    train_way: int | None = setting(None, "classes per meta-training episode (default: all training classes if at "
+                                          "most 20, else `way`)", minimum=2, why=_ONE_WAY)
+    shots: list[int] = setting([1, 5], "support images per class (K), one cell per value", role=GRID, minimum=1)
+    query: int = setting(15, "query images per class in test episodes", minimum=1)
+    train_query: int | None = setting(None, "query images per class in meta-training episodes (default: `query`)",
+                                      minimum=1)
+    train_episodes: int = setting(400, "meta-training episodes per cell", minimum=1)
+    test_episodes: int = setting(600, "test episodes per cell (identical for every method)", minimum=1)
+    meta_batch: int = setting(1, "episodes per optimiser step", minimum=1)
+    batch_episodes: bool = setting(False, "embed a meta-batch's images in one backbone call (ProtoNet, MatchingNet, "
+                                          "RN, CRN; batch norm then normalises over the meta-batch; faster on GPUs, "
+                                          "slower on CPUs)")
+    lr: float = setting(1e-3, "Adam learning rate")
+    lr_step: int = setting(2000, "multiply the learning rate by lr_gamma every this many episodes", minimum=1)
+    lr_gamma: float = setting(0.5, "learning-rate decay factor")
+    val_episodes: int = setting(0, "validation episodes for model selection on the split's val classes (0 = off)")
+    val_interval: int = setting(500, "validate every this many training episodes", minimum=1)
+    seeds: list[int] = setting([0], "seeds, one cell per value (training and test episodes both depend on it)",
+                               role=GRID)
+    device: str = setting("auto", "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps", role=NUMERICS)
+    output_dir: str = setting("results/runs", "where run folders are written", role=LOGISTICS)
+    run_id: str | None = setting(None, "name of the run folder (default: timestamp + methods)", role=LOGISTICS,
+                                 check=_check_run_id)
+    log_interval: int = setting(50, "training episodes between progress updates of the loss", role=LOGISTICS,
+                                minimum=1)
+    checkpoint_interval: int = setting(100, "training episodes between checkpoints of a cell (resume point after a "
+                                            "crash)", role=LOGISTICS, minimum=1)
+    amp: bool = setting(True, "bf16 mixed precision on CUDA (ignored on CPU/MPS); set false for full float32")
+    compile: bool = setting(False, "torch.compile each method's backbone (first episodes are slower while it "
+                                   "compiles; methods that swap weights inside a step, like MAML, run uncompiled)",
+                            role=NUMERICS)
+    compile_backend: str = setting("inductor", "torch.compile backend used with --compile", role=NUMERICS)
+    cuda_graphs: bool = setting(True, "on CUDA, replay each cell's training step and test episode from a captured "
+                                      "CUDA graph (several times faster for small models; a step that cannot be "
+                                      "captured runs eagerly and the cell record says why); ignored on CPU and with "
+                                      "--compile", role=NUMERICS)
+    augment: bool = setting(False, "augment meta-training episodes (flip, crop, brightness/contrast jitter) on the "
+                                   "device")
+    launcher: str = setting("local", "where cells run: local (this machine) or slurm (one array job per cell, "
+                                     "through submitit)", role=LOGISTICS, choices=("local", "slurm"))
+    threads: int | None = setting(None, "CPU threads per process (default: all cores, divided among --jobs "
+                                        "workers); CPU results depend on it in the last bits, so compare runs made "
+                                        "with the same value", role=NUMERICS, minimum=1)
+    jobs: int = setting(1, "local worker processes running cells concurrently (1 = in this process)",
+                        role=LOGISTICS, minimum=1)
+    slurm: dict = setting({}, "Slurm job settings: " + ", ".join(SLURM_SETTINGS) + " (mapping; flags --slurm-*)",
+                          role=LOGISTICS, check=_slurm_settings, flag=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One declared config key, as the CLI, the validator, the docs and the run store see it."""
+
+    name: str
+    types: tuple[type, ...]
+    item: type | None
+    nullable: bool
+    default: Any
+    help: str
+    role: str
+    minimum: int | None
+    why: str
+    choices: tuple[str, ...] | None
+    check: Callable[[Any], Any] | None
+    flag: bool
+    hashed: bool
+
+    @property
+    def flag_name(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def flag_type(self) -> type:
+        """What argparse converts a flag's text to (lists and booleans are parsed by the validator)."""
+        return self.types[0] if self.types in ((int,), (float,)) else str
+
+    @property
+    def type_name(self) -> str:
+        names = [("list of " + self.item.__name__ if self.item is not int else "list of integers") if t is list and
+                 self.item else "list" if t is list else "mapping" if t is dict else t.__name__ for t in self.types]
+        return " or ".join(names) + (" or empty" if self.nullable else "")
+
+
+def _declared() -> dict[str, Setting]:
+    hints = get_type_hints(RunConfig)
+    result = {}
+    for spec in fields(RunConfig):
+        hint, nullable = hints[spec.name], False
+        parts = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
+        if type(None) in parts:
+            nullable, parts = True, tuple(p for p in parts if p is not type(None))
+        kinds = tuple(get_origin(p) or p for p in parts)
+        item = next((get_args(p)[0] for p in parts if get_origin(p) is list and get_args(p)), None)
+        default = spec.default_factory() if callable(spec.default_factory) else spec.default
+        meta = spec.metadata
+        result[spec.name] = Setting(spec.name, kinds, item, nullable, default, meta["help"], meta["role"],
+                                    meta["minimum"], meta["why"], meta["choices"], meta["check"], meta["flag"],
+                                    meta["hashed"])
+    return result
+
+
+SETTINGS: dict[str, Setting] = _declared()
+
+
+def keys(*roles: str, hashed: bool | None = None) -> list[str]:
+    """The declared keys with one of ``roles`` (and, if given, the ``hashed`` flag), in declaration order."""
+    return [s.name for s in SETTINGS.values() if s.role in roles and (hashed is None or s.hashed == hashed)]
+
+
+def _coerce(key: str, value: Any) -> Any:
+    spec = SETTINGS[key]
+    expected = spec.types
+    if value is None:
+        if spec.nullable:
+            return None
+        raise ConfigError(f"config key '{key}' cannot be empty")
+    if expected == (bool,):
+        text = str(value).strip().lower()
+        if isinstance(value, bool) or text in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+            return value if isinstance(value, bool) else text in ("true", "1", "yes", "on")
+        raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
+    if float in expected and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if list in expected and isinstance(value, (str, int)) and not isinstance(value, bool):
+        # A flag's "1,5" is a list; a method list is split by its check (commas inside brackets stay).
+        if spec.check is not None or not isinstance(value, str):
+            value = [value]
+        else:
+            value = [v for v in value.split(",") if v.strip()]
+    if isinstance(value, bool) or not isinstance(value, expected):
+        names = " or ".join("list" if t is list else "mapping" if t is dict else t.__name__ for t in expected)
+        raise ConfigError(f"config key '{key}' must be {names}, got {value!r}")
+    if spec.item is int:
+        try:
+            value = [int(v) for v in value if not isinstance(v, bool)] if all(
+                not isinstance(v, bool) and float(v).is_integer() for v in value) else None
+        except (TypeError, ValueError):
+            value = None
+        if not value:
+            raise ConfigError(f"config key '{key}' must be a non-empty list of integers")
+        if spec.minimum is not None and min(value) < spec.minimum:
+            raise ConfigError(f"config key '{key}' must contain integers of at least {spec.minimum}, got {value}")
+    elif spec.item is str and not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"config key '{key}' must be a list of text, got {value!r}")
+    elif spec.minimum is not None and value < spec.minimum:
+        raise ConfigError(f"config key '{key}' must be at least {spec.minimum}, got {value}"
+                          + (f" ({spec.why})" if spec.why else ""))
+    if spec.choices is not None and value not in spec.choices:
+        raise ConfigError(f"config key '{key}' must be {' or '.join(spec.choices)}, got {value!r}")
+    if spec.check is not None:
+        checked = spec.check(value)
+        value = value if checked is None else checked
+    return value
 
 
 def apply(config: RunConfig, overrides: Mapping[str, Any], source: str) -> RunConfig:
     """Return ``config`` with ``overrides`` applied; unknown keys and wrong types raise ConfigError."""
-    known = {f.name for f in fields(RunConfig)}
     values = config.to_dict()
     for key, value in overrides.items():
-        if key not in known:
-            close = [k for k in known if k.replace("_", "") == str(key).replace("_", "").replace("-", "")]
-            hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(known))}"
+        if key not in SETTINGS:
+            close = [k for k in SETTINGS if k.replace("_", "") == str(key).replace("_", "").replace("-", "")]
+            hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(SETTINGS))}"
             raise ConfigError(f"unknown config key '{key}' in {source}{hint}")
         values[key] = _coerce(key, value)
     return RunConfig(**values)
@@ -246,6 +312,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(f"config file '{path}' is not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file '{path}' is not UTF-8 text") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -253,13 +321,52 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def _plugins_beside(values: dict[str, Any], file: Path) -> dict[str, Any]:
+    """Plugin files named in a YAML file are found relative to that file, as imports are, and stored
+    absolute (a run folder's config then loads them from wherever ``bench`` is started)."""
+    plugins = values.get("plugins")
+    if isinstance(plugins, str):
+        plugins = [plugins]
+    if not isinstance(plugins, list):
+        return values
+    resolved = [str((file.parent / Path(p).expanduser()).resolve()) if isinstance(p, str) else p for p in plugins]
+    return {**values, "plugins": resolved}
+
+
 def merge(file: str | Path | None, flags: Mapping[str, Any]) -> RunConfig:
     """Defaults < YAML file < flags (flags whose value is None were not given)."""
     config = RunConfig()
     if file is not None:
-        config = apply(config, load_yaml(file), source=f"config file '{file}'")
+        values = _plugins_beside(load_yaml(file), Path(file))
+        config = apply(config, values, source=f"config file '{file}'")
     return apply(config, {k: v for k, v in flags.items() if v is not None}, source="command-line flags")
 
 
 def dump(config: RunConfig) -> str:
     return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
+def reference_markdown() -> str:
+    """docs/config.md: every key with its type, default, role and help (``python -m fewshot_bench.config``)."""
+    lines = ["# Configuration keys", "",
+             "Generated from the declarations in `fewshot_bench/config.py` by `python -m fewshot_bench.config > "
+             "docs/config.md`; do not edit by hand.", "",
+             "Each key can be set in a YAML file (`bench run --config FILE`) or as a flag (`--key-name`, lists as "
+             "`1,5`); flags override the file, the file overrides the defaults.", "", "Roles:", ""]
+    lines += [f"- **{role}**: {text}." for role, text in ROLES.items()]
+    lines += ["", "| key | flag | type | default | role | what it does |", "|---|---|---|---|---|---|"]
+    for spec in SETTINGS.values():
+        flag = f"`{spec.flag_name}`" if spec.flag else "`--plugin FILE`" if spec.name == "plugins" else \
+            "`--dataset-option K=V`" if spec.name == "dataset_options" else "`--slurm-*`"
+        bound = f"; at least {spec.minimum}" if spec.minimum is not None else ""
+        help_text = spec.help.replace("|", "\\|")
+        lines.append(f"| `{spec.name}` | {flag} | {spec.type_name}{bound} | `{spec.default!r}` | {spec.role} | "
+                     f"{help_text} |")
+    lines += ["", "Slurm settings (`slurm:` mapping, or `--slurm-KEY`):", "",
+              "| key | type | what it does |", "|---|---|---|"]
+    lines += [f"| `{key}` | {kind.__name__} | {text} |" for key, (kind, text) in SLURM_SETTINGS.items()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(reference_markdown(), end="")

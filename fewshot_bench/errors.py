@@ -39,3 +39,7 @@ class RecordError(BenchError):
 
 class MethodContractError(BenchError):
     """A method (often a plugin) broke the method contract, e.g. returned scores of the wrong shape."""
+
+
+class CellsFailed(BenchError):
+    """Cells of a run failed (each marked failed in the run folder; ``--resume`` computes them again)."""

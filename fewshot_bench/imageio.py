@@ -99,7 +99,7 @@ def decoded_dataset(name: str, items: list[tuple[Path, str]], options: dict[str,
     """
     from fewshot_bench.cache import cached_arrays, source_key
     from fewshot_bench.data import ImageDataset, as_uint8_nchw
-    from fewshot_bench.registry import warn
+    from fewshot_bench.console import warn
 
     class_names = list(class_names) if class_names is not None else sorted({label for _, label in items})
     paths = [path for path, _ in items]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shlex
 import time
-import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -43,9 +42,7 @@ class CellsJob:
 
     def __call__(self) -> list[str]:
         """Run the cells; returns the ids of those this job ran."""
-        import torch
-
-        from fewshot_bench.runner import CellRunner, plan_cells
+        from fewshot_bench.runner import CellRunner, plan_cells, run_cells
 
         submitit = _submitit()
         try:
@@ -60,20 +57,12 @@ class CellsJob:
         for plugin in config.plugins:
             load_plugin_file(plugin)
         cells = {cell.cell_id: cell for cell in plan_cells(config)}
-        runner = None
-        failures: list[str] = []
+        # A cell another worker failed in this launch is not retried here; the runner's claim keeps workers
+        # off each other's cells.
+        todo = [cells[cid] for cid in self.cell_ids if not (store.has_cell(cid) or store.failed(cid))]
         computed = ComputedCells()
-        for cid in self.cell_ids:
-            # A cell another worker failed in this launch is not retried here; the runner's claim keeps
-            # workers off each other's cells.
-            if store.has_cell(cid) or store.failed(cid):
-                continue
-            runner = runner or CellRunner(config, store)
-            try:
-                runner.run(cells[cid], computed)
-            except Exception as exc:  # marked failed by the runner; the other cells still run
-                traceback.print_exc()
-                failures.append(f"{cid}: {type(exc).__name__}: {exc}")
+        failures = run_cells(CellRunner(config, store), todo, computed, skip_failed=True,
+                             log_tracebacks=True) if todo else []
         if failures:
             raise RuntimeError("; ".join(failures))
         return computed.cell_ids
@@ -181,7 +170,7 @@ def local_gpus(device: str) -> list[str]:
 def unfinished(store: RunStore, cell_ids: Sequence[str]) -> list[str]:
     """The cells without a usable record; a damaged record is moved aside first, so its cell runs again."""
     from fewshot_bench.errors import RecordError
-    from fewshot_bench.registry import warn
+    from fewshot_bench.console import warn
 
     pending = []
     for cid in cell_ids:

@@ -25,14 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
+from fewshot_bench.console import warn
 from fewshot_bench.errors import BenchError, UnknownNameError
 
 T = TypeVar("T")
-
-
-def warn(message: str) -> None:
-    """Print a one-line warning on stderr."""
-    print(f"warning: {message}", file=sys.stderr)
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from fewshot_bench.config import RunConfig, load_yaml, merge
+from fewshot_bench.config import LOGISTICS, SETTINGS, RunConfig, load_yaml, merge
 from fewshot_bench.errors import ConfigError
 from fewshot_bench.leaderboard import leaderboard_rows, load_cells, render_csv
 from fewshot_bench.stats import CI_FORMULA, SEED_CI_FORMULA
 
 BUDGETS = ("full", "reduced")
-# Config keys that never change results, so the regeneration command leaves them out.
-_NOT_RESULT_KEYS = {"output_dir", "run_id", "log_interval", "checkpoint_interval", "launcher", "jobs", "slurm",
-                    "cuda_graphs"}
 
 
 @dataclass(frozen=True)
@@ -144,7 +141,7 @@ def regeneration_command(config_path: Path, saved: RunConfig) -> str:
     for spec in fields(RunConfig):
         key = spec.name
         ours, theirs = getattr(saved, key), getattr(from_file, key)
-        if key in _NOT_RESULT_KEYS or ours == theirs or ours is None:
+        if SETTINGS[key].role == LOGISTICS or ours == theirs or ours is None:  # logistics never change a number
             continue
         if key in ("methods", "shots", "seeds") and sorted(map(str, ours)) == sorted(map(str, theirs)):
             continue  # the same cells in another order (a run grown by several invocations)

@@ -254,7 +254,7 @@ class RunStore:
     def load_cells(self) -> list[dict[str, Any]]:
         """Finished cells, in the order of the run's plan (cells not in the plan last, by name). A damaged
         record is left out with a warning naming it, so one bad file never hides the rest of the run."""
-        from fewshot_bench.registry import warn
+        from fewshot_bench.console import warn
 
         order = {entry["cell"]: i for i, entry in enumerate(self.load_plan())}
         paths = sorted((self.root / "cells").glob("*.json"), key=lambda p: (order.get(p.stem, len(order)), p.name))
@@ -350,7 +350,7 @@ class CellCheckpoint:
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as exc:  # an unreadable checkpoint costs the cell's progress, never the run
-            from fewshot_bench.registry import warn
+            from fewshot_bench.console import warn
 
             warn(f"checkpoint '{self.path}' is unreadable ({type(exc).__name__}); the cell restarts from scratch")
             return None

@@ -6,25 +6,28 @@ import hashlib
 import json
 import re
 import time
-from dataclasses import dataclass, replace
+import traceback
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol as TypingProtocol
+from typing import Any, Iterable, Protocol as TypingProtocol
 
 import numpy as np
 import torch
 import yaml
 
-from fewshot_bench.config import RunConfig, dump
+from fewshot_bench.config import GRID, RESULT, SETTINGS, RunConfig, dump
+from fewshot_bench.config import keys as config_keys
 from fewshot_bench.device import choose_device, prepare_device
 from fewshot_bench.episodes import EpisodeSet
-from fewshot_bench.errors import ConfigError, RecordError
+from fewshot_bench.errors import CellsFailed, ConfigError, RecordError
 from fewshot_bench.evaluation import evaluate
 from fewshot_bench.method import MethodVariant, parameter_count, resolve_variant
 from fewshot_bench.options import Spec
 from fewshot_bench.protocol import Protocol, prepare
 from fewshot_bench.provenance import code_version, git_state
-from fewshot_bench.registry import BACKBONES, METHODS, warn
+from fewshot_bench.console import warn
+from fewshot_bench.registry import BACKBONES, METHODS
 from fewshot_bench.results import CellCheckpoint, RunStore, environment_info
 from fewshot_bench.tasks import TaskBuilder, channel_statistics
 from fewshot_bench.training import TrainSettings, train
@@ -50,11 +53,18 @@ class SilentObserver:
 
 @dataclass
 class RunResult:
-    """What a finished run leaves: its store and its summary rows."""
+    """What a finished run leaves: its store, its summary rows and one line per cell that failed."""
 
     store: RunStore
     summary: list[dict[str, Any]]
     config: RunConfig
+    failures: list[str] = field(default_factory=list)
+
+    def raise_for_failures(self) -> None:
+        """Raise CellsFailed naming every cell that failed (a script's way to stop on the first bad run)."""
+        if self.failures:
+            raise CellsFailed(f"{len(self.failures)} cell(s) of run '{self.config.run_id}' failed: "
+                              + "; ".join(self.failures))
 
 
 def resolve_variants(config: RunConfig) -> list[MethodVariant]:
@@ -121,12 +131,7 @@ class CellRunner:
         train_indices = np.flatnonzero(np.isin(self.protocol.labels, self.protocol.train_ids))
         mean, std = channel_statistics(self.protocol.dataset.images, train_indices)
         self.builder = TaskBuilder(self.protocol.dataset, self.device, mean, std)
-        self.settings = TrainSettings(
-            episodes=config.train_episodes, meta_batch=config.meta_batch, batch_episodes=config.batch_episodes,
-            lr=config.lr, lr_step=config.lr_step,
-            lr_gamma=config.lr_gamma, log_interval=config.log_interval, val_interval=config.val_interval,
-            checkpoint_interval=config.checkpoint_interval, amp=config.amp, augment=config.augment,
-            compile_backend=config.compile_backend if config.compile else None, cuda_graphs=config.cuda_graphs)
+        self.settings = TrainSettings.from_config(config)
         self._episodes: dict[tuple[int, int], tuple[str, Any, Any]] = {}
         # Fixed for the runner's config and protocol: recorded with every cell, compared with kept ones.
         self.result_settings = result_settings(config, self.protocol)
@@ -193,15 +198,15 @@ class CellRunner:
             self.store.release(cell.cell_id)
 
     def _compute(self, cell: Cell, observer: RunObserver) -> dict[str, Any]:
-        setting, test_episodes, val_episodes = self.episodes(cell.shot, cell.seed)
-        observer.cell_started(cell.variant.label, cell.shot, cell.seed, self.config.train_episodes,
-                              self.config.test_episodes)
         self.store.mark_running(cell.cell_id)
         try:
+            setting, test_episodes, val_episodes = self.episodes(cell.shot, cell.seed)
+            observer.cell_started(cell.variant.label, cell.shot, cell.seed, self.config.train_episodes,
+                                  self.config.test_episodes)
             record = run_cell(cell.variant, self.protocol, self.builder, self.settings, cell.shot, cell.seed,
                               test_episodes, val_episodes, self.device, observer, self.store.checkpoint(cell.cell_id))
         except Exception as exc:
-            self.store.mark_failed(cell.cell_id, f"{type(exc).__name__}: {exc}")
+            self.store.mark_failed(cell.cell_id, f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
             raise
         except BaseException:
             self.store.clear_state(cell.cell_id)
@@ -216,32 +221,46 @@ class CellRunner:
         return record
 
 
+def run_cells(runner: CellRunner, cells: Iterable[Cell], observer: RunObserver, *,
+              skip_failed: bool = False, log_tracebacks: bool = False) -> list[str]:
+    """Run ``cells`` in order; a failing cell is marked failed (its traceback kept in its state file, and
+    printed to stderr with ``log_tracebacks``, for job logs) and the others still run. Returns one line per
+    failed cell. ``skip_failed`` leaves cells another worker of the same launch failed meanwhile. Ctrl-C and
+    other non-Exception interruptions still stop the loop."""
+    failures = []
+    for cell in cells:
+        if skip_failed and runner.store.failed(cell.cell_id):
+            continue
+        try:
+            runner.run(cell, observer)
+        except Exception as exc:
+            if log_tracebacks:
+                traceback.print_exc()
+            failures.append(f"cell {cell.cell_id}: {type(exc).__name__}: {exc}")
+    return failures
+
+
 def run(config: RunConfig, observer: RunObserver | None = None) -> RunResult:
-    """Validate everything, then train and evaluate every cell in this process, storing each as it ends."""
+    """Validate everything, then train and evaluate every cell in this process, storing each as it ends.
+
+    A cell that fails does not stop the others: it is listed in ``RunResult.failures`` (check it, or call
+    ``raise_for_failures``) and marked failed in the run folder, and ``--resume`` computes it again.
+    """
     observer = observer or SilentObserver()
     config, store, cells, protocol = start_run(config)
-    runner = CellRunner(config, store, protocol)
-    for cell in cells:
-        runner.run(cell, observer)
+    failures = run_cells(CellRunner(config, store, protocol), cells, observer)
     summary = store.write_tables(store.load_cells())
-    return RunResult(store, summary, config)
-
-
-# Keys that may change between invocations writing into the same run folder: they add cells or change
-# only how the run is executed, not what any existing cell means.
-GRID_KEYS = {"methods", "plugins", "shots", "seeds", "device", "log_interval", "checkpoint_interval", "output_dir", "run_id",
-             "launcher", "jobs", "slurm", "threads", "compile", "compile_backend", "cuda_graphs"}
+    return RunResult(store, summary, config, failures)
 
 
 def result_settings(config: RunConfig, protocol: Protocol) -> dict[str, Any]:
-    """Everything besides the variant, shot and seed that decides what a cell measures: the config keys not
-    in GRID_KEYS, with the split as its actual class lists and the data as its fingerprint (a path or a
+    """Everything besides the variant, shot and seed that decides what a cell measures: the config keys of
+    role ``result``, with the split as its actual class lists and the data as its fingerprint (a path or a
     preset name says neither). Cells are pooled or compared only when these agree."""
     values = config.to_dict()
-    # data_root, split and dedup are replaced by what they resolve to: the data's fingerprint (which
-    # de-duplication changes) and the class lists.
-    settings = {key: values[key] for key in sorted(values)
-                if key not in GRID_KEYS and key not in ("data_root", "split", "dedup")}
+    # data_root, split and dedup (declared hashed=False) enter through what they resolve to: the data's
+    # fingerprint (which de-duplication changes) and the class lists.
+    settings = {key: values[key] for key in sorted(config_keys(RESULT, hashed=True))}
     split = protocol.split
     settings["split_classes"] = {"train": list(split.train), "val": list(split.val), "test": list(split.test)}
     settings["data_fingerprint"] = protocol.dataset.fingerprint
@@ -266,15 +285,15 @@ def merge_with_folder(store: RunStore, config: RunConfig) -> RunConfig:
         return config
     previous = {**RunConfig().to_dict(), **(yaml.safe_load(path.read_text()) or {})}
     current = config.to_dict()
-    for key in sorted(set(previous) | set(current)):
-        if key not in GRID_KEYS and previous.get(key) != current.get(key):
+    for key in config_keys(RESULT):
+        if previous.get(key) != current.get(key):
             raise ConfigError(
                 f"run '{store.run_id}' already exists with {key}={previous.get(key)!r} (now {current.get(key)!r}); "
                 "use another --run-id, or the same settings to continue that run"
             )
-    joined = {key: [v for v in previous[key] if v not in current[key]] + current[key]
-              for key in ("methods", "shots", "seeds")}
-    return replace(config, methods=joined["methods"], shots=sorted(joined["shots"]), seeds=sorted(joined["seeds"]))
+    # Grid keys are joined: earlier cells (and the plugin files defining their methods) stay in the config.
+    joined = {key: [v for v in previous[key] if v not in current[key]] + current[key] for key in config_keys(GRID)}
+    return replace(config, **{key: sorted(v) if SETTINGS[key].item is int else v for key, v in joined.items()})
 
 
 def run_cell(variant: MethodVariant, protocol: Protocol, builder: TaskBuilder, settings: TrainSettings,

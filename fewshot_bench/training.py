@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Protocol
 
 import torch
 
+from fewshot_bench.config import RunConfig
 from fewshot_bench.episodes import EpisodeSampler, EpisodeSet, check_episodes
 from fewshot_bench.augment import EpisodeAugmenter
 from fewshot_bench.evaluation import autocast, evaluate
@@ -35,6 +36,13 @@ class TrainSettings:
     seed: int = 0
     compile_backend: str | None = None
     cuda_graphs: bool = True
+
+    @classmethod
+    def from_config(cls, config: RunConfig) -> TrainSettings:
+        """The training settings of a run: config keys of the same name, plus the two that are renamed."""
+        shared = {f.name: getattr(config, f.name) for f in fields(cls) if hasattr(config, f.name)}
+        return cls(**{**shared, "episodes": config.train_episodes,
+                      "compile_backend": config.compile_backend if config.compile else None})
 
 
 @dataclass

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from fewshot_bench.config import RunConfig, merge
@@ -72,3 +74,56 @@ def test_every_shipped_config_is_valid():
     assert configs
     for path in configs:
         assert plan_cells(merge(path, {}))  # keys, types and method variants all resolve
+
+
+def test_the_key_reference_in_the_docs_is_generated_from_the_declarations():
+    from conftest import REPO
+
+    from fewshot_bench.config import reference_markdown
+
+    assert (REPO / "docs" / "config.md").read_text() == reference_markdown(), \
+        "docs/config.md is stale: python -m fewshot_bench.config > docs/config.md"
+
+
+def test_every_declared_key_has_a_flag_help_and_role():
+    from fewshot_bench.cli import build_parser
+    from fewshot_bench.config import ROLES, SETTINGS
+
+    run_help = " ".join(build_parser()._subparsers._group_actions[0].choices["run"].format_help().split())
+    for spec in SETTINGS.values():
+        assert spec.role in ROLES and spec.help, spec.name
+        if spec.flag:
+            assert spec.flag_name in run_help, spec.name
+    assert "--plugin" in run_help and "--dataset-option" in run_help and "--slurm-partition" in run_help
+
+
+def test_bounds_and_choices_come_from_the_declaration():
+    for key, value, message in (("way", 1, "'way' must be at least 2, got 1 (a 1-way episode"),
+                                ("train_way", 1, "'train_way' must be at least 2"),
+                                ("shots", "0,1", "'shots' must contain integers of at least 1"),
+                                ("launcher", "cloud", "'launcher' must be local or slurm, got 'cloud'"),
+                                ("run_id", "../x", "must be a folder name, not a path"),
+                                ("plugins", [3], "'plugins' must be a list of text"),
+                                ("slurm", {"gpus": -1}, "slurm setting 'gpus' must be a non-negative integer")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            merge(None, {key: value})
+    assert merge(None, {"val_episodes": 0}).val_episodes == 0 and merge(None, {"threads": None}).threads is None
+
+
+def test_roles_decide_what_is_hashed_and_what_a_run_may_change():
+    from fewshot_bench.config import GRID, LOGISTICS, NUMERICS, RESULT, keys
+
+    hashed = set(keys(RESULT, hashed=True))
+    assert {"way", "lr", "amp", "train_episodes", "dataset_options"} <= hashed
+    assert not hashed & {"seeds", "shots", "methods", "device", "threads", "run_id", "jobs", "data_root", "split"}
+    assert set(keys(GRID)) == {"methods", "plugins", "shots", "seeds"}
+    assert "cuda_graphs" in keys(NUMERICS) and "output_dir" in keys(LOGISTICS)
+
+
+def test_plugin_files_named_in_a_yaml_are_found_beside_it(tmp_path, monkeypatch):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "my_method.py").write_text("")
+    (folder / "run.yaml").write_text("plugins: [my_method.py]\n")
+    monkeypatch.chdir(tmp_path)  # not the YAML's folder
+    assert merge(folder / "run.yaml", {}).plugins == [str((folder / "my_method.py").resolve())]

@@ -69,7 +69,7 @@ def test_a_killed_worker_is_reported_and_resumed(tmp_path):
     os.kill(victim, signal.SIGKILL)
     stdout, stderr = process.communicate(timeout=600)
     assert process.returncode == 1, stdout + stderr
-    assert "job(s) failed" in stdout and "bench run --resume killed" in stdout
+    assert "1 failed" in stderr and "bench run --resume killed" in stderr
     status = " ".join(bench("status", "killed", "--output-dir", runs).stdout.split())
     assert "1 interrupted" in status or "1 failed" in status, status
     resumed = bench("run", "--resume", "killed", "--output-dir", runs, "--jobs", "2")
@@ -107,6 +107,24 @@ def test_a_failing_cell_is_reported_with_its_log_and_the_others_finish(tmp_path)
     assert len(failed) == 1 and "the idea does not work at 2 shots" in failed[0]["error"]
     assert failed[0]["log"] and Path(failed[0]["log"]).is_file()
     assert sum(s["state"] == "done" for s in states.values()) == 3
+
+
+def test_without_jobs_a_failing_cell_also_leaves_the_others_to_finish(tmp_path):
+    plugin = tmp_path / "failing.py"
+    plugin.write_text(FAILING_PLUGIN)
+    runs = str(tmp_path / "runs")
+    result = bench("run", "--plugin", str(plugin), "--methods", "fails-at-2-shot,protonet", "--train-episodes", "4",
+                   *TINY, "--output-dir", runs, "--run-id", "failing", check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert "3w2s3q__seed0: RuntimeError: the idea does not work at 2 shots" in \
+        " ".join(result.stderr.split())
+    assert "bench run --resume failing" in result.stderr
+    states = RunStore(tmp_path / "runs" / "failing").cell_states()
+    failed = [s for s in states.values() if s["state"] == "failed"]
+    assert len(failed) == 1 and "in loss" in failed[0]["traceback"]  # the traceback is kept for the author
+    assert sum(s["state"] == "done" for s in states.values()) == 3
+    assert "protonet" in result.stdout  # the finished cells' table is still printed
 
 
 def test_slurm_array_is_submitted_with_the_requested_parameters(tmp_path, monkeypatch, capsys):

@@ -141,3 +141,25 @@ def test_broken_plugin_file_is_a_one_line_error(tmp_path, capsys):
 def test_missing_plugin_file(capsys):
     assert main(["list", "--plugin", "/no/such/plugin.py"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_plugin_files_of_earlier_cells_survive_cells_added_with_another_plugin(tmp_path, capsys):
+    from conftest import tiny_run_flags
+
+    import yaml
+
+    flags = tiny_run_flags(tmp_path, shots=[1])
+    common = ["--shots", "1", "--query", "3", "--train-episodes", "2", "--test-episodes", "4", "--device", "cpu",
+              "--output-dir", flags["output_dir"], "--run-id", "grown",
+              *[arg for k, v in flags["dataset_options"].items() for arg in ("--dataset-option", f"{k}={v}")]]
+    files = []
+    for name in ("first", "second"):
+        plugin = tmp_path / f"{name}.py"
+        plugin.write_text(PLUGIN.replace("nearest-neighbour-test", f"nn-{name}"))
+        files.append(str(plugin.resolve()))
+        assert main(["run", "--plugin", str(plugin), "--methods", f"nn-{name}", *common]) == 0
+    saved = yaml.safe_load((tmp_path / "runs" / "grown" / "config.yaml").read_text())
+    assert saved["plugins"] == files and saved["methods"] == ["nn-first", "nn-second"]
+    capsys.readouterr()
+    assert main(["run", "--resume", "grown", "--output-dir", flags["output_dir"]]) == 0
+    assert "kept (already done)" in capsys.readouterr().err
