@@ -23,10 +23,17 @@ import pkgutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from contextlib import ExitStack, contextmanager
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterator, TypeVar
 
 from fewshot_bench.console import warn
 from fewshot_bench.errors import BenchError, UnknownNameError
+
+if TYPE_CHECKING:  # for the registries' types only: those modules import this one
+    from torch import nn
+
+    from fewshot_bench.data import DatasetPlugin
+    from fewshot_bench.method import FewShotMethod
 
 T = TypeVar("T")
 
@@ -138,23 +145,31 @@ class Registry(Generic[T]):
             self._loading = False
             self._loaded = True
 
-    def _load_builtins(self) -> None:
+    @contextmanager
+    def attributed_to(self, source: str, version: str) -> Iterator[None]:
+        """Attribute what is registered inside the block to ``source`` (e.g. ``file /x/my.py``) at ``version``:
+        the origin `bench list` shows and every cell record keeps."""
         previous = self._current_source
-        self._current_source = ("built-in", _package_version())
+        self._current_source = (source, version)
         try:
-            package = importlib.import_module(self.builtin_package)
+            yield
+        finally:
+            self._current_source = previous
+
+    def _load_builtins(self) -> None:
+        try:
+            with self.attributed_to("built-in", _package_version()):
+                package = importlib.import_module(self.builtin_package)
         except Exception as exc:  # pragma: no cover - the package ships with us
             warn(f"could not import built-in {self.kind}s from {self.builtin_package}: {exc}")
             return
-        finally:
-            self._current_source = previous
         if not hasattr(package, "__path__"):  # a plain module registers its objects on import
             return
         for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
             if info.name.startswith("_"):
                 continue
             module_name = f"{self.builtin_package}.{info.name}"
-            self._import_as(module_name, ("built-in", _package_version()), module_name)
+            self._import_as(module_name, "built-in", _package_version(), module_name)
 
     def _load_entry_points(self) -> None:
         for ep in importlib.metadata.entry_points(group=self.entry_point_group):
@@ -162,34 +177,28 @@ class Registry(Generic[T]):
             dist_name = dist.metadata["Name"] if dist is not None else ep.value.split(":")[0]
             version = dist.version if dist is not None else ""
             source = f"package {dist_name} {version}".strip()
-            previous = self._current_source
-            self._current_source = (source, version)
             try:
-                obj = ep.load()
+                with self.attributed_to(source, version):
+                    obj = ep.load()
             except Exception as exc:
                 warn(f"{self.kind} plugin '{ep.name}' ({ep.value}) failed to load and was skipped: "
                      f"{type(exc).__name__}: {exc}")
                 continue
-            finally:
-                self._current_source = previous
             if ep.name not in self._entries and not _is_module(obj):
                 try:
                     self.add(ep.name, obj, source=source, version=version)
                 except BenchError as exc:
                     warn(str(exc))
 
-    def _import_as(self, module_name: str, source: tuple[str, str], label: str) -> None:
-        previous = self._current_source
-        self._current_source = source
+    def _import_as(self, module_name: str, source: str, version: str, label: str) -> None:
         try:
-            importlib.import_module(module_name)
+            with self.attributed_to(source, version):
+                importlib.import_module(module_name)
         except BenchError as exc:
             warn(f"{self.kind} plugin '{label}' was skipped: {exc}")
         except Exception as exc:
             warn(f"{self.kind} plugin '{label}' failed to import and was skipped: "
                  f"{type(exc).__name__}: {exc}")
-        finally:
-            self._current_source = previous
 
 
 def _package_version() -> str:
@@ -219,9 +228,11 @@ def _module_source(obj: Any) -> str:
     return f"module {module}" if module else "unknown"
 
 
-METHODS: Registry[Any] = Registry("method", "fewshot_bench.methods", "fewshot_bench.methods")
-DATASETS: Registry[Any] = Registry("dataset", "fewshot_bench.datasets", "fewshot_bench.datasets")
-BACKBONES: Registry[Any] = Registry("backbone", "fewshot_bench.backbones", "fewshot_bench.backbones")
+METHODS: Registry[type[FewShotMethod]] = Registry("method", "fewshot_bench.methods", "fewshot_bench.methods")
+DATASETS: Registry[type[DatasetPlugin]] = Registry("dataset", "fewshot_bench.datasets", "fewshot_bench.datasets")
+# A backbone is a factory: input channels -> module returning feature maps.
+BACKBONES: Registry[Callable[[int], nn.Module]] = Registry("backbone", "fewshot_bench.backbones",
+                                                           "fewshot_bench.backbones")
 
 register_method = METHODS.register
 register_dataset = DATASETS.register
@@ -254,18 +265,15 @@ def load_plugin_file(path: str | Path) -> None:
     sys.modules[module_name] = module
     for registry in (METHODS, DATASETS, BACKBONES):
         registry.load()
-    sources = [(r, r._current_source) for r in (METHODS, DATASETS, BACKBONES)]
-    for registry, _ in sources:
-        registry._current_source = (f"file {file}", version)
     try:
-        spec.loader.exec_module(module)
+        with ExitStack() as attribution:
+            for registry in (METHODS, DATASETS, BACKBONES):
+                attribution.enter_context(registry.attributed_to(f"file {file}", version))
+            spec.loader.exec_module(module)
     except BenchError:
         raise
     except Exception as exc:
         raise BenchError(
             f"plugin file '{path}' failed to import: {type(exc).__name__}: {exc}"
         ) from None
-    finally:
-        for registry, previous in sources:
-            registry._current_source = previous
     _loaded_files[file] = module_name

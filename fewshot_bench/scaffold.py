@@ -9,8 +9,11 @@ from fewshot_bench.errors import ConfigError
 
 METHOD_TEMPLATE = '''"""{title}: TODO describe the method in a paragraph (what it compares, what it learns).
 
-The starting point below is a working cosine-similarity prototype classifier; replace ``predict`` (and
-``loss`` if your objective is not cross-entropy on the scores) with your method.
+The starting point below is a working cosine-similarity prototype classifier written as the harness
+recommends: a head on backbone features (``predict_features``), so episodes can be batched and the step
+captured as a CUDA graph. Replace the head with your method; override ``loss_features`` if your objective is
+not cross-entropy on the scores, or ``predict``/``loss`` if your method does not embed images once (MAML).
+The whole contract is in docs/plugins.md ("The method contract").
 
 @article{{TODO,
   title  = {{TODO}},
@@ -24,7 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fewshot_bench.method import FewShotMethod, Task
+from fewshot_bench.method import FewShotMethod
 from fewshot_bench.options import Option
 from fewshot_bench.registry import register_method
 
@@ -36,22 +39,18 @@ class {cls}(FewShotMethod):
     paper = "TODO authors, title, venue year"
     default_backbone = "conv4"  # see `bench list backbones`
     options = (
-        Option("temperature", float, 10.0, "multiplier of the cosine similarities"),
+        Option("temperature", float, 10.0, "multiplier of the cosine similarities", minimum=0.0),
     )
 
-    def predict(self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor,
-                n_way: int) -> torch.Tensor:
-        """Scores (n_query, n_way) for queries (n_query, C, H, W) given the labelled support set."""
-        features = self.backbone(torch.cat([support, query])).flatten(1)
-        support_features, query_features = features[: len(support)], features[len(support):]
-        prototypes = torch.stack([support_features[support_labels == c].mean(0) for c in range(n_way)])
-        similarity = F.normalize(query_features, dim=1) @ F.normalize(prototypes, dim=1).t()
+    def predict_features(self, support_features: torch.Tensor, support_labels: torch.Tensor,
+                         query_features: torch.Tensor, n_way: int) -> torch.Tensor:
+        """Scores (n_query, n_way) from the backbone's feature maps of the support and query images."""
+        support_vectors, query_vectors = support_features.flatten(1), query_features.flatten(1)
+        # Class means as a matrix product: no data-dependent indexing, so the step stays graph-capturable.
+        one_hot = F.one_hot(support_labels, n_way).to(support_vectors.dtype)
+        prototypes = (one_hot.t() @ support_vectors) / one_hot.sum(0).unsqueeze(1)
+        similarity = F.normalize(query_vectors, dim=1) @ F.normalize(prototypes, dim=1).t()
         return self.config["temperature"] * similarity
-
-    def loss(self, task: Task) -> torch.Tensor:
-        """Meta-training loss of one episode (default: cross-entropy of the scores)."""
-        scores = self.predict(task.support, task.support_labels, task.query, task.n_way)
-        return F.cross_entropy(scores, task.query_labels)
 '''
 
 DATASET_TEMPLATE = '''"""{title}: TODO describe the dataset, its licence and where users obtain it.
@@ -162,9 +161,30 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
+def _check_name_is_free(kind: str, name: str, dist: str | None) -> None:
+    """A plugin named like a registered one could not be registered beside it, and a package named like an
+    installed one would replace it on ``pip install``: say so now rather than then."""
+    import importlib.metadata
+
+    from fewshot_bench.registry import DATASETS, METHODS
+
+    registry = METHODS if kind == "method" else DATASETS
+    if name in registry:
+        raise ConfigError(f"a {kind} named '{name}' is already registered ({registry.entry(name).source}); "
+                          "choose another name")
+    if dist is not None:
+        try:
+            installed = importlib.metadata.distribution(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return
+        raise ConfigError(f"a package named '{dist}' is already installed (version {installed.version}); "
+                          "installing the new one would replace it: choose another name")
+
+
 def scaffold(kind: str, name: str, out: Path, package: bool = False) -> list[Path]:
     """Write a plugin of ``kind`` ('method' or 'dataset') called ``name`` into ``out``; return the files."""
     module, cls = _identifiers(name)
+    _check_name_is_free(kind, name, f"fewshot-bench-{name}" if package else None)
     title = name.replace("-", " ").replace("_", " ").title()
     template = METHOD_TEMPLATE if kind == "method" else DATASET_TEMPLATE
     check = "check_method" if kind == "method" else "check_dataset"

@@ -74,7 +74,32 @@ class EmbedBeyondTheBackbone(ProtoNet):
         return support_features / scale, query_features / scale
 
 
+class HardCodedThreeWay(ProtoNet):
+    """Scores every episode as if it were 3-way (a plugin written against the default run only)."""
+
+    def predict_features(self, support_features, support_labels, query_features, n_way):
+        return super().predict_features(support_features, support_labels, query_features, 3)
+
+
+class IgnoresSupport(ProtoNet):
+    """Classifies queries from their own features alone: a plain classifier, not a few-shot method."""
+
+    def predict_features(self, support_features, support_labels, query_features, n_way):
+        return query_features.flatten(1)[:, :n_way]
+
+
+class EditsSupportInPlace(ProtoNet):
+    """Centres the support images in place, which would corrupt the runner's reused episode buffers."""
+
+    def predict(self, support, support_labels, query, n_way):
+        support -= support.mean()
+        return super().predict(support, support_labels, query, n_way)
+
+
 @pytest.mark.parametrize("broken, message", [
+    (HardCodedThreeWay, "predict failed on a 5-way 5-shot episode in train mode"),
+    (IgnoresSupport, "ignores the support set"),
+    (EditsSupportInPlace, "modified the support tensor in place"),
     (WrongShape, r"must return scores of shape \(n_query, n_way\) = \(12, 3\)"),
     (PredictOverridesItsHead, "predict disagrees with predict_features"),
     (EmbedBeyondTheBackbone, "batched episodes change the loss"),
@@ -122,7 +147,7 @@ def test_the_runner_refuses_scores_of_the_wrong_shape(tmp_path, capsys):
     args = ["run", "--plugin", str(plugin), "--methods", "wide-scores", "--shots", "1", "--query", "3",
             "--train-episodes", "2", "--test-episodes", "3", "--dataset-option", "total=300",
             "--dataset-option", "size=24", "--output-dir", str(tmp_path / "runs"), "--device", "cpu"]
-    assert main(args) == 2
+    assert main(args) == 1  # the cell failed; the run itself ended normally
     err = " ".join(capsys.readouterr().err.split())
     assert "returned scores of shape (12, 20) for 12 queries of a 4-way episode" in err
     assert "Traceback" not in err

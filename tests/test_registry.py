@@ -163,3 +163,31 @@ def test_plugin_files_of_earlier_cells_survive_cells_added_with_another_plugin(t
     capsys.readouterr()
     assert main(["run", "--resume", "grown", "--output-dir", flags["output_dir"]]) == 0
     assert "kept (already done)" in capsys.readouterr().err
+
+
+def test_new_plugins_refuse_taken_names_and_installed_package_names(tmp_path, capsys):
+    import importlib.metadata
+
+    assert main(["new", "method", "protonet", "--out", str(tmp_path)]) == 2
+    assert "a method named 'protonet' is already registered (built-in)" in capsys.readouterr().err
+    try:
+        importlib.metadata.distribution("fewshot-bench-cosine")  # the example package of the dev set-up
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("the example plugin package is not installed")
+    # No dataset is called 'cosine', but the package the scaffold would write is the installed example's.
+    assert main(["new", "dataset", "cosine", "--package", "--out", str(tmp_path)]) == 2
+    assert "a package named 'fewshot-bench-cosine' is already installed" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_method_scaffold_is_a_feature_head_that_conforms(tmp_path):
+    from fewshot_bench.registry import load_plugin_file
+    from fewshot_bench.scaffold import scaffold
+    from fewshot_bench.testing import check_method
+
+    method_file, test_file = scaffold("method", "scaffolded-cosine", tmp_path)
+    load_plugin_file(method_file)
+    cls = METHODS.get("scaffolded-cosine")
+    assert cls.has_feature_head() and cls.supports_batched_episodes()  # the recommended style
+    check_method(cls)
+    assert 'check_method(METHODS.get("scaffolded-cosine"))' in test_file.read_text()
