@@ -32,6 +32,14 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wait", action="store_true", help="with --launcher slurm: wait, showing the cells' states")
 
 
+def _add_output_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", default="console", metavar="FORMAT",
+                        help="output format: console, markdown, latex, csv (numbers in numeric columns), json, or a "
+                             "plugin's (`bench list formats`)")
+    parser.add_argument("--plugin", action="append", default=[], metavar="FILE",
+                        help="load a plugin file (e.g. an output format); repeatable")
+
+
 class OneLineErrorParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line naming the problem and where to look, not a usage dump."""
 
@@ -52,10 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
                      "interrupted cells resumed from their last checkpoint")
     _add_run_flags(run)
 
-    lister = sub.add_parser("list", help="list registered methods, datasets and backbones")
-    lister.add_argument("kind", nargs="?", choices=["methods", "datasets", "backbones"], default=None)
-    lister.add_argument("--plugin", action="append", default=[], metavar="FILE", help="also load this plugin file")
+    lister = sub.add_parser("list", help="list registered methods, datasets, backbones, output formats, or the "
+                                         "config keys")
+    lister.add_argument("kind", nargs="?", choices=["methods", "datasets", "backbones", "formats", "settings"],
+                        default=None)
     lister.add_argument("--options", action="store_true", help="show every option with its default")
+    _add_output_flags(lister)
 
     board = sub.add_parser("leaderboard", help="aggregate every run into results/leaderboard.csv")
     board.add_argument("sources", nargs="*", help="run folders or folders of runs (default: results/runs)")
@@ -67,10 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     table = sub.add_parser("table", help="accuracy table of a run or of the leaderboard")
     table.add_argument("source", help="a run id, a run folder, 'leaderboard', or a leaderboard CSV")
-    table.add_argument("--format", choices=["console", "markdown", "latex", "csv"], default="console")
     table.add_argument("--test", choices=["t", "wilcoxon"], default="t", help="paired test for ties with the best")
     table.add_argument("--correction", choices=["holm", "bonferroni", "none"], default="holm")
     table.add_argument("--output-dir", default=RunConfig().output_dir, help="where run folders live")
+    _add_output_flags(table)
 
     compare = sub.add_parser("compare", help="paired comparison of every method with a baseline on the same episodes")
     compare.add_argument("run", help="a run id or run folder")
@@ -78,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--test", choices=["t", "wilcoxon"], default="t")
     compare.add_argument("--correction", choices=["holm", "bonferroni", "none"], default="holm")
     compare.add_argument("--output-dir", default=RunConfig().output_dir)
+    _add_output_flags(compare)
 
     plot = sub.add_parser("plot", help="figures of a run (PNG and PDF)")
     plot.add_argument("run", help="a run id or run folder")
@@ -87,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="cells of a run: pending, running, done, failed, interrupted")
     status.add_argument("run", help="a run id or run folder")
     status.add_argument("--output-dir", default=RunConfig().output_dir)
+    _add_output_flags(status)
 
     new = sub.add_parser("new", help="write a ready-to-edit method or dataset plugin with its test")
     new.add_argument("kind", choices=["method", "dataset"])
@@ -171,51 +183,61 @@ class ProgressObserver:
                            f"{acc.mean():.2f} ± {ci95(acc):.2f}  ({what})")
 
 
-def command_run(args: argparse.Namespace) -> int:
-    from fewshot_bench.runner import default_run_id, resolve_variants, run
-    from fewshot_bench.tables import render_console, table_from_cells
+def _run_config(args: argparse.Namespace) -> RunConfig:
+    """The config a ``bench run`` invocation asks for: a new run (defaults < --config < flags), or a found
+    run folder's saved config (< flags) with --resume, which then writes where the run was found."""
+    from fewshot_bench.runner import default_run_id
 
     flags = {spec.name: getattr(args, spec.name) for spec in SETTINGS.values() if spec.flag}
     if args.dataset_option:
         flags["dataset_options"] = _key_values(args.dataset_option, "--dataset-option")
-    slurm = {key: getattr(args, f"slurm_{key}") for key in SLURM_SETTINGS if getattr(args, f"slurm_{key}") is not None}
     if args.resume:
         if args.config:
             raise ConfigError("--resume continues a run with its own saved config; drop --config")
-        folder = Path(flags["output_dir"] or RunConfig().output_dir) / args.resume
-        if not (folder / "config.yaml").is_file():
-            raise ConfigError(f"no run '{args.resume}' in {folder.parent} (missing {folder / 'config.yaml'}); "
-                              "check the run id and --output-dir")
-        flags["run_id"] = args.resume
-        config = merge(folder / "config.yaml", flags)
+        folder = resolve_run(args.resume, flags["output_dir"] or RunConfig().output_dir)
+        config = merge(folder / "config.yaml", {**flags, "output_dir": str(folder.parent), "run_id": folder.name})
     else:
         config = merge(args.config, flags)
     if args.plugin:
         absolute = [str(Path(p).expanduser().resolve()) for p in args.plugin]
         config = replace(config, plugins=list(dict.fromkeys([*config.plugins, *absolute])))
-    _load_plugins(config.plugins)
-    if not config.run_id:
-        config = replace(config, run_id=default_run_id(config))
+    slurm = {key: getattr(args, f"slurm_{key}") for key in SLURM_SETTINGS if getattr(args, f"slurm_{key}") is not None}
     if slurm:
         config = replace(config, slurm={**config.slurm, **merge(None, {"slurm": slurm}).slurm})
-    if config.launcher == "slurm" or config.jobs > 1:
-        return _launch(config, args.wait)
-    out = make_console()
-    err = make_console(stderr=True)
-    total = len(resolve_variants(config)) * len(config.shots) * len(config.seeds)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn())
-    result = None
+    _load_plugins(config.plugins)
+    return config if config.run_id else replace(config, run_id=default_run_id(config))
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from fewshot_bench.launch import submit_run, wait_run
+    from fewshot_bench.runner import resolve_variants, run
+
+    config = _run_config(args)
+    out, err = make_console(), make_console(stderr=True)
     try:
-        with Progress(*columns, console=err, transient=True) as progress:
-            result = run(config, ProgressObserver(progress, err, total))
+        if config.launcher == "slurm" or config.jobs > 1:
+            submission = submit_run(config)
+            out.print(f"run {config.run_id}: {len(submission.pending)} of {submission.total} cells submitted to "
+                      f"{submission.where}" + (f"; job ids {', '.join(str(j.job_id) for j in submission.jobs)}"
+                                               if submission.jobs else ""))
+            if config.launcher == "slurm" and not args.wait:
+                out.print(f"follow it with `bench status {config.run_id}`; collect with `bench table {config.run_id}`")
+                return 0
+            result = wait_run(submission, err)
+            err.print()
+        else:
+            total = len(resolve_variants(config)) * len(config.shots) * len(config.seeds)
+            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                       TimeRemainingColumn())
+            with Progress(*columns, console=err, transient=True) as progress:
+                result = run(config, ProgressObserver(progress, err, total))
     except KeyboardInterrupt:
         err.print(f"interrupted: finished cells and checkpoints are saved in {config.output_dir}/{config.run_id}; "
                   f"continue with `bench run --resume {config.run_id}`")
         return 130
     if result.summary:
-        out.print(f"[bold]{config.dataset}[/], split '{result.summary[0]['split']}'")
-        render_console(table_from_cells(result.store.load_cells(), result.summary), out)
+        out.print(f"[bold]{escape(config.dataset)}[/], split '{escape(str(result.summary[0]['split']))}'")
+        _show(_accuracy_report(result.store.load_cells(), result.summary), "console", out)
     out.print(f"results: {result.store.root}")
     return _report_failures(result.failures, config.run_id, err)
 
@@ -231,72 +253,66 @@ def _report_failures(failures: Sequence[str], run_id: str, err: Console) -> int:
     return 1
 
 
-def _launch(config: RunConfig, wait_for_jobs: bool) -> int:
-    """Run the grid's unfinished cells as submitit jobs (Slurm array, or local worker processes)."""
-    from fewshot_bench.launch import submit, unfinished, wait
-    from fewshot_bench.results import summary_rows
-    from fewshot_bench.runner import start_run
-    from fewshot_bench.tables import render_console, table_from_cells
+def _accuracy_report(cells, rows, test: str = "t", correction: str = "holm"):
+    from fewshot_bench.tables import accuracy_report, table_from_cells
 
-    config, store, cells, _ = start_run(config)
-    out, err = make_console(), make_console(stderr=True)
-    pending = unfinished(store, [c.cell_id for c in cells])
-    for cid in pending:
-        store.clear_state(cid)  # failed or interrupted cells are retried
-    jobs = submit(config, store, pending)
-    where = "Slurm" if config.launcher == "slurm" else f"{len(jobs)} local worker process(es)"
-    out.print(f"run {config.run_id}: {len(pending)} of {len(cells)} cells submitted to {where}"
-              + (f"; job ids {', '.join(str(j.job_id) for j in jobs)}" if jobs else ""))
-    if config.launcher == "slurm" and not wait_for_jobs:
-        out.print(f"follow it with `bench status {config.run_id}`; collect with `bench table {config.run_id}`")
-        return 0
-    failures = wait(jobs, store, err)
-    err.print()
-    done = store.load_cells()
-    if done:
-        rows = store.write_tables(done)
-        render_console(table_from_cells(done, rows), out)
-    out.print(f"results: {store.root}")
-    return _report_failures(failures, config.run_id, err)
+    return accuracy_report(table_from_cells(cells, rows, test=test, correction=correction))
+
+
+def _show(report, format_name: str, console: Console | None = None) -> None:
+    """Print ``report`` in the named format (any registered one, plugins included)."""
+    from fewshot_bench.report import report_format
+
+    report_format(format_name).show(report, console or make_console())
 
 
 def command_status(args: argparse.Namespace) -> int:
-    from fewshot_bench.launch import status_table
+    from fewshot_bench.launch import status_report
     from fewshot_bench.results import RunStore
 
-    folder = Path(args.run) if (Path(args.run) / "config.yaml").is_file() else Path(args.output_dir) / args.run
-    if not (folder / "config.yaml").is_file():
-        raise ConfigError(f"no run '{args.run}' in {args.output_dir}; list runs with `ls {args.output_dir}`")
-    make_console().print(status_table(RunStore(folder)))
+    _load_plugins(args.plugin)
+    _show(status_report(RunStore(resolve_run(args.run, args.output_dir))), args.format)
     return 0
 
 
 def command_list(args: argparse.Namespace) -> int:
     from fewshot_bench.method import FewShotMethod
-    from fewshot_bench.registry import BACKBONES, DATASETS, METHODS
+    from fewshot_bench.registry import BACKBONES, DATASETS, FORMATS, METHODS
+    from fewshot_bench.report import Column, Report, Value
 
     _load_plugins(args.plugin)
-    console = make_console()
-    kinds = [args.kind] if args.kind else ["methods", "datasets", "backbones"]
-    registries = {"methods": METHODS, "datasets": DATASETS, "backbones": BACKBONES}
+    kinds = [args.kind] if args.kind else ["methods", "datasets", "backbones", "formats"]
+    registries = {"methods": METHODS, "datasets": DATASETS, "backbones": BACKBONES, "formats": FORMATS}
     for kind in kinds:
-        table = Table(title=kind, title_justify="left")
-        table.add_column("name", style="bold")
-        table.add_column("description")
-        table.add_column("source")
-        if args.options and kind != "backbones":
-            table.add_column("options (default)")
+        if kind == "settings":
+            _show(_settings_report(), args.format)
+            continue
+        with_options = args.options and kind in ("methods", "datasets")
+        columns = [Column(name) for name in ("name", "description", "source", "version")]
+        rows = []
         for entry in registries[kind].entries():
-            version = f" ({entry.version})" if entry.source.startswith("file ") else ""
-            row = [entry.name, entry.description, entry.source + version]
-            if args.options and kind != "backbones":
+            row = [entry.name, entry.description, entry.source, entry.version]
+            if with_options:
                 obj = entry.obj
                 options = obj.all_options() if isinstance(obj, type) and issubclass(obj, FewShotMethod) else \
                     getattr(obj, "options", ())
-                row.append("\n".join(f"{o.name}={o.default!r}: {o.help}" for o in options))
-            table.add_row(*(escape(cell) for cell in row))
-        console.print(table)
+                row.append(Value({o.name: o.default for o in options},
+                                 "\n".join(f"{o.name}={o.default!r}: {o.help}" for o in options)))
+            rows.append(row)
+        if with_options:
+            columns.append(Column("options (default)"))
+        _show(Report(kind, columns, rows, kind=kind), args.format)
     return 0
+
+
+def _settings_report():
+    from fewshot_bench.config import SETTINGS
+    from fewshot_bench.report import Column, Report, Value
+
+    rows = [[spec.name, spec.flag_name if spec.flag else "", spec.type_name, Value(spec.default, repr(spec.default)),
+             spec.role, spec.help] for spec in SETTINGS.values()]
+    columns = [Column(name) for name in ("key", "flag", "type", "default", "role", "what it does")]
+    return Report("settings (docs/config.md)", columns, rows, kind="settings")
 
 
 def command_datasets(args: argparse.Namespace) -> int:
@@ -363,12 +379,13 @@ def _print_duplicates(dataset, split, console: Console) -> int:
 
 
 def resolve_run(reference: str, output_dir: str) -> Path:
-    """A run folder from a run id (under ``output_dir``) or a path."""
+    """The run folder ``reference`` names: a path to a run folder, or a run id under ``output_dir``. Every
+    command that takes a run finds it here."""
     for candidate in (Path(reference), Path(output_dir) / reference):
-        if (candidate / "cells").is_dir():
+        if (candidate / "config.yaml").is_file() or (candidate / "cells").is_dir():
             return candidate
-    raise ConfigError(f"no run '{reference}' (looked for {Path(output_dir) / reference}/cells); "
-                      f"list runs with `ls {output_dir}`")
+    raise ConfigError(f"no run '{reference}' (looked for {Path(output_dir) / reference}/config.yaml); list runs "
+                      f"with `ls {output_dir}`, or pass --output-dir")
 
 
 def _run_cells(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -393,29 +410,26 @@ def command_leaderboard(args: argparse.Namespace) -> int:
 
 def command_table(args: argparse.Namespace) -> int:
     from fewshot_bench.leaderboard import read_leaderboard
-    from fewshot_bench.tables import render_console, render_csv, render_latex, render_markdown, table_from_cells, \
-        table_from_rows
+    from fewshot_bench.tables import accuracy_report, table_from_rows
 
+    _load_plugins(args.plugin)
     if args.source == "leaderboard" or args.source.endswith(".csv"):
         path = Path("results/leaderboard.csv") if args.source == "leaderboard" else Path(args.source)
-        table = table_from_rows(read_leaderboard(path))
+        report = accuracy_report(table_from_rows(read_leaderboard(path)))
     else:
-        cells, rows = _run_cells(resolve_run(args.source, args.output_dir))
-        table = table_from_cells(cells, rows, test=args.test, correction=args.correction)
-    if args.format == "console":
-        render_console(table, make_console())
-    else:
-        renderer = {"markdown": render_markdown, "latex": render_latex, "csv": render_csv}[args.format]
-        sys.stdout.write(renderer(table))
+        report = _accuracy_report(*_run_cells(resolve_run(args.source, args.output_dir)), test=args.test,
+                                  correction=args.correction)
+    _show(report, args.format)
     return 0
 
 
 def command_compare(args: argparse.Namespace) -> int:
-    from fewshot_bench.comparison import compare_with_baseline, render_comparison
+    from fewshot_bench.comparison import compare_with_baseline, comparison_report
 
+    _load_plugins(args.plugin)
     cells, _ = _run_cells(resolve_run(args.run, args.output_dir))
     results = compare_with_baseline(cells, args.baseline, test=args.test, correction=args.correction)
-    render_comparison(results, args.baseline, args.test, args.correction, make_console())
+    _show(comparison_report(results, args.baseline, args.test, args.correction), args.format)
     return 0
 
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from fewshot_bench.errors import ConfigError
 from fewshot_bench.console import warn
+from fewshot_bench.report import Column, Report, Value
 from fewshot_bench.stats import PairedResult, adjust_pvalues, paired_test
 from fewshot_bench.tables import same_episodes
 
@@ -67,27 +68,32 @@ def compare_with_baseline(cells: Sequence[dict[str, Any]], baseline: str, test: 
             for (label, way, shot, result, seed_level), p in zip(raw, adjusted)]
 
 
-def render_comparison(results: Sequence[Comparison], baseline: str, test: str, correction: str, console) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(title=f"Paired comparison with {escape(baseline)} on identical test episodes", title_justify="left")
-    for column in ("method", "setting", "Δ accuracy (points)", "95% CI of Δ", "p", f"p ({correction})", "",
-                   "seeds", "95% CI of Δ over seeds", "p over seeds"):
-        table.add_column(column, justify="left" if column in ("method", "setting") else "right")
+def comparison_report(results: Sequence[Comparison], baseline: str, test: str, correction: str) -> Report:
+    """The comparisons as a report: Δ with its CI and p-values, the verdict, and the same test over seeds."""
+    headers = ("method", "setting", "Δ accuracy (points)", "95% CI of Δ", "p", f"p ({correction})", "verdict",
+               "seeds", "95% CI of Δ over seeds", "p over seeds")
+    columns = [Column(h, "left" if h in ("method", "setting", "verdict") else "right") for h in headers]
+    rows = []
     for c in results:
         r, s = c.result, c.over_seeds
         verdict = "better" if c.p_adjusted < 0.05 and r.mean_diff > 0 else (
             "worse" if c.p_adjusted < 0.05 and r.mean_diff < 0 else "tied")
-        seed_cells = ("1", "—", "—") if s is None else (
-            str(s.n), f"[{s.mean_diff - s.ci95:+.2f}, {s.mean_diff + s.ci95:+.2f}]", f"{s.p_value:.3g}")
-        table.add_row(escape(c.label), f"{c.way}-way {c.shot}-shot", f"{r.mean_diff:+.2f}",
-                      f"[{r.mean_diff - r.ci95:+.2f}, {r.mean_diff + r.ci95:+.2f}]", f"{r.p_value:.3g}",
-                      f"{c.p_adjusted:.3g}", verdict, *seed_cells)
-    console.print(table)
+        interval = {"low": r.mean_diff - r.ci95, "high": r.mean_diff + r.ci95}
+        seed_cells: list[Any] = [1, None, None] if s is None else [
+            s.n, Value({"low": s.mean_diff - s.ci95, "high": s.mean_diff + s.ci95},
+                       f"[{s.mean_diff - s.ci95:+.2f}, {s.mean_diff + s.ci95:+.2f}]"),
+            Value(s.p_value, f"{s.p_value:.3g}")]
+        rows.append([c.label, Value({"way": c.way, "shot": c.shot}, f"{c.way}-way {c.shot}-shot"),
+                     Value(r.mean_diff, f"{r.mean_diff:+.2f}"),
+                     Value(interval, f"[{interval['low']:+.2f}, {interval['high']:+.2f}]"),
+                     Value(r.p_value, f"{r.p_value:.3g}"), Value(c.p_adjusted, f"{c.p_adjusted:.3g}"),
+                     Value(verdict, verdict, style={"better": "green", "worse": "red"}.get(verdict, "")),
+                     *seed_cells])
     name = "paired t-test" if test == "t" else "Wilcoxon signed-rank test"
-    console.print(f"Δ = method − {baseline}, per episode, pooled over seeds (n = {results[0].result.n if results else 0}"
-                  f" episodes); CI: t(0.975, n−1)·sd/√n; {name}; {correction} correction over "
-                  f"{len(results)} comparisons; verdict at α = 0.05. Over seeds: the same test on the k per-seed "
-                  "mean accuracies (uncorrected; with few seeds its interval is wide, and a verdict from the episode "
-                  "test alone ignores how much another training run could move the result).", soft_wrap=True)
+    caption = (f"Δ = method − {baseline}, per episode, pooled over seeds (n = {results[0].result.n if results else 0}"
+               f" episodes); CI: t(0.975, n−1)·sd/√n; {name}; {correction} correction over "
+               f"{len(results)} comparisons; verdict at α = 0.05. Over seeds: the same test on the k per-seed "
+               "mean accuracies (uncorrected; with few seeds its interval is wide, and a verdict from the episode "
+               "test alone ignores how much another training run could move the result).")
+    return Report(f"Paired comparison with {baseline} on identical test episodes", columns, rows, caption,
+                  kind="comparison", extra={"baseline": baseline, "test": test, "correction": correction})

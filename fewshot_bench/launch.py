@@ -12,12 +12,17 @@ from __future__ import annotations
 import os
 import shlex
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from fewshot_bench.config import RunConfig, merge
 from fewshot_bench.errors import BenchError, ConfigError
+from fewshot_bench.report import Column, Report, Value
 from fewshot_bench.results import RunStore
+
+if TYPE_CHECKING:
+    from fewshot_bench.runner import RunResult
 
 
 def _submitit():
@@ -144,6 +149,53 @@ def submit(config: RunConfig, store: RunStore, cell_ids: Sequence[str]) -> list[
     return jobs
 
 
+@dataclass
+class Submission:
+    """A grid handed to job workers: the run, its cells, the ones submitted and the submitit jobs."""
+
+    config: RunConfig
+    store: RunStore
+    total: int
+    pending: list[str]
+    jobs: list[Any]
+
+    @property
+    def where(self) -> str:
+        return "Slurm" if self.config.launcher == "slurm" else f"{len(self.jobs)} local worker process(es)"
+
+
+def submit_run(config: RunConfig) -> Submission:
+    """Start (or continue) ``config``'s run folder and submit its unfinished cells as jobs; failed and
+    interrupted cells are retried."""
+    from fewshot_bench.runner import start_run
+
+    config, store, cells, _ = start_run(config)
+    pending = unfinished(store, [c.cell_id for c in cells])
+    for cid in pending:
+        store.clear_state(cid)
+    return Submission(config, store, len(cells), pending, submit(config, store, pending))
+
+
+def wait_run(submission: Submission, console: Any = None) -> "RunResult":
+    """Wait for a submission's jobs (a live status table on ``console`` when given), then write the run's
+    tables; failed jobs are listed in the result."""
+    from fewshot_bench.runner import RunResult
+
+    failures = wait(submission.jobs, submission.store, console)
+    summary = submission.store.write_tables(submission.store.load_cells())
+    return RunResult(submission.store, summary, submission.config, failures)
+
+
+def execute(config: RunConfig, observer: Any = None, console: Any = None) -> "RunResult":
+    """Run ``config``'s grid the way it asks: in this process (``jobs: 1``, local launcher), or as local
+    worker processes or a Slurm array, waiting for them. The one entry point of the CLI and the Python API."""
+    from fewshot_bench.runner import run
+
+    if config.launcher == "slurm" or config.jobs > 1:
+        return wait_run(submit_run(config), console)
+    return run(config, observer)
+
+
 def local_gpus(device: str) -> list[str]:
     """The GPUs (as CUDA_VISIBLE_DEVICES entries) local workers share for a run on ``device``: none for CPU
     and MPS runs, the one named by ``cuda:N``, else every GPU this process sees."""
@@ -184,15 +236,21 @@ def unfinished(store: RunStore, cell_ids: Sequence[str]) -> list[str]:
     return pending
 
 
-def wait(jobs: Sequence[Any], store: RunStore, console, poll_s: float = 1.0) -> list[str]:
-    """Show a live view of the cells' states until every job ended; returns one line per failed job."""
+def wait(jobs: Sequence[Any], store: RunStore, console: Any = None, poll_s: float = 1.0) -> list[str]:
+    """Wait until every job ended, showing a live view of the cells' states on ``console`` if given;
+    returns one line per failed job."""
+    from contextlib import nullcontext
+
     from rich.live import Live
 
-    with Live(status_table(store), console=console, refresh_per_second=2, transient=False) as live:
+    view = Live(status_table(store), console=console, refresh_per_second=2, transient=False) if console else None
+    with view or nullcontext():
         while not all(job.done() for job in jobs):
             time.sleep(poll_s)
-            live.update(status_table(store))
-        live.update(status_table(store))
+            if view:
+                view.update(status_table(store))
+        if view:
+            view.update(status_table(store))
     failures = []
     for job in jobs:
         if job.state in ("FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "INTERRUPTED") or (
@@ -211,11 +269,8 @@ def _has_exception(job: Any) -> bool:
 STATE_STYLE = {"done": "green", "running": "cyan", "failed": "red", "interrupted": "yellow", "pending": "white"}
 
 
-def status_table(store: RunStore):
-    """A rich table of every planned cell's state, with the counts in its title."""
-    from rich.markup import escape
-    from rich.table import Table
-
+def status_report(store: RunStore) -> Report:
+    """Every planned cell's state (where it runs, or its error and log), with the counts in the title."""
     states = store.cell_states()
     if not states:
         raise BenchError(f"run '{store.run_id}' has no plan.json; it was not started by this version of bench")
@@ -223,9 +278,7 @@ def status_table(store: RunStore):
     for state in states.values():
         counts[state["state"]] = counts.get(state["state"], 0) + 1
     title = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "running", "failed", "interrupted", "pending"))
-    table = Table(title=f"run {store.run_id}: {title}", title_justify="left")
-    for column in ("cell", "shot", "seed", "state", "where / error"):
-        table.add_column(column)
+    rows = []
     for cid, state in states.items():
         where = state.get("error") or " ".join(
             str(x) for x in (state.get("host"), f"job {state['job']}" if state.get("job") else "",
@@ -234,6 +287,15 @@ def status_table(store: RunStore):
             where += f" (log: {state['log']})"
         if state["state"] == "done":
             where = ""
-        table.add_row(escape(state["label"]), str(state["shot"]), str(state["seed"]),
-                      f"[{STATE_STYLE[state['state']]}]{state['state']}[/]", where)
-    return table
+        rows.append([Value(cid, state["label"]), state["shot"], state["seed"],
+                     Value(state["state"], state["state"], style=STATE_STYLE[state["state"]]), where])
+    columns = [Column(name) for name in ("cell", "shot", "seed", "state", "where / error")]
+    return Report(f"run {store.run_id}: {title}", columns, rows, kind="status",
+                  extra={"run": store.run_id, "counts": counts})
+
+
+def status_table(store: RunStore):
+    """The status report as a rich table, for the live view while jobs run."""
+    from fewshot_bench.formats.terminal import ConsoleFormat
+
+    return ConsoleFormat().table(status_report(store))

@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # for the registries' types only: those modules import this o
 
     from fewshot_bench.data import DatasetPlugin
     from fewshot_bench.method import FewShotMethod
+    from fewshot_bench.report import ReportFormat
 
 T = TypeVar("T")
 
@@ -234,9 +235,13 @@ DATASETS: Registry[type[DatasetPlugin]] = Registry("dataset", "fewshot_bench.dat
 BACKBONES: Registry[Callable[[int], nn.Module]] = Registry("backbone", "fewshot_bench.backbones",
                                                            "fewshot_bench.backbones")
 
+FORMATS: Registry[type[ReportFormat]] = Registry("report format", "fewshot_bench.formats", "fewshot_bench.formats")
+
 register_method = METHODS.register
 register_dataset = DATASETS.register
 register_backbone = BACKBONES.register
+register_format = FORMATS.register
+PLUGIN_REGISTRIES = (METHODS, DATASETS, BACKBONES, FORMATS)
 
 _loaded_files: dict[Path, str] = {}
 
@@ -263,11 +268,11 @@ def load_plugin_file(path: str | Path) -> None:
         raise BenchError(f"plugin file '{path}' cannot be imported; it must be a Python (.py) file")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
-    for registry in (METHODS, DATASETS, BACKBONES):
+    for registry in PLUGIN_REGISTRIES:
         registry.load()
     try:
         with ExitStack() as attribution:
-            for registry in (METHODS, DATASETS, BACKBONES):
+            for registry in PLUGIN_REGISTRIES:
                 attribution.enter_context(registry.attributed_to(f"file {file}", version))
             spec.loader.exec_module(module)
     except BenchError:

@@ -7,13 +7,12 @@ per-episode data, two entries are tied when their 95% CIs overlap (stated in the
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
+from fewshot_bench.report import BEST, TIED, Column, Report, Value
 from fewshot_bench.stats import CI_FORMULA, SEED_CI_FORMULA, adjust_pvalues, paired_test
 
 ALPHA = 0.05
@@ -129,70 +128,24 @@ def table_from_rows(rows: Sequence[dict[str, Any]]) -> AccuracyTable:
     return table
 
 
-def _cell_text(table: AccuracyTable, label: str, column: tuple, bold: tuple[str, str], dagger: str,
-               pm: str) -> str:
-    row = table.cells.get((label, column))
-    if row is None:
-        return "—"
-    text = f"{row['mean']:.2f} {pm} {row['ci95']:.2f}"
-    seed_ci = row.get("seed_ci95", float("nan"))
-    if row.get("seeds", 1) > 1 and np.isfinite(seed_ci):
-        text += f" ({pm} {seed_ci:.2f})"
-    if table.best.get(column) == label:
-        return f"{bold[0]}{text}{bold[1]}"
-    if (label, column) in table.tied:
-        return f"{text}{dagger}"
-    return text
-
-
-def render_markdown(table: AccuracyTable) -> str:
-    lines = ["| method | " + " | ".join(table.headers) + " |", "|---|" + "---:|" * len(table.headers)]
+def accuracy_report(table: AccuracyTable) -> Report:
+    """The table as a report: one row per variant, one column per setting; each entry holds the mean, both
+    intervals, the seeds and episodes, and whether it is the column's best or tied with it."""
+    columns = [Column("method"), *(Column(header, "right") for header in table.headers)]
+    rows = []
     for label in table.labels:
-        cells = [_cell_text(table, label, c, ("**", "**"), " †", "±") for c in table.columns]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + f"\n\n{table.caption}\n"
-
-
-def _latex_escape(text: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("&", r"\&"), ("%", r"\%"), ("#", r"\#"),
-                 ("[", "{[}"), ("]", "{]}")):
-        text = text.replace(a, b)
-    return text
-
-
-def render_latex(table: AccuracyTable) -> str:
-    caption = (_latex_escape(table.caption).replace("±", r"$\pm$").replace("·", r"$\cdot$")
-               .replace("√n", r"$\sqrt{n}$").replace("×", r"$\times$").replace("α", r"$\alpha$")
-               .replace("†", r"$^\dagger$"))
-    lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "r" * len(table.headers) + "}",
-             r"\toprule", "Method & " + " & ".join(_latex_escape(h) for h in table.headers) + r" \\", r"\midrule"]
-    for label in table.labels:
-        cells = [_cell_text(table, label, c, (r"\textbf{", "}"), r"$^\dagger$", r"$\pm$") for c in table.columns]
-        lines.append(_latex_escape(label) + " & " + " & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{caption}}}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
-
-
-def render_csv(table: AccuracyTable) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["method", *table.headers])
-    for label in table.labels:
-        writer.writerow([label, *(_cell_text(table, label, c, ("", ""), " †", "±") for c in table.columns)])
-    return out.getvalue()
-
-
-def render_console(table: AccuracyTable, console) -> None:
-    from rich.markup import escape
-    from rich.table import Table
-
-    rich_table = Table(title_justify="left")
-    rich_table.add_column("method", style="bold")
-    for header in table.headers:
-        rich_table.add_column(header, justify="right")
-    for label in table.labels:
-        # Variant labels contain brackets (crn[dap=false]) that rich would read as markup.
-        rich_table.add_row(escape(label), *(_cell_text(table, label, c, ("[bold green]", "[/]"), " †", "±")
-                                            for c in table.columns))
-    console.print(rich_table)
-    console.print(table.caption, soft_wrap=True)
+        row: list[Any] = [label]
+        for column in table.columns:
+            cell = table.cells.get((label, column))
+            if cell is None:
+                row.append(None)
+                continue
+            text = f"{cell['mean']:.2f} ± {cell['ci95']:.2f}"
+            seed_ci = cell.get("seed_ci95", float("nan"))
+            if cell.get("seeds", 1) > 1 and np.isfinite(seed_ci):
+                text += f" (± {seed_ci:.2f})"
+            mark = BEST if table.best.get(column) == label else TIED if (label, column) in table.tied else ""
+            data = {key: cell.get(key) for key in ("mean", "ci95", "seed_ci95", "seeds", "episodes")}
+            row.append(Value(data, text, mark))
+        rows.append(row)
+    return Report("", columns, rows, caption=table.caption, kind="accuracy-table")

@@ -11,12 +11,13 @@ from scipy import stats
 from conftest import tiny_run_flags
 from fewshot_bench.comparison import compare_with_baseline
 from fewshot_bench.config import merge
-from fewshot_bench.errors import ConfigError
+from fewshot_bench.errors import CellsFailed, ConfigError
 from fewshot_bench.episodes import EpisodeSet
 from fewshot_bench.leaderboard import load_cells, write_leaderboard
 from fewshot_bench.runner import run
 from fewshot_bench.stats import summarize
-from fewshot_bench.tables import render_markdown, table_from_cells
+from fewshot_bench.report import render
+from fewshot_bench.tables import accuracy_report, table_from_cells
 from test_reporting import A, B, make_cell, write_run
 
 
@@ -34,7 +35,7 @@ def test_tables_show_both_intervals_and_say_which_is_which():
     cells += [make_cell("crn", 1, 0, B)]
     from fewshot_bench.results import summary_rows
 
-    text = render_markdown(table_from_cells(cells, summary_rows(cells)))
+    text = render(accuracy_report(table_from_cells(cells, summary_rows(cells))), "markdown")
     protonet_line = next(line for line in text.splitlines() if line.startswith("| protonet"))
     assert protonet_line.count("±") == 2 and "(±" in protonet_line
     crn_line = next(line for line in text.splitlines() if line.startswith("| crn"))
@@ -81,8 +82,11 @@ def test_a_run_refuses_new_cells_whose_test_episodes_differ_from_the_saved_ones(
     path = next((tmp_path / "runs" / "tiny" / "episodes").glob("*.npz"))
     saved = EpisodeSet.load(path)
     EpisodeSet(saved.class_ids, saved.support[::-1].copy(), saved.query).save(path)  # as if the data had changed
-    with pytest.raises(ConfigError, match="differ from those saved"):
-        run(merge(None, {**flags, "methods": ["protonet", "crn"]}))
+    result = run(merge(None, {**flags, "methods": ["protonet", "crn"]}))
+    assert len(result.failures) == 1 and "differ from those saved" in result.failures[0]  # the crn cell
+    assert [cell["label"] for cell in result.store.load_cells()] == ["protonet"]
+    with pytest.raises(CellsFailed, match="1 cell"):
+        result.raise_for_failures()
 
 
 def test_the_code_version_follows_the_source_of_the_method(tmp_path):

@@ -1,6 +1,7 @@
 """Leaderboard, paired statistics, tables and plots, on hand-made run folders."""
 
 import csv
+import io
 import json
 import multiprocessing
 from pathlib import Path
@@ -13,7 +14,8 @@ from fewshot_bench.cli import main
 from fewshot_bench.leaderboard import COLUMNS, load_cells, write_leaderboard
 from fewshot_bench.results import summary_rows
 from fewshot_bench.stats import adjust_pvalues, ci95, paired_test
-from fewshot_bench.tables import render_latex, render_markdown, table_from_cells, table_from_rows
+from fewshot_bench.report import render
+from fewshot_bench.tables import accuracy_report, table_from_cells, table_from_rows
 
 A = np.array([0.6, 0.8, 0.4, 0.9, 0.7, 0.5, 0.6, 0.8])
 B = np.array([0.5, 0.7, 0.5, 0.6, 0.6, 0.5, 0.4, 0.7])
@@ -111,7 +113,7 @@ def run_cells():
 
 def test_markdown_table_snapshot_with_best_bold_and_paired_ties():
     table = table_from_cells(*run_cells())
-    assert render_markdown(table).splitlines()[:5] == [
+    assert render(accuracy_report(table), "markdown").splitlines()[:5] == [
         "| method | 1-shot | 5-shot |",
         "|---|---:|---:|",
         "| protonet | **66.25 ± 10.92** | 56.25 ± 6.88 |",
@@ -122,7 +124,7 @@ def test_markdown_table_snapshot_with_best_bold_and_paired_ties():
 
 def test_latex_table_snapshot():
     cells = [make_cell("protonet", 1, 0, A), make_cell("crn[js_weight=0]", 1, 0, A - np.array([0.1, 0, 0, 0, 0, 0, 0, 0.1]))]
-    latex = render_latex(table_from_cells(cells, summary_rows(cells)))
+    latex = render(accuracy_report(table_from_cells(cells, summary_rows(cells))), "latex")
     lines = latex.splitlines()
     assert lines[:6] == [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{lr}", r"\toprule",
                          r"Method & 1-shot \\", r"\midrule"]
@@ -163,3 +165,61 @@ def test_table_compare_plot_and_leaderboard_commands(tmp_path, capsys):
     assert main(["table", str(board), "--format", "markdown"]) == 0
     assert "| crn |" in capsys.readouterr().out
     assert main(["table", "missing-run", "--output-dir", str(tmp_path / "runs")]) == 2
+
+
+# ------------------------------------------------------------------------------------------ output formats
+HTML_FORMAT = '''
+from fewshot_bench.registry import register_format
+from fewshot_bench.report import BEST, Report, ReportFormat
+
+
+@register_format("html")
+class HtmlFormat(ReportFormat):
+    """An HTML table (a format plugin in one file)."""
+
+    def render(self, report: Report) -> str:
+        head = "".join(f"<th>{c.name}</th>" for c in report.columns)
+        body = "".join("<tr>" + "".join(
+            "<td>—</td>" if v is None else f"<td><b>{v.text}</b></td>" if v.mark == BEST else f"<td>{v.text}</td>"
+            for v in report.values(row)) + "</tr>" for row in report.rows)
+        return f"<table><tr>{head}</tr>{body}</table><p>{report.caption}</p>\\n"
+'''
+
+
+def test_every_report_is_data_in_json_and_numeric_csv(tmp_path, capsys):
+    cells, _ = run_cells()
+    write_run(tmp_path / "runs", "demo", cells)
+    where = ["--output-dir", str(tmp_path / "runs")]
+    assert main(["table", "demo", *where, "--format", "json"]) == 0
+    table = json.loads(capsys.readouterr().out)
+    assert table["kind"] == "accuracy-table" and table["columns"] == ["method", "1-shot", "5-shot"]
+    protonet = next(row for row in table["rows"] if row["method"] == "protonet")
+    assert protonet["1-shot"]["mean"] == pytest.approx(66.25) and protonet["1-shot"]["mark"] == "best"
+    assert protonet["1-shot"]["seed_ci95"] is None  # one seed: no interval over seeds (NaN is not JSON)
+    assert main(["table", "demo", *where, "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert float(rows[0]["1-shot mean"]) == pytest.approx(66.25) and rows[0]["1-shot mark"] == "best"
+    assert float(rows[0]["1-shot ci95"]) > 0 and "±" not in "".join(rows[0].values())
+    assert main(["compare", "demo", "--baseline", "protonet", *where, "--format", "json"]) == 0
+    comparison = json.loads(capsys.readouterr().out)
+    maml = next(row for row in comparison["rows"] if row["method"] == "maml" and row["setting"]["shot"] == 1)
+    assert maml["verdict"] == "worse" and maml["Δ accuracy (points)"] == pytest.approx(-30.0)
+    assert main(["list", "formats", "--format", "json"]) == 0
+    names = {row["name"] for row in json.loads(capsys.readouterr().out)["rows"]}
+    assert {"console", "markdown", "latex", "csv", "json"} <= names
+    assert main(["table", "demo", *where, "--format", "yaml"]) == 2
+    assert "unknown output format 'yaml'; available: console, csv, json, latex, markdown" in capsys.readouterr().err
+
+
+def test_a_new_output_format_is_one_plugin_file(tmp_path, capsys):
+    cells, _ = run_cells()
+    write_run(tmp_path / "runs", "demo", cells)
+    plugin = tmp_path / "html_format.py"
+    plugin.write_text(HTML_FORMAT)
+    assert main(["table", "demo", "--output-dir", str(tmp_path / "runs"), "--format", "html",
+                 "--plugin", str(plugin)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("<table><tr><th>method</th><th>1-shot</th>") and "<b>66.25 ± 10.92</b>" in out
+    assert main(["compare", "demo", "--baseline", "protonet", "--output-dir", str(tmp_path / "runs"), "--format",
+                 "html", "--plugin", str(plugin)]) == 0
+    assert "<td>worse</td>" in capsys.readouterr().out

@@ -107,3 +107,19 @@ def test_resume_with_workers_also_recomputes_a_damaged_cell(tmp_path):
     assert "1 of 2 cells submitted" in out.stdout and "computed again" in out.stderr
     after = {c["shot"]: c["accuracies"] for c in store.load_cells()}
     assert after.keys() == before.keys()
+
+
+def test_resume_writes_where_the_run_was_found_and_every_command_finds_it_one_way(tmp_path, capsys):
+    flags = tiny_run_flags(tmp_path, methods=["protonet"], shots=[1])
+    store = run(merge(None, flags)).store
+    moved = tmp_path / "archive" / "tiny"
+    moved.parent.mkdir()
+    store.root.rename(moved)  # the run folder moved (copied off a cluster, say); its config names the old place
+    (moved / "cells" / next(p.name for p in (moved / "cells").glob("*.json"))).unlink()
+    assert main(["run", "--resume", str(moved)]) == 0
+    assert len(list((moved / "cells").glob("*.json"))) == 1 and not (tmp_path / "runs" / "tiny").exists()
+    capsys.readouterr()
+    for command in (["status", str(moved)], ["table", str(moved)], ["status", "tiny", "--output-dir", str(moved.parent)]):
+        assert main(command) == 0, command
+    assert main(["status", "nowhere", "--output-dir", str(moved.parent)]) == 2
+    assert "no run 'nowhere'" in capsys.readouterr().err

@@ -1,0 +1,1 @@
+"""Built-in output formats of reports (console, Markdown, LaTeX, CSV, JSON); one module each."""
