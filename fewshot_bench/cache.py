@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from fewshot_bench.results import atomic_write_bytes
+from fewshot_bench.fileio import atomic_write_bytes
 
 
 def cache_dir() -> Path:

@@ -454,7 +454,7 @@ def command_new(args: argparse.Namespace) -> int:
 
 def command_card(args: argparse.Namespace) -> int:
     from fewshot_bench.reproduction import load_card, render_card
-    from fewshot_bench.results import atomic_write_text
+    from fewshot_bench.fileio import atomic_write_text
 
     card = load_card(args.card)
     out = Path(args.out)

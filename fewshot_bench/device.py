@@ -1,4 +1,5 @@
-"""Choosing the torch device: CUDA, then MPS, then CPU, unless the user names one."""
+"""The torch device: choosing it (CUDA, then MPS, then CPU, unless the user names one), moving data to it,
+its process-wide settings, and mixed precision on it."""
 
 from __future__ import annotations
 
@@ -53,3 +54,11 @@ def prepare_device(device: torch.device) -> None:
         torch.set_flush_denormal(True)
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA when enabled (losses that need float32 — MSE, softmax, the JS term — are run in
+    float32 by autocast's own rules or explicitly); a no-op elsewhere. Its cache of cast weights is off, as
+    CUDA-graph capture requires (a cached cast made during capture would not be redone at replay)."""
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=enabled and device.type == "cuda",
+                          cache_enabled=False)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from fewshot_bench.episodes import EpisodeSet
+from fewshot_bench.device import autocast
 from fewshot_bench.graphs import CapturedStep
 from fewshot_bench.method import FewShotMethod, check_scores
 from fewshot_bench.tasks import TaskBuilder
@@ -31,14 +32,6 @@ class EvaluationResult:
     class_correct: np.ndarray
     seconds: float
     step_mode: str = "eager"
-
-
-def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA when enabled (losses that need float32 — MSE, softmax, the JS term — are run in
-    float32 by autocast's own rules or explicitly); a no-op elsewhere. Its cache of cast weights is off, as
-    CUDA-graph capture requires (a cached cast made during capture would not be redone at replay)."""
-    return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=enabled and device.type == "cuda",
-                          cache_enabled=False)
 
 
 def evaluate(

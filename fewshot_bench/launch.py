@@ -169,11 +169,12 @@ def submit_run(config: RunConfig) -> Submission:
     interrupted cells are retried."""
     from fewshot_bench.runner import start_run
 
-    config, store, cells, _ = start_run(config)
-    pending = unfinished(store, [c.cell_id for c in cells])
+    started = start_run(config)
+    pending = unfinished(started.store, [c.cell_id for c in started.cells])
     for cid in pending:
-        store.clear_state(cid)
-    return Submission(config, store, len(cells), pending, submit(config, store, pending))
+        started.store.clear_state(cid)
+    return Submission(started.config, started.store, len(started.cells), pending,
+                      submit(started.config, started.store, pending))
 
 
 def wait_run(submission: Submission, console: Any = None) -> "RunResult":

@@ -21,7 +21,8 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from fewshot_bench.errors import BenchError
-from fewshot_bench.results import RunStore, atomic_write_text
+from fewshot_bench.fileio import atomic_write_text
+from fewshot_bench.results import RunStore
 from fewshot_bench.stats import summarize
 
 COLUMNS = ["dataset", "split", "way", "shot", "query", "label", "method", "backbone", "settings_hash", "mean", "ci95", "std",

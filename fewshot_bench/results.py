@@ -18,44 +18,17 @@ import json
 import os
 import platform
 import socket
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, TypedDict
 
 import numpy as np
 
 from fewshot_bench.episodes import EpisodeSet
 from fewshot_bench.errors import RecordError
+from fewshot_bench.fileio import atomic_write_bytes, atomic_write_text
 from fewshot_bench.provenance import git_state
 from fewshot_bench.stats import summarize
-
-
-# The process's umask, read once (reading it means setting it): result files get the mode an ordinary
-# open() would give them, so a run store shared by a group stays readable by the group.
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates files readable by their owner only
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
 
 
 def environment_info(device: str) -> dict[str, Any]:
@@ -107,6 +80,77 @@ def _pid_alive(pid: Any) -> bool:
         return True
 
 
+class CellRecord(TypedDict, total=False):
+    """A finished cell as stored in ``cells/<cell>.json``: what was run, what it measured, how, and with what.
+
+    Records written by older versions lack some keys (``settings_hash``, ``code_version``, ...); readers use
+    ``.get`` for those. ``read_cell`` guarantees the keys tables need (``CELL_KEYS``)."""
+
+    cell: str                      # the cell id: variant label, episode shape, seed
+    label: str                     # the variant as shown in tables, e.g. crn[dap=false]
+    method: str
+    method_source: str             # built-in, file <path>, package <dist> <version>
+    method_version: str
+    code_version: str              # hash of the method's, its backbone's and the core path's source
+    git_commit: str | None
+    git_dirty: bool | None
+    options: dict[str, Any]
+    backbone: str
+    dataset: str
+    split: str
+    way: int
+    shot: int
+    query: int
+    train_way: int
+    train_query: int
+    seed: int
+    params: int
+    train_episodes: int
+    train_seconds: float
+    eval_seconds: float
+    device: str
+    threads: int
+    compiled: str | None
+    train_steps: str               # graph, or eager (reason)
+    eval_steps: str
+    batched_episodes: bool
+    finished: str                  # ISO time
+    loss_curve: dict[str, list[float]]
+    val_curve: dict[str, Any]
+    mean: float                    # percent
+    accuracies: list[float]        # per test episode, fractions in [0, 1]
+    class_accuracy: dict[str, float]
+    test_episodes_file: str
+    test_episodes_sha: str
+    settings: dict[str, Any]       # the result-affecting settings (config keys of role "result", resolved)
+    settings_hash: str
+    dedup: bool | None
+    run_id: str                    # added when cells are loaded from several runs
+    environment: dict[str, Any]    # likewise: the run's environment.json
+
+
+class SummaryRow(TypedDict):
+    """One (variant, dataset, split, way, shot, query) of a run, its seeds pooled (``summary.csv``)."""
+
+    label: str
+    method: str
+    dataset: str
+    split: str
+    way: int
+    shot: int
+    query: int
+    backbone: str
+    mean: float
+    ci95: float
+    std: float
+    episodes: int
+    seeds: int
+    seed_std: float
+    seed_ci95: float
+    params: int
+    train_episodes: int
+
+
 class RunStore:
     """Reads and writes one run folder."""
 
@@ -137,7 +181,7 @@ class RunStore:
     def has_cell(self, cell_id: str) -> bool:
         return self.cell_path(cell_id).exists()
 
-    def save_cell(self, cell_id: str, record: dict[str, Any]) -> None:
+    def save_cell(self, cell_id: str, record: CellRecord) -> None:
         atomic_write_text(self.cell_path(cell_id), json.dumps(record, indent=1) + "\n")
 
     def save_plan(self, cells: list[dict[str, Any]]) -> None:
@@ -247,11 +291,11 @@ class RunStore:
     def checkpoint(self, cell_id: str) -> "CellCheckpoint":
         return CellCheckpoint(self.root / "checkpoints" / f"{cell_id}.pt")
 
-    def load_cell(self, cell_id: str) -> dict[str, Any]:
+    def load_cell(self, cell_id: str) -> CellRecord:
         """A finished cell's record; RecordError (one line naming the file) when it is damaged."""
         return read_cell(self.cell_path(cell_id))
 
-    def load_cells(self) -> list[dict[str, Any]]:
+    def load_cells(self) -> list[CellRecord]:
         """Finished cells, in the order of the run's plan (cells not in the plan last, by name). A damaged
         record is left out with a warning naming it, so one bad file never hides the rest of the run."""
         from fewshot_bench.console import warn
@@ -273,7 +317,7 @@ class RunStore:
         os.replace(path, target)
         return target
 
-    def write_tables(self, cells: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    def write_tables(self, cells: Iterable[CellRecord]) -> list[SummaryRow]:
         """Write accuracies.csv and summary.csv from the cells; return the summary rows."""
         cells = list(cells)
         long = io.StringIO()
@@ -299,7 +343,7 @@ class RunStore:
 CELL_KEYS = ("label", "method", "way", "shot", "query", "seed", "accuracies")
 
 
-def read_cell(path: Path) -> dict[str, Any]:
+def read_cell(path: Path) -> CellRecord:
     """A cell record from ``path``, checked: valid JSON, the keys tables need, accuracies in [0, 1]."""
     fix = "delete it (or move it away) and continue the run with --resume to compute the cell again"
     try:
@@ -316,7 +360,7 @@ def read_cell(path: Path) -> dict[str, Any]:
     return record
 
 
-def summary_rows(cells: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def summary_rows(cells: Iterable[CellRecord]) -> list[SummaryRow]:
     """One row per (variant, dataset, split, way, shot, query), seeds pooled, in first-seen order."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for cell in cells:

@@ -28,7 +28,7 @@ from fewshot_bench.protocol import Protocol, prepare
 from fewshot_bench.provenance import code_version, git_state
 from fewshot_bench.console import warn
 from fewshot_bench.registry import BACKBONES, METHODS
-from fewshot_bench.results import CellCheckpoint, RunStore, environment_info
+from fewshot_bench.results import CellCheckpoint, CellRecord, RunStore, SummaryRow, environment_info
 from fewshot_bench.tasks import TaskBuilder, channel_statistics
 from fewshot_bench.training import TrainSettings, train
 
@@ -39,7 +39,7 @@ class RunObserver(TypingProtocol):
     def cell_started(self, label: str, shot: int, seed: int, train_episodes: int, test_episodes: int) -> None: ...
     def trained(self, episodes: int, loss: float | None) -> None: ...
     def evaluated(self, episodes: int) -> None: ...
-    def cell_finished(self, record: dict[str, Any], skipped: bool) -> None: ...
+    def cell_finished(self, record: CellRecord, skipped: bool) -> None: ...
 
 
 class SilentObserver:
@@ -56,7 +56,7 @@ class RunResult:
     """What a finished run leaves: its store, its summary rows and one line per cell that failed."""
 
     store: RunStore
-    summary: list[dict[str, Any]]
+    summary: list[SummaryRow]
     config: RunConfig
     failures: list[str] = field(default_factory=list)
 
@@ -105,7 +105,19 @@ def plan_cells(config: RunConfig) -> list[Cell]:
             for seed in config.seeds for shot in config.shots for v in variants]
 
 
-def start_run(config: RunConfig) -> tuple[RunConfig, RunStore, list[Cell], Protocol]:
+@dataclass
+class StartedRun:
+    """A validated run whose folder is initialised: its config, store, cells, protocol and device (resolved
+    here once; a cell runner in this process uses it as it is)."""
+
+    config: RunConfig
+    store: RunStore
+    cells: list[Cell]
+    protocol: Protocol
+    device: torch.device
+
+
+def start_run(config: RunConfig) -> StartedRun:
     """Validate everything before any training and initialise the run folder (config, environment, plan)."""
     cells = plan_cells(config)
     device = choose_device(config.device)
@@ -115,17 +127,20 @@ def start_run(config: RunConfig) -> tuple[RunConfig, RunStore, list[Cell], Proto
     store.save_config(dump(merge_with_folder(store, config)))
     store.save_environment(environment_info(str(device)))
     store.save_plan([{"cell": c.cell_id, "label": c.variant.label, "shot": c.shot, "seed": c.seed} for c in cells])
-    return config, store, cells, protocol
+    return StartedRun(config, store, cells, protocol, device)
 
 
 class CellRunner:
     """Runs cells of one run in this process; the dataset, device tensors and test episodes are shared."""
 
-    def __init__(self, config: RunConfig, store: RunStore, protocol: Protocol | None = None) -> None:
+    def __init__(self, config: RunConfig, store: RunStore, protocol: Protocol | None = None,
+                 device: torch.device | None = None) -> None:
+        """``protocol`` and ``device`` as ``start_run`` resolved them in this process; a job worker (another
+        process) passes neither and resolves both from the run's config."""
         self.config, self.store = config, store
         if config.threads:
             torch.set_num_threads(config.threads)
-        self.device = choose_device(config.device)
+        self.device = device or choose_device(config.device)
         prepare_device(self.device)
         self.protocol = protocol or prepare(config)
         train_indices = np.flatnonzero(np.isin(self.protocol.labels, self.protocol.train_ids))
@@ -157,7 +172,7 @@ class CellRunner:
             self._episodes[(shot, seed)] = (setting, test, val)
         return self._episodes[(shot, seed)]
 
-    def _report_stale(self, cell: Cell, record: dict[str, Any]) -> None:
+    def _report_stale(self, cell: Cell, record: CellRecord) -> None:
         """Warn when a finished cell kept by this run was computed by other code or under other settings."""
         now = code_version(cell.variant.method_class, BACKBONES.get(cell.variant.option_dict["backbone"]))
         then = record.get("code_version")
@@ -168,7 +183,7 @@ class CellRunner:
             warn(f"cell {cell.cell_id} was computed under other settings ({record['settings_hash']}; now "
                  f"{self.settings_hash}); delete {self.store.cell_path(cell.cell_id)} to recompute it")
 
-    def _finished(self, cell: Cell, observer: RunObserver) -> dict[str, Any] | None:
+    def _finished(self, cell: Cell, observer: RunObserver) -> CellRecord | None:
         """The cell's usable record (reported to ``observer`` as skipped), or None; a damaged one is moved aside."""
         if not self.store.has_cell(cell.cell_id):
             return None
@@ -181,7 +196,7 @@ class CellRunner:
         observer.cell_finished(record, skipped=True)
         return record
 
-    def run(self, cell: Cell, observer: RunObserver) -> dict[str, Any] | None:
+    def run(self, cell: Cell, observer: RunObserver) -> CellRecord | None:
         """Train and evaluate ``cell`` (or return its record if it is already done) and store it; None when
         another live process holds the cell (two ``bench run`` or ``--jobs`` workers share one run's cells)."""
         record = self._finished(cell, observer)
@@ -197,7 +212,7 @@ class CellRunner:
         finally:
             self.store.release(cell.cell_id)
 
-    def _compute(self, cell: Cell, observer: RunObserver) -> dict[str, Any]:
+    def _compute(self, cell: Cell, observer: RunObserver) -> CellRecord:
         self.store.mark_running(cell.cell_id)
         try:
             setting, test_episodes, val_episodes = self.episodes(cell.shot, cell.seed)
@@ -247,10 +262,11 @@ def run(config: RunConfig, observer: RunObserver | None = None) -> RunResult:
     ``raise_for_failures``) and marked failed in the run folder, and ``--resume`` computes it again.
     """
     observer = observer or SilentObserver()
-    config, store, cells, protocol = start_run(config)
-    failures = run_cells(CellRunner(config, store, protocol), cells, observer)
-    summary = store.write_tables(store.load_cells())
-    return RunResult(store, summary, config, failures)
+    started = start_run(config)
+    runner = CellRunner(started.config, started.store, started.protocol, started.device)
+    failures = run_cells(runner, started.cells, observer)
+    summary = started.store.write_tables(started.store.load_cells())
+    return RunResult(started.store, summary, started.config, failures)
 
 
 def result_settings(config: RunConfig, protocol: Protocol) -> dict[str, Any]:
@@ -298,7 +314,7 @@ def merge_with_folder(store: RunStore, config: RunConfig) -> RunConfig:
 
 def run_cell(variant: MethodVariant, protocol: Protocol, builder: TaskBuilder, settings: TrainSettings,
              shot: int, seed: int, test_episodes, val_episodes, device: torch.device,
-             observer: RunObserver, checkpoint: CellCheckpoint | None = None) -> dict[str, Any]:
+             observer: RunObserver, checkpoint: CellCheckpoint | None = None) -> CellRecord:
     """Train one variant for one (shot, seed) and evaluate it on the setting's fixed test episodes."""
     version = code_version(variant.method_class, BACKBONES.get(variant.option_dict["backbone"]))  # before training
     torch.manual_seed(seed)

@@ -12,7 +12,8 @@ import torch
 from fewshot_bench.config import RunConfig
 from fewshot_bench.episodes import EpisodeSampler, EpisodeSet, check_episodes
 from fewshot_bench.augment import EpisodeAugmenter
-from fewshot_bench.evaluation import autocast, evaluate
+from fewshot_bench.device import autocast
+from fewshot_bench.evaluation import evaluate
 from fewshot_bench.graphs import CapturedStep
 from fewshot_bench.method import FewShotMethod
 from fewshot_bench.tasks import TaskBuilder

@@ -204,7 +204,8 @@ def test_cpu_runs_flush_denormal_floats(tmp_path):
         torch.set_flush_denormal(False)
         denormal = torch.tensor([1e-39])
         assert (denormal * 1.0).item() != 0.0
-        config, store, _, protocol = start_run(merge(None, tiny_run_flags(tmp_path, shots=[1])))
+        started = start_run(merge(None, tiny_run_flags(tmp_path, shots=[1])))
+        config, store, protocol = started.config, started.store, started.protocol
         CellRunner(config, store, protocol)
         assert (denormal * 1.0).item() == 0.0
     finally:

@@ -12,7 +12,7 @@ import torch
 
 from fewshot_bench.augment import EpisodeAugmenter
 from fewshot_bench.episodes import EpisodeSampler
-from fewshot_bench.evaluation import autocast
+from fewshot_bench.device import autocast
 from fewshot_bench.tasks import TaskBuilder
 from test_methods_train import build, patterned_dataset
 

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO, tiny_run_flags
 from fewshot_bench.config import merge
-from fewshot_bench.results import atomic_write_text
+from fewshot_bench.fileio import atomic_write_text
 from fewshot_bench.runner import SilentObserver, run
 
 

@@ -14,7 +14,8 @@ from fewshot_bench.errors import ConfigError
 from fewshot_bench.leaderboard import write_leaderboard
 from fewshot_bench.method import resolve_variant
 from fewshot_bench.options import Spec
-from fewshot_bench.results import RunStore, atomic_write_text
+from fewshot_bench.fileio import atomic_write_text
+from fewshot_bench.results import RunStore
 from fewshot_bench.runner import run
 
 
@@ -77,7 +78,7 @@ def test_resume_moves_a_damaged_cell_aside_and_computes_it_again(tmp_path, capsy
 
 @pytest.mark.parametrize("umask", [0o022, 0o002])
 def test_result_files_follow_the_umask(tmp_path, umask):
-    import fewshot_bench.results as results
+    import fewshot_bench.fileio as results
 
     old = os.umask(umask)
     saved = results._UMASK
