@@ -38,7 +38,7 @@ def write_folders(images: np.ndarray, labels: np.ndarray, usage: np.ndarray, roo
 
 def timed_load(root: Path) -> tuple[float, int]:
     from fewshot_bench.config import merge
-    from fewshot_bench.protocol import load_dataset
+    from fewshot_bench.episodic.protocol import load_dataset
 
     start = time.perf_counter()
     # Decoding and caching only: duplicate removal (FER2013's default, ~0.5 s on the whole set) is left out.

@@ -90,7 +90,7 @@ def main() -> int:
     if not args.data:
         parser.error("--data is required")
 
-    from fewshot_bench.cli import main as bench
+    from fewshot_bench.cli.main import main as bench
 
     size = (["--seeds", "0", "--shots", "1,5", "--train-episodes", "20", "--test-episodes", "50"] if args.reduced
             else [])

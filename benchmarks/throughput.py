@@ -53,7 +53,7 @@ SHARED = REPO.parent / "shared" / "data" / "fer2013.npz"
 def load_setting(name: str, fer_path: str | None):
     """(dataset config overrides, description) of a benchmark setting."""
     from fewshot_bench.config import merge
-    from fewshot_bench.protocol import prepare
+    from fewshot_bench.episodic.protocol import prepare
 
     if name == "synthetic-fer":
         config = merge(None, {})
@@ -65,13 +65,13 @@ def load_setting(name: str, fer_path: str | None):
 # ------------------------------------------------------------------------------------------- ours
 def measure_ours(method: str, setting: str, fer_path: str | None, shot: int, n_train: int, n_test: int,
                  device: str, seed: int) -> dict[str, Any]:
-    from fewshot_bench.device import prepare_device
-    from fewshot_bench.episodes import check_episodes
-    from fewshot_bench.evaluation import evaluate
+    from fewshot_bench.engine.device import prepare_device
+    from fewshot_bench.episodic.episodes import check_episodes
+    from fewshot_bench.engine.evaluation import evaluate
     from fewshot_bench.method import resolve_variant
     from fewshot_bench.options import Spec
-    from fewshot_bench.tasks import TaskBuilder, channel_statistics
-    from fewshot_bench.training import TrainSettings, train
+    from fewshot_bench.episodic.tasks import TaskBuilder, channel_statistics
+    from fewshot_bench.engine.training import TrainSettings, train
 
     config, protocol = load_setting(setting, fer_path)
     dev = torch.device(device)
@@ -144,7 +144,7 @@ def measure_easyfsl(method: str, setting: str, fer_path: str | None, shot: int, 
     from fewshot_bench.backbones import feature_shape
     from fewshot_bench.methods.relationnet import RelationModule
     from fewshot_bench.registry import BACKBONES
-    from fewshot_bench.tasks import channel_statistics
+    from fewshot_bench.episodic.tasks import channel_statistics
 
     _patch_easyfsl_sampler()
     method = method.split("[")[0]  # a variant of ours (protonet[distance=euclidean]) meets the same peer
@@ -220,7 +220,7 @@ def measure_learn2learn(method: str, setting: str, fer_path: str | None, shot: i
     from fewshot_bench.backbones import feature_shape
     from fewshot_bench.peers import import_learn2learn
     from fewshot_bench.registry import BACKBONES
-    from fewshot_bench.tasks import channel_statistics
+    from fewshot_bench.episodic.tasks import channel_statistics
 
     l2l = import_learn2learn()
     config, protocol = load_setting(setting, fer_path)
@@ -353,11 +353,11 @@ def in_fresh_process(impl: str, *args) -> dict[str, Any]:
 def soak(episodes: int, size: int) -> None:
     """Peak RSS every 1000 episodes of one long ProtoNet training: memory must not grow."""
     from fewshot_bench.config import merge
-    from fewshot_bench.protocol import prepare
+    from fewshot_bench.episodic.protocol import prepare
     from fewshot_bench.method import resolve_variant
     from fewshot_bench.options import Spec
-    from fewshot_bench.tasks import TaskBuilder, channel_statistics
-    from fewshot_bench.training import TrainSettings, train
+    from fewshot_bench.episodic.tasks import TaskBuilder, channel_statistics
+    from fewshot_bench.engine.training import TrainSettings, train
 
     protocol = prepare(merge(None, {"dataset_options": {"size": size}}))
     train_idx = np.flatnonzero(np.isin(protocol.labels, protocol.train_ids))
@@ -408,7 +408,7 @@ def summarise(repeats: list[dict[str, Any]]) -> dict[str, Any]:
 
 def format_row(setting: str, method: str, impl: str, row: dict[str, Any], ours: dict[str, Any] | None) -> str:
     """A printed table line; peer lines carry ours/peer speed ratios and the paired accuracy difference."""
-    from fewshot_bench.stats import ci95, paired_test
+    from fewshot_bench.reporting.stats import ci95, paired_test
 
     acc = row["accuracies"] * 100
     accuracy = f"{acc.mean():5.1f} ± {ci95(acc):3.1f}"

@@ -1,5 +1,5 @@
 import sys
 
-from fewshot_bench.cli import main
+from fewshot_bench.cli.main import main
 
 sys.exit(main())

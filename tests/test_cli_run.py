@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from conftest import tiny_run_flags
-from fewshot_bench.cli import main
+from fewshot_bench.cli.main import main
 from fewshot_bench.config import merge
-from fewshot_bench.runner import run
+from fewshot_bench.engine.runner import run
 
 
 def cli_args(flags: dict) -> list[str]:
@@ -55,7 +55,7 @@ def test_every_method_sees_identical_test_episodes_from_test_classes_only(tmp_pa
     constant = next(c for c in cells if c["method"] == "constant-test")
     assert np.allclose(constant["accuracies"], 1 / 3)
     with np.load(result.store.root / "episodes" / "3w1s3q_seed0.npz") as episodes:
-        from fewshot_bench.protocol import load_dataset
+        from fewshot_bench.episodic.protocol import load_dataset
 
         labels = load_dataset(config).labels.numpy()
         names = load_dataset(config).class_names
@@ -198,7 +198,7 @@ def test_batched_episodes_are_a_run_setting_recorded_per_cell(tmp_path):
 def test_cpu_runs_flush_denormal_floats(tmp_path):
     import torch
 
-    from fewshot_bench.runner import CellRunner, start_run
+    from fewshot_bench.engine.runner import CellRunner, start_run
 
     try:
         torch.set_flush_denormal(False)

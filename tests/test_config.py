@@ -68,7 +68,7 @@ def test_boolean_keys_from_yaml_and_flags(tmp_path):
 def test_every_shipped_config_is_valid():
     from conftest import REPO
 
-    from fewshot_bench.runner import plan_cells
+    from fewshot_bench.engine.runner import plan_cells
 
     configs = sorted((REPO / "configs").glob("*.yaml"))
     assert configs
@@ -86,7 +86,7 @@ def test_the_key_reference_in_the_docs_is_generated_from_the_declarations():
 
 
 def test_every_declared_key_has_a_flag_help_and_role():
-    from fewshot_bench.cli import build_parser
+    from fewshot_bench.cli.main import build_parser
     from fewshot_bench.config import ROLES, SETTINGS
 
     run_help = " ".join(build_parser()._subparsers._group_actions[0].choices["run"].format_help().split())

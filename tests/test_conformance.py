@@ -140,7 +140,7 @@ class WideScores(ProtoNet):
 
 
 def test_the_runner_refuses_scores_of_the_wrong_shape(tmp_path, capsys):
-    from fewshot_bench.cli import main
+    from fewshot_bench.cli.main import main
 
     plugin = tmp_path / "wide.py"
     plugin.write_text(WIDE_PLUGIN)

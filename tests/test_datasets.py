@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fewshot_bench.cli import main
+from fewshot_bench.cli.main import main
 from fewshot_bench.config import merge
 from fewshot_bench.errors import DatasetError, SplitError
-from fewshot_bench.protocol import load_dataset, resolve_split
+from fewshot_bench.episodic.protocol import load_dataset, resolve_split
 
 FER = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 

@@ -50,7 +50,7 @@ def test_example_plugin_package_is_installed_and_runs(tmp_path, capsys):
         if os.environ.get("CI"):
             raise AssertionError("scripts/setup.sh --dev must install examples/plugin-package")
         pytest.skip("examples/plugin-package is not installed (scripts/setup.sh --dev installs it)")
-    from fewshot_bench.cli import main
+    from fewshot_bench.cli.main import main
 
     assert main(["list", "methods"]) == 0
     assert re.search(r"cosine\s.*package fewshot-bench-cosine 0.1.0", capsys.readouterr().out)

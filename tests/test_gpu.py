@@ -10,10 +10,10 @@ outside the loops tested here.
 import pytest
 import torch
 
-from fewshot_bench.augment import EpisodeAugmenter
-from fewshot_bench.episodes import EpisodeSampler
-from fewshot_bench.device import autocast
-from fewshot_bench.tasks import TaskBuilder
+from fewshot_bench.episodic.augment import EpisodeAugmenter
+from fewshot_bench.episodic.episodes import EpisodeSampler
+from fewshot_bench.engine.device import autocast
+from fewshot_bench.episodic.tasks import TaskBuilder
 from test_methods_train import build, patterned_dataset
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -89,8 +89,8 @@ def _train_and_evaluate(spec, cuda_graphs, augment=False, meta_batch=1):
     so every episode is scored with the same weights: a replay that read a stale input, or an optimiser
     that read stale gradients, shows as a difference, while rounding differences cannot grow through Adam
     (which turns a 1e-9 gradient of either sign into a full ±lr step)."""
-    from fewshot_bench.evaluation import evaluate
-    from fewshot_bench.training import TrainSettings, train
+    from fewshot_bench.engine.evaluation import evaluate
+    from fewshot_bench.engine.training import TrainSettings, train
 
     device = torch.device("cuda")
     shape = (1, 28, 28)
@@ -131,7 +131,7 @@ def test_captured_steps_with_augmentation_and_meta_batches_match_eager_ones(floa
 
 
 def test_a_step_that_cannot_be_captured_falls_back_to_eager_calls():
-    from fewshot_bench.graphs import CapturedStep
+    from fewshot_bench.engine.graphs import CapturedStep
 
     def syncing_step(buffers, key):
         total = buffers[0].sum()

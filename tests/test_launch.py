@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from fewshot_bench.cli import main
-from fewshot_bench.results import RunStore
+from fewshot_bench.cli.main import main
+from fewshot_bench.results.store import RunStore
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
@@ -167,7 +167,7 @@ def test_slurm_is_refused_cleanly_where_there_is_no_cluster(tmp_path, monkeypatc
 
 
 def test_cells_job_requeues_itself_on_preemption(tmp_path):
-    from fewshot_bench.launch import CellsJob
+    from fewshot_bench.engine.launch import CellsJob
 
     job = CellsJob(str(tmp_path), ["a", "b"], threads=1)
     delayed = job.checkpoint()
@@ -183,7 +183,7 @@ def test_local_workers_on_cuda_each_see_a_gpu(tmp_path, monkeypatch, device, vis
     # No GPU here: the parent is told it has two, and each worker reports the GPUs it was given.
     import torch
 
-    from fewshot_bench import launch
+    from fewshot_bench.engine import launch
     from fewshot_bench.config import RunConfig
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -209,7 +209,7 @@ def test_local_workers_on_cuda_each_see_a_gpu(tmp_path, monkeypatch, device, vis
 
 
 def test_cpu_runs_give_local_workers_no_gpu(monkeypatch):
-    from fewshot_bench.launch import local_gpus
+    from fewshot_bench.engine.launch import local_gpus
 
     assert local_gpus("cpu") == [] and local_gpus("mps") == []
 
@@ -217,7 +217,7 @@ def test_cpu_runs_give_local_workers_no_gpu(monkeypatch):
 def test_a_cell_is_claimed_by_one_process_and_a_dead_holder_loses_it(tmp_path):
     store = RunStore(tmp_path / "run")
     assert store.claim("cell") and store.claim("cell")  # this process holds it (claims are re-entrant)
-    other = subprocess.run([sys.executable, "-c", "import sys; from fewshot_bench.results import RunStore; "
+    other = subprocess.run([sys.executable, "-c", "import sys; from fewshot_bench.results.store import RunStore; "
                             f"sys.exit(0 if RunStore(__import__('pathlib').Path({str(tmp_path / 'run')!r})).claim('cell') "
                             "else 3)"], env=ENV)
     assert other.returncode == 3  # another live process does not get it

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fewshot_bench.cli import main
+from fewshot_bench.cli.main import main
 from fewshot_bench.errors import DatasetError
-from fewshot_bench.protocol import resolve_split
+from fewshot_bench.episodic.protocol import resolve_split
 from test_datasets import load
 
 SHORT = ("train", "val", "test")

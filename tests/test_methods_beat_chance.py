@@ -9,7 +9,7 @@ import pytest
 
 from conftest import tiny_run_flags
 from fewshot_bench.config import merge
-from fewshot_bench.runner import run
+from fewshot_bench.engine.runner import run
 
 CHANCE = 100 / 3
 METRIC_METHODS = ["protonet", "matchingnet", "relationnet", "crn"]

@@ -9,15 +9,15 @@ import pytest
 from scipy import stats
 
 from conftest import tiny_run_flags
-from fewshot_bench.comparison import compare_with_baseline
+from fewshot_bench.reporting.comparison import compare_with_baseline
 from fewshot_bench.config import merge
 from fewshot_bench.errors import CellsFailed, ConfigError
-from fewshot_bench.episodes import EpisodeSet
-from fewshot_bench.leaderboard import load_cells, write_leaderboard
-from fewshot_bench.runner import run
-from fewshot_bench.stats import summarize
+from fewshot_bench.episodic.episodes import EpisodeSet
+from fewshot_bench.results.leaderboard import load_cells, write_leaderboard
+from fewshot_bench.engine.runner import run
+from fewshot_bench.reporting.stats import summarize
 from fewshot_bench.report import render
-from fewshot_bench.tables import accuracy_report, table_from_cells
+from fewshot_bench.reporting.tables import accuracy_report, table_from_cells
 from test_reporting import A, B, make_cell, write_run
 
 
@@ -33,7 +33,7 @@ def test_the_seed_interval_is_a_t_interval_over_the_seed_means():
 def test_tables_show_both_intervals_and_say_which_is_which():
     cells = [make_cell("protonet", 1, seed, A + 0.05 * seed) for seed in (0, 1)]
     cells += [make_cell("crn", 1, 0, B)]
-    from fewshot_bench.results import summary_rows
+    from fewshot_bench.results.store import summary_rows
 
     text = render(accuracy_report(table_from_cells(cells, summary_rows(cells))), "markdown")
     protonet_line = next(line for line in text.splitlines() if line.startswith("| protonet"))
@@ -69,7 +69,7 @@ def test_pairs_are_only_made_on_the_same_test_episodes(capsys):
     [comparison] = compare_with_baseline(cells, "protonet")
     assert comparison.result.n == len(A)  # seed 1 only
     assert "seed 0 were scored on different test episodes" in capsys.readouterr().err
-    from fewshot_bench.results import summary_rows
+    from fewshot_bench.results.store import summary_rows
 
     mismatched = [c for c in cells if c["seed"] == 0]
     table = table_from_cells(mismatched, summary_rows(mismatched))
@@ -93,7 +93,7 @@ def test_the_code_version_follows_the_source_of_the_method(tmp_path):
     import importlib.util
 
     from fewshot_bench.backbones import conv4
-    from fewshot_bench.provenance import code_version
+    from fewshot_bench.engine.provenance import code_version
 
     path = tmp_path / "my_method.py"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from fewshot_bench import registry as registry_module
-from fewshot_bench.cli import main
+from fewshot_bench.cli.main import main
 from fewshot_bench.errors import BenchError, UnknownNameError
 from fewshot_bench.method import FewShotMethod
 from fewshot_bench.registry import METHODS, Registry
@@ -182,7 +182,7 @@ def test_new_plugins_refuse_taken_names_and_installed_package_names(tmp_path, ca
 
 def test_the_method_scaffold_is_a_feature_head_that_conforms(tmp_path):
     from fewshot_bench.registry import load_plugin_file
-    from fewshot_bench.scaffold import scaffold
+    from fewshot_bench.cli.scaffold import scaffold
     from fewshot_bench.testing import check_method
 
     method_file, test_file = scaffold("method", "scaffolded-cosine", tmp_path)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import yaml
 
-from fewshot_bench.cli import main
+from fewshot_bench.cli.main import main
 from fewshot_bench.config import dump, merge
-from fewshot_bench.reproduction import fill_section, load_card, regeneration_command
+from fewshot_bench.reporting.reproduction import fill_section, load_card, regeneration_command
 from conftest import REPO, tiny_run_flags
 from test_reporting import make_cell
 

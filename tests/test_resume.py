@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO, tiny_run_flags
 from fewshot_bench.config import merge
 from fewshot_bench.fileio import atomic_write_text
-from fewshot_bench.runner import SilentObserver, run
+from fewshot_bench.engine.runner import SilentObserver, run
 
 
 class StopAfter(SilentObserver):
@@ -87,7 +87,7 @@ def test_sigkill_of_a_real_bench_run_then_resume(tmp_path):
     resumed = subprocess.run(command("killed")[:4] + ["--resume", "killed", "--output-dir", str(tmp_path / "runs")],
                              capture_output=True, text=True, env=env, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    from fewshot_bench.results import RunStore
+    from fewshot_bench.results.store import RunStore
 
     straight = accuracies(RunStore(tmp_path / "runs" / "straight"))
     assert accuracies(RunStore(folder)) == straight and len(straight) == 2
@@ -110,7 +110,7 @@ def test_augmented_training_is_reproducible_resumable_and_never_touches_test_epi
 def test_augmenter_flips_shifts_and_jitters_deterministically():
     import torch
 
-    from fewshot_bench.augment import EpisodeAugmenter
+    from fewshot_bench.episodic.augment import EpisodeAugmenter
 
     images = torch.arange(2 * 1 * 8 * 8, dtype=torch.float32).view(2, 1, 8, 8)
     a = EpisodeAugmenter(torch.device("cpu"), seed=3)(images)
@@ -128,7 +128,7 @@ def test_a_cell_held_by_another_live_process_is_left_to_it(tmp_path, capsys):
     flags = tiny_run_flags(tmp_path, shots=[1, 2], methods=["protonet"])
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        from fewshot_bench.runner import plan_cells
+        from fewshot_bench.engine.runner import plan_cells
 
         held = plan_cells(merge(None, flags))[1].cell_id
         claim = tmp_path / "runs" / "tiny" / "claims" / f"{held}.claim"

@@ -8,15 +8,15 @@ import stat
 import pytest
 
 from conftest import tiny_run_flags
-from fewshot_bench.cli import main
+from fewshot_bench.cli.main import main
 from fewshot_bench.config import merge
 from fewshot_bench.errors import ConfigError
-from fewshot_bench.leaderboard import write_leaderboard
+from fewshot_bench.results.leaderboard import write_leaderboard
 from fewshot_bench.method import resolve_variant
 from fewshot_bench.options import Spec
 from fewshot_bench.fileio import atomic_write_text
-from fewshot_bench.results import RunStore
-from fewshot_bench.runner import run
+from fewshot_bench.results.store import RunStore
+from fewshot_bench.engine.runner import run
 
 
 @pytest.mark.parametrize("run_id", ["../x", "/tmp/x", ".", "..", "a/b", " x"])

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fewshot_bench.episodes import Episode, EpisodeSampler, EpisodeSet, check_episodes
+from fewshot_bench.episodic.episodes import Episode, EpisodeSampler, EpisodeSet, check_episodes
 from fewshot_bench.errors import EpisodeError, LeakageError, SplitError
 from fewshot_bench.splits import ClassSplit
 

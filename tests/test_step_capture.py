@@ -6,10 +6,10 @@ off CUDA is a plain call, and cell records say how their steps ran. The capture 
 import numpy as np
 import torch
 
-from fewshot_bench.augment import EpisodeAugmenter
-from fewshot_bench.episodes import EpisodeSampler
-from fewshot_bench.graphs import CapturedStep
-from fewshot_bench.tasks import TaskBuilder
+from fewshot_bench.episodic.augment import EpisodeAugmenter
+from fewshot_bench.episodic.episodes import EpisodeSampler
+from fewshot_bench.engine.graphs import CapturedStep
+from fewshot_bench.episodic.tasks import TaskBuilder
 from test_methods_train import patterned_dataset
 from conftest import tiny_run_flags
 
@@ -64,7 +64,7 @@ def test_a_captured_step_off_cuda_is_a_plain_call_every_time():
 
 def test_cell_records_say_how_their_steps_ran(tmp_path):
     from fewshot_bench.config import merge
-    from fewshot_bench.runner import run
+    from fewshot_bench.engine.runner import run
 
     result = run(merge(None, tiny_run_flags(tmp_path, shots=[1], cuda_graphs=False)))
     cell = result.store.load_cells()[0]

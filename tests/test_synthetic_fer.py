@@ -3,7 +3,7 @@ import pytest
 
 from fewshot_bench.config import merge
 from fewshot_bench.datasets.synthetic_fer import CLASS_NAMES, RAF_DB_COUNTS, class_sizes, generate
-from fewshot_bench.protocol import load_dataset, resolve_split
+from fewshot_bench.episodic.protocol import load_dataset, resolve_split
 
 
 def test_same_seed_gives_identical_bytes_and_other_seeds_differ():
@@ -52,7 +52,7 @@ def test_loaded_through_the_registry_with_the_paper_split_as_default():
 
 
 def test_contact_sheet_has_a_row_per_class(tmp_path):
-    from fewshot_bench.contact_sheet import contact_sheet
+    from fewshot_bench.reporting.contact_sheet import contact_sheet
 
     dataset = load_dataset(merge(None, {"dataset_options": {"total": 300, "size": 24}}))
     sheet = contact_sheet(dataset, per_class=5, scale=2)

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any, Sequence
 from fewshot_bench.config import RunConfig, merge
 from fewshot_bench.errors import BenchError, ConfigError
 from fewshot_bench.report import Column, Report, Value
-from fewshot_bench.results import RunStore
+from fewshot_bench.results.store import RunStore
 
 if TYPE_CHECKING:
-    from fewshot_bench.runner import RunResult
+    from fewshot_bench.engine.runner import RunResult
 
 
 def _submitit():
@@ -47,7 +47,7 @@ class CellsJob:
 
     def __call__(self) -> list[str]:
         """Run the cells; returns the ids of those this job ran."""
-        from fewshot_bench.runner import CellRunner, plan_cells, run_cells
+        from fewshot_bench.engine.runner import CellRunner, plan_cells, run_cells
 
         submitit = _submitit()
         try:
@@ -167,7 +167,7 @@ class Submission:
 def submit_run(config: RunConfig) -> Submission:
     """Start (or continue) ``config``'s run folder and submit its unfinished cells as jobs; failed and
     interrupted cells are retried."""
-    from fewshot_bench.runner import start_run
+    from fewshot_bench.engine.runner import start_run
 
     started = start_run(config)
     pending = unfinished(started.store, [c.cell_id for c in started.cells])
@@ -180,7 +180,7 @@ def submit_run(config: RunConfig) -> Submission:
 def wait_run(submission: Submission, console: Any = None) -> "RunResult":
     """Wait for a submission's jobs (a live status table on ``console`` when given), then write the run's
     tables; failed jobs are listed in the result."""
-    from fewshot_bench.runner import RunResult
+    from fewshot_bench.engine.runner import RunResult
 
     failures = wait(submission.jobs, submission.store, console)
     summary = submission.store.write_tables(submission.store.load_cells())
@@ -190,7 +190,7 @@ def wait_run(submission: Submission, console: Any = None) -> "RunResult":
 def execute(config: RunConfig, observer: Any = None, console: Any = None) -> "RunResult":
     """Run ``config``'s grid the way it asks: in this process (``jobs: 1``, local launcher), or as local
     worker processes or a Slurm array, waiting for them. The one entry point of the CLI and the Python API."""
-    from fewshot_bench.runner import run
+    from fewshot_bench.engine.runner import run
 
     if config.launcher == "slurm" or config.jobs > 1:
         return wait_run(submit_run(config), console)

@@ -10,13 +10,13 @@ from typing import Any, Callable, Protocol
 import torch
 
 from fewshot_bench.config import RunConfig
-from fewshot_bench.episodes import EpisodeSampler, EpisodeSet, check_episodes
-from fewshot_bench.augment import EpisodeAugmenter
-from fewshot_bench.device import autocast
-from fewshot_bench.evaluation import evaluate
-from fewshot_bench.graphs import CapturedStep
+from fewshot_bench.episodic.episodes import EpisodeSampler, EpisodeSet, check_episodes
+from fewshot_bench.episodic.augment import EpisodeAugmenter
+from fewshot_bench.engine.device import autocast
+from fewshot_bench.engine.evaluation import evaluate
+from fewshot_bench.engine.graphs import CapturedStep
 from fewshot_bench.method import FewShotMethod
-from fewshot_bench.tasks import TaskBuilder
+from fewshot_bench.episodic.tasks import TaskBuilder
 
 
 @dataclass(frozen=True)

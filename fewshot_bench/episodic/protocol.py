@@ -13,8 +13,8 @@ import numpy as np
 
 from fewshot_bench.config import RunConfig
 from fewshot_bench.data import DatasetPlugin, ImageDataset, class_ids_for
-from fewshot_bench.duplicates import deduplicated
-from fewshot_bench.episodes import EpisodeSampler, EpisodeSet, check_episodes, derive_seed
+from fewshot_bench.episodic.duplicates import deduplicated
+from fewshot_bench.episodic.episodes import EpisodeSampler, EpisodeSet, check_episodes, derive_seed
 from fewshot_bench.errors import ConfigError, DatasetError
 from fewshot_bench.options import resolve_options
 from fewshot_bench.registry import DATASETS

@@ -172,7 +172,7 @@ class ProgressObserver:
         self.progress.update(self.eval_task, advance=episodes)
 
     def cell_finished(self, record: dict[str, Any], skipped: bool) -> None:
-        from fewshot_bench.stats import ci95
+        from fewshot_bench.reporting.stats import ci95
         import numpy as np
 
         self.progress.update(self.cells, advance=1)
@@ -186,7 +186,7 @@ class ProgressObserver:
 def _run_config(args: argparse.Namespace) -> RunConfig:
     """The config a ``bench run`` invocation asks for: a new run (defaults < --config < flags), or a found
     run folder's saved config (< flags) with --resume, which then writes where the run was found."""
-    from fewshot_bench.runner import default_run_id
+    from fewshot_bench.engine.runner import default_run_id
 
     flags = {spec.name: getattr(args, spec.name) for spec in SETTINGS.values() if spec.flag}
     if args.dataset_option:
@@ -209,8 +209,8 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from fewshot_bench.launch import submit_run, wait_run
-    from fewshot_bench.runner import resolve_variants, run
+    from fewshot_bench.engine.launch import submit_run, wait_run
+    from fewshot_bench.engine.runner import resolve_variants, run
 
     config = _run_config(args)
     out, err = make_console(), make_console(stderr=True)
@@ -254,7 +254,7 @@ def _report_failures(failures: Sequence[str], run_id: str, err: Console) -> int:
 
 
 def _accuracy_report(cells, rows, test: str = "t", correction: str = "holm"):
-    from fewshot_bench.tables import accuracy_report, table_from_cells
+    from fewshot_bench.reporting.tables import accuracy_report, table_from_cells
 
     return accuracy_report(table_from_cells(cells, rows, test=test, correction=correction))
 
@@ -267,8 +267,8 @@ def _show(report, format_name: str, console: Console | None = None) -> None:
 
 
 def command_status(args: argparse.Namespace) -> int:
-    from fewshot_bench.launch import status_report
-    from fewshot_bench.results import RunStore
+    from fewshot_bench.engine.launch import status_report
+    from fewshot_bench.results.store import RunStore
 
     _load_plugins(args.plugin)
     _show(status_report(RunStore(resolve_run(args.run, args.output_dir))), args.format)
@@ -316,8 +316,8 @@ def _settings_report():
 
 
 def command_datasets(args: argparse.Namespace) -> int:
-    from fewshot_bench.contact_sheet import save_contact_sheet
-    from fewshot_bench.protocol import dataset_plugin, load_dataset, resolve_split
+    from fewshot_bench.reporting.contact_sheet import save_contact_sheet
+    from fewshot_bench.episodic.protocol import dataset_plugin, load_dataset, resolve_split
 
     if args.datasets_command not in ("show", "check"):
         raise ConfigError("use `bench datasets show NAME [--out sheet.png]` or `bench datasets check NAME`")
@@ -354,7 +354,7 @@ def command_datasets(args: argparse.Namespace) -> int:
 
 
 def _print_duplicates(dataset, split, console: Console) -> int:
-    from fewshot_bench.duplicates import check
+    from fewshot_bench.episodic.duplicates import check
 
     report = check(dataset, split)
     console.print(f"{dataset.name}: {report.images} images; {report.groups} groups of identical images holding "
@@ -389,8 +389,8 @@ def resolve_run(reference: str, output_dir: str) -> Path:
 
 
 def _run_cells(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    from fewshot_bench.leaderboard import load_cells
-    from fewshot_bench.results import summary_rows
+    from fewshot_bench.results.leaderboard import load_cells
+    from fewshot_bench.results.store import summary_rows
 
     cells = load_cells([folder])
     if not cells:
@@ -399,7 +399,7 @@ def _run_cells(folder: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
 
 
 def command_leaderboard(args: argparse.Namespace) -> int:
-    from fewshot_bench.leaderboard import write_leaderboard
+    from fewshot_bench.results.leaderboard import write_leaderboard
 
     sources = [Path(p) for p in args.sources] or [Path(RunConfig().output_dir)]
     rows = write_leaderboard(sources, Path(args.out), dataset=args.dataset, way=args.way, shot=args.shot,
@@ -409,8 +409,8 @@ def command_leaderboard(args: argparse.Namespace) -> int:
 
 
 def command_table(args: argparse.Namespace) -> int:
-    from fewshot_bench.leaderboard import read_leaderboard
-    from fewshot_bench.tables import accuracy_report, table_from_rows
+    from fewshot_bench.results.leaderboard import read_leaderboard
+    from fewshot_bench.reporting.tables import accuracy_report, table_from_rows
 
     _load_plugins(args.plugin)
     if args.source == "leaderboard" or args.source.endswith(".csv"):
@@ -424,7 +424,7 @@ def command_table(args: argparse.Namespace) -> int:
 
 
 def command_compare(args: argparse.Namespace) -> int:
-    from fewshot_bench.comparison import compare_with_baseline, comparison_report
+    from fewshot_bench.reporting.comparison import compare_with_baseline, comparison_report
 
     _load_plugins(args.plugin)
     cells, _ = _run_cells(resolve_run(args.run, args.output_dir))
@@ -434,7 +434,7 @@ def command_compare(args: argparse.Namespace) -> int:
 
 
 def command_plot(args: argparse.Namespace) -> int:
-    from fewshot_bench.plots import plot_run
+    from fewshot_bench.reporting.plots import plot_run
 
     folder = resolve_run(args.run, args.output_dir)
     cells, rows = _run_cells(folder)
@@ -445,7 +445,7 @@ def command_plot(args: argparse.Namespace) -> int:
 
 
 def command_new(args: argparse.Namespace) -> int:
-    from fewshot_bench.scaffold import scaffold
+    from fewshot_bench.cli.scaffold import scaffold
 
     for path in scaffold(args.kind, args.name, Path(args.out), package=args.package):
         make_console().print(f"wrote {path}")
@@ -453,7 +453,7 @@ def command_new(args: argparse.Namespace) -> int:
 
 
 def command_card(args: argparse.Namespace) -> int:
-    from fewshot_bench.reproduction import load_card, render_card
+    from fewshot_bench.reporting.reproduction import load_card, render_card
     from fewshot_bench.fileio import atomic_write_text
 
     card = load_card(args.card)

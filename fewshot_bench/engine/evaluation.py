@@ -9,11 +9,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from fewshot_bench.episodes import EpisodeSet
-from fewshot_bench.device import autocast
-from fewshot_bench.graphs import CapturedStep
+from fewshot_bench.episodic.episodes import EpisodeSet
+from fewshot_bench.engine.device import autocast
+from fewshot_bench.engine.graphs import CapturedStep
 from fewshot_bench.method import FewShotMethod, check_scores
-from fewshot_bench.tasks import TaskBuilder
+from fewshot_bench.episodic.tasks import TaskBuilder
 
 
 @dataclass
@@ -44,7 +44,7 @@ def evaluate(
 ) -> EvaluationResult:
     """Accuracy of ``method`` on every episode, with gradients off (methods that adapt at test time, like
     MAML, re-enable them inside ``predict``). Counts stay on the device until the end. On CUDA each
-    episode's device work is replayed from a CUDA graph (``cuda_graphs``; see ``fewshot_bench.graphs``)."""
+    episode's device work is replayed from a CUDA graph (``cuda_graphs``; see ``fewshot_bench.engine.graphs``)."""
     start = time.perf_counter()
     method.eval()
     n_way = episodes.class_ids.shape[1]

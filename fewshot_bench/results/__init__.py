@@ -1,0 +1,1 @@
+"""Run folders and the results in them: the run store, the leaderboard, and results as DataFrames."""
