@@ -65,7 +65,7 @@ def load_setting(name: str, fer_path: str | None):
 # ------------------------------------------------------------------------------------------- ours
 def measure_ours(method: str, setting: str, fer_path: str | None, shot: int, n_train: int, n_test: int,
                  device: str, seed: int) -> dict[str, Any]:
-    from fewshot_bench.engine.device import prepare_device
+    from fewshot_bench.device import prepare_device
     from fewshot_bench.episodic.episodes import check_episodes
     from fewshot_bench.engine.evaluation import evaluate
     from fewshot_bench.method import resolve_variant
@@ -408,7 +408,7 @@ def summarise(repeats: list[dict[str, Any]]) -> dict[str, Any]:
 
 def format_row(setting: str, method: str, impl: str, row: dict[str, Any], ours: dict[str, Any] | None) -> str:
     """A printed table line; peer lines carry ours/peer speed ratios and the paired accuracy difference."""
-    from fewshot_bench.reporting.stats import ci95, paired_test
+    from fewshot_bench.stats import ci95, paired_test
 
     acc = row["accuracies"] * 100
     accuracy = f"{acc.mean():5.1f} ± {ci95(acc):3.1f}"

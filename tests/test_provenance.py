@@ -15,7 +15,7 @@ from fewshot_bench.errors import CellsFailed, ConfigError
 from fewshot_bench.episodic.episodes import EpisodeSet
 from fewshot_bench.results.leaderboard import load_cells, write_leaderboard
 from fewshot_bench.engine.runner import run
-from fewshot_bench.reporting.stats import summarize
+from fewshot_bench.stats import summarize
 from fewshot_bench.report import render
 from fewshot_bench.reporting.tables import accuracy_report, table_from_cells
 from test_reporting import A, B, make_cell, write_run
@@ -93,7 +93,7 @@ def test_the_code_version_follows_the_source_of_the_method(tmp_path):
     import importlib.util
 
     from fewshot_bench.backbones import conv4
-    from fewshot_bench.engine.provenance import code_version
+    from fewshot_bench.results.provenance import code_version
 
     path = tmp_path / "my_method.py"
 

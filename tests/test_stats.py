@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from fewshot_bench.reporting.stats import CI_FORMULA, ci95, summarize
+from fewshot_bench.stats import CI_FORMULA, ci95, summarize
 
 
 def test_ci95_is_196_std_over_sqrt_n():

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from rich.console import Console
+from rich.live import Live
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -172,7 +173,7 @@ class ProgressObserver:
         self.progress.update(self.eval_task, advance=episodes)
 
     def cell_finished(self, record: dict[str, Any], skipped: bool) -> None:
-        from fewshot_bench.reporting.stats import ci95
+        from fewshot_bench.stats import ci95
         import numpy as np
 
         self.progress.update(self.cells, advance=1)
@@ -223,7 +224,8 @@ def command_run(args: argparse.Namespace) -> int:
             if config.launcher == "slurm" and not args.wait:
                 out.print(f"follow it with `bench status {config.run_id}`; collect with `bench table {config.run_id}`")
                 return 0
-            result = wait_run(submission, err)
+            with Live(_status_table(submission.store), console=err, refresh_per_second=2) as view:
+                result = wait_run(submission, lambda: view.update(_status_table(submission.store)))
             err.print()
         else:
             total = len(resolve_variants(config)) * len(config.shots) * len(config.seeds)
@@ -264,6 +266,14 @@ def _show(report, format_name: str, console: Console | None = None) -> None:
     from fewshot_bench.report import report_format
 
     report_format(format_name).show(report, console or make_console())
+
+
+def _status_table(store):
+    """The run's status report as a rich table, for the live view while jobs run."""
+    from fewshot_bench.engine.launch import status_report
+    from fewshot_bench.formats.terminal import ConsoleFormat
+
+    return ConsoleFormat().table(status_report(store))
 
 
 def command_status(args: argparse.Namespace) -> int:

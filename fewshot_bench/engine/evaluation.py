@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from fewshot_bench.episodic.episodes import EpisodeSet
-from fewshot_bench.engine.device import autocast
+from fewshot_bench.device import autocast
 from fewshot_bench.engine.graphs import CapturedStep
 from fewshot_bench.method import FewShotMethod, check_scores
 from fewshot_bench.episodic.tasks import TaskBuilder

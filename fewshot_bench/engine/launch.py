@@ -14,7 +14,7 @@ import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from fewshot_bench.config import RunConfig, merge
 from fewshot_bench.errors import BenchError, ConfigError
@@ -177,23 +177,23 @@ def submit_run(config: RunConfig) -> Submission:
                       submit(started.config, started.store, pending))
 
 
-def wait_run(submission: Submission, console: Any = None) -> "RunResult":
-    """Wait for a submission's jobs (a live status table on ``console`` when given), then write the run's
-    tables; failed jobs are listed in the result."""
+def wait_run(submission: Submission, on_poll: Callable[[], None] | None = None) -> "RunResult":
+    """Wait for a submission's jobs (calling ``on_poll`` at each poll), then write the run's tables; failed
+    jobs are listed in the result."""
     from fewshot_bench.engine.runner import RunResult
 
-    failures = wait(submission.jobs, submission.store, console)
+    failures = wait(submission.jobs, on_poll)
     summary = submission.store.write_tables(submission.store.load_cells())
     return RunResult(submission.store, summary, submission.config, failures)
 
 
-def execute(config: RunConfig, observer: Any = None, console: Any = None) -> "RunResult":
+def execute(config: RunConfig, observer: Any = None) -> "RunResult":
     """Run ``config``'s grid the way it asks: in this process (``jobs: 1``, local launcher), or as local
     worker processes or a Slurm array, waiting for them. The one entry point of the CLI and the Python API."""
     from fewshot_bench.engine.runner import run
 
     if config.launcher == "slurm" or config.jobs > 1:
-        return wait_run(submit_run(config), console)
+        return wait_run(submit_run(config))
     return run(config, observer)
 
 
@@ -237,21 +237,15 @@ def unfinished(store: RunStore, cell_ids: Sequence[str]) -> list[str]:
     return pending
 
 
-def wait(jobs: Sequence[Any], store: RunStore, console: Any = None, poll_s: float = 1.0) -> list[str]:
-    """Wait until every job ended, showing a live view of the cells' states on ``console`` if given;
+def wait(jobs: Sequence[Any], on_poll: Callable[[], None] | None = None, poll_s: float = 1.0) -> list[str]:
+    """Wait until every job ended, calling ``on_poll`` at each poll (the CLI redraws the cells' states);
     returns one line per failed job."""
-    from contextlib import nullcontext
-
-    from rich.live import Live
-
-    view = Live(status_table(store), console=console, refresh_per_second=2, transient=False) if console else None
-    with view or nullcontext():
-        while not all(job.done() for job in jobs):
-            time.sleep(poll_s)
-            if view:
-                view.update(status_table(store))
-        if view:
-            view.update(status_table(store))
+    while not all(job.done() for job in jobs):
+        time.sleep(poll_s)
+        if on_poll:
+            on_poll()
+    if on_poll:
+        on_poll()
     failures = []
     for job in jobs:
         if job.state in ("FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "INTERRUPTED") or (
@@ -288,15 +282,8 @@ def status_report(store: RunStore) -> Report:
             where += f" (log: {state['log']})"
         if state["state"] == "done":
             where = ""
-        rows.append([Value(cid, state["label"]), state["shot"], state["seed"],
+        rows.append([Value({"id": cid, "label": state["label"]}, state["label"]), state["shot"], state["seed"],
                      Value(state["state"], state["state"], style=STATE_STYLE[state["state"]]), where])
     columns = [Column(name) for name in ("cell", "shot", "seed", "state", "where / error")]
     return Report(f"run {store.run_id}: {title}", columns, rows, kind="status",
                   extra={"run": store.run_id, "counts": counts})
-
-
-def status_table(store: RunStore):
-    """The status report as a rich table, for the live view while jobs run."""
-    from fewshot_bench.formats.terminal import ConsoleFormat
-
-    return ConsoleFormat().table(status_report(store))

@@ -18,14 +18,14 @@ import yaml
 
 from fewshot_bench.config import GRID, RESULT, SETTINGS, RunConfig, dump
 from fewshot_bench.config import keys as config_keys
-from fewshot_bench.engine.device import choose_device, prepare_device
+from fewshot_bench.device import choose_device, prepare_device
 from fewshot_bench.episodic.episodes import EpisodeSet
 from fewshot_bench.errors import CellsFailed, ConfigError, RecordError
 from fewshot_bench.engine.evaluation import evaluate
 from fewshot_bench.method import MethodVariant, parameter_count, resolve_variant
 from fewshot_bench.options import Spec
 from fewshot_bench.episodic.protocol import Protocol, prepare
-from fewshot_bench.engine.provenance import code_version, git_state
+from fewshot_bench.results.provenance import code_version, git_state
 from fewshot_bench.console import warn
 from fewshot_bench.registry import BACKBONES, METHODS
 from fewshot_bench.results.store import CellCheckpoint, CellRecord, RunStore, SummaryRow, environment_info

@@ -12,7 +12,7 @@ import torch
 from fewshot_bench.config import RunConfig
 from fewshot_bench.episodic.episodes import EpisodeSampler, EpisodeSet, check_episodes
 from fewshot_bench.episodic.augment import EpisodeAugmenter
-from fewshot_bench.engine.device import autocast
+from fewshot_bench.device import autocast
 from fewshot_bench.engine.evaluation import evaluate
 from fewshot_bench.engine.graphs import CapturedStep
 from fewshot_bench.method import FewShotMethod

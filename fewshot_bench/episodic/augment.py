@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fewshot_bench.engine.device import to_device
+from fewshot_bench.device import to_device
 
 
 class EpisodeAugmenter:

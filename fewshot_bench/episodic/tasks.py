@@ -10,7 +10,7 @@ import torch
 
 from fewshot_bench.episodic.augment import EpisodeAugmenter
 from fewshot_bench.data import ImageDataset
-from fewshot_bench.engine.device import to_device
+from fewshot_bench.device import to_device
 from fewshot_bench.episodic.episodes import Episode
 from fewshot_bench.method import Task
 

@@ -17,7 +17,7 @@ from typing import Any
 from fewshot_bench.config import LOGISTICS, SETTINGS, RunConfig, load_yaml, merge
 from fewshot_bench.errors import ConfigError
 from fewshot_bench.results.leaderboard import leaderboard_rows, load_cells, render_csv
-from fewshot_bench.reporting.stats import CI_FORMULA, SEED_CI_FORMULA
+from fewshot_bench.stats import CI_FORMULA, SEED_CI_FORMULA
 
 BUDGETS = ("full", "reduced")
 

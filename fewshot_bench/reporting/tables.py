@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fewshot_bench.report import BEST, TIED, Column, Report, Value
-from fewshot_bench.reporting.stats import CI_FORMULA, SEED_CI_FORMULA, adjust_pvalues, paired_test
+from fewshot_bench.stats import CI_FORMULA, SEED_CI_FORMULA, adjust_pvalues, paired_test
 
 ALPHA = 0.05
 

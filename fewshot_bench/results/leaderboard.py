@@ -23,7 +23,7 @@ import numpy as np
 from fewshot_bench.errors import BenchError
 from fewshot_bench.fileio import atomic_write_text
 from fewshot_bench.results.store import RunStore
-from fewshot_bench.reporting.stats import summarize
+from fewshot_bench.stats import summarize
 
 COLUMNS = ["dataset", "split", "way", "shot", "query", "label", "method", "backbone", "settings_hash", "mean", "ci95", "std",
            "episodes", "seeds", "seed_std", "seed_ci95", "params", "train_episodes", "train_seconds", "eval_seconds", "device",

@@ -27,8 +27,8 @@ import numpy as np
 from fewshot_bench.episodic.episodes import EpisodeSet
 from fewshot_bench.errors import RecordError
 from fewshot_bench.fileio import atomic_write_bytes, atomic_write_text
-from fewshot_bench.engine.provenance import git_state
-from fewshot_bench.reporting.stats import summarize
+from fewshot_bench.results.provenance import git_state
+from fewshot_bench.stats import summarize
 
 
 def environment_info(device: str) -> dict[str, Any]:

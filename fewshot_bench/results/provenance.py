@@ -17,7 +17,7 @@ from pathlib import Path
 
 # The modules every cell runs through, whatever its method.
 CORE_MODULES = ("fewshot_bench.engine.training", "fewshot_bench.engine.evaluation", "fewshot_bench.engine.graphs",
-                "fewshot_bench.engine.device", "fewshot_bench.episodic.tasks", "fewshot_bench.episodic.augment",
+                "fewshot_bench.device", "fewshot_bench.episodic.tasks", "fewshot_bench.episodic.augment",
                 "fewshot_bench.episodic.episodes", "fewshot_bench.episodic.protocol", "fewshot_bench.method",
                 "fewshot_bench.data", "fewshot_bench.backbones")
 

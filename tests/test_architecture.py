@@ -1,0 +1,48 @@
+"""The package's folders are its layers: a module imports only from its own layer and those above it, and
+plugins (methods/, datasets/, and so the docs' examples) use only the top-level plugin API."""
+
+import ast
+from pathlib import Path
+
+from conftest import REPO
+
+# Top to bottom; a layer may import from itself and from any layer before it.
+LAYERS = {"": 0, "episodic": 1, "results": 2, "engine": 3, "reporting": 4, "formats": 4, "cli": 5}
+
+
+def _imports(path: Path) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.append(node.module)
+        elif isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+    return [n for n in names if n.startswith("fewshot_bench.")]
+
+
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 and parts[1] in LAYERS else ""
+
+
+def test_no_module_imports_from_a_layer_below_its_own():
+    upward = []
+    for path in sorted((REPO / "fewshot_bench").rglob("*.py")):
+        if path.name == "__main__.py":  # the entry point runs the CLI
+            continue
+        rel = path.relative_to(REPO / "fewshot_bench")
+        mine = rel.parts[0] if len(rel.parts) > 1 else ""
+        for name in _imports(path):
+            if name.startswith(("fewshot_bench.methods", "fewshot_bench.datasets")):
+                continue
+            if LAYERS[_layer(name)] > LAYERS[mine]:
+                upward.append(f"{rel} ({mine or 'top'}) imports {name}")
+    assert not upward, upward
+
+
+def test_plugins_use_only_the_top_level_plugin_api():
+    deep = [f"{path.relative_to(REPO)} imports {name}"
+            for folder in ("methods", "datasets") for path in sorted((REPO / folder).glob("*.py"))
+            for name in _imports(path)
+            if _layer(name) and not name.startswith(("fewshot_bench.methods", "fewshot_bench.datasets"))]
+    assert not deep, deep
