@@ -223,3 +223,42 @@ def test_a_new_output_format_is_one_plugin_file(tmp_path, capsys):
     assert main(["compare", "demo", "--baseline", "protonet", "--output-dir", str(tmp_path / "runs"), "--format",
                  "html", "--plugin", str(plugin)]) == 0
     assert "<td>worse</td>" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------- results as data
+def test_runs_and_episodes_load_as_tidy_dataframes(tmp_path):
+    from fewshot_bench.results import load_episodes, load_runs
+
+    cells, _ = run_cells()
+    cells = [{**cell, "settings": {"lr": 0.001, "way": 3}, "settings_hash": "abc", "options": {"k": 1}}
+             for cell in cells]
+    write_run(tmp_path / "runs", "demo", cells)
+    frame = load_runs(tmp_path / "runs")
+    assert len(frame) == 6 and set(frame["run_id"]) == {"demo"}
+    assert {"config.lr", "option.k", "env.torch", "settings_hash", "mean", "episodes"} <= set(frame.columns)
+    assert str(frame["shot"].dtype) == "Int64" and frame["mean"].dtype == float
+    table = frame.pivot_table(index="label", columns="shot", values="mean")
+    assert table.loc["protonet", 1] == pytest.approx(66.25)
+    episodes = load_episodes(tmp_path / "runs")
+    assert len(episodes) == sum(len(cell["accuracies"]) for cell in cells)
+    one = episodes[(episodes["label"] == "crn") & (episodes["shot"] == 5)]
+    assert list(one["episode"]) == list(range(len(B))) and one["accuracy"].tolist() == pytest.approx(list(B + 0.1))
+
+
+def test_the_leaderboard_and_run_summaries_share_one_aggregator(tmp_path):
+    from fewshot_bench.results.store import RunStore
+
+    cells = [make_cell("protonet", 1, seed, A + 0.02 * seed, run_id="demo") for seed in (0, 1, 2)]
+    folder = write_run(tmp_path / "runs", "demo", cells)
+    summary = RunStore(folder).write_tables(RunStore(folder).load_cells())
+    board = tmp_path / "lb.csv"
+    rows = write_leaderboard([tmp_path / "runs"], board)
+    first = board.read_bytes()
+    write_leaderboard([tmp_path / "runs"], board)
+    assert board.read_bytes() == first  # rebuilt byte for byte
+    for key in ("mean", "ci95", "std", "episodes", "seeds", "seed_std", "seed_ci95"):
+        assert rows[0][key] == summary[0][key], key
+    document = json.loads((folder / "summary.json").read_text())
+    setting = document["settings"][0]
+    assert setting["seeds"] == 3 and setting["seed_ci95"] == pytest.approx(summary[0]["seed_ci95"])
+    assert "t(0.975" in document["intervals"]["seed_ci95"] and "settings_hash" in setting

@@ -23,7 +23,7 @@ import numpy as np
 from fewshot_bench.errors import BenchError
 from fewshot_bench.fileio import atomic_write_text
 from fewshot_bench.results.store import RunStore
-from fewshot_bench.stats import summarize
+from fewshot_bench.results.frames import aggregate, cells_frame
 
 COLUMNS = ["dataset", "split", "way", "shot", "query", "label", "method", "backbone", "settings_hash", "mean", "ci95", "std",
            "episodes", "seeds", "seed_std", "seed_ci95", "params", "train_episodes", "train_seconds", "eval_seconds", "device",
@@ -68,52 +68,25 @@ def load_cells(folders: Iterable[Path]) -> list[dict[str, Any]]:
 
 def leaderboard_rows(cells: Iterable[dict[str, Any]], dataset: str | None = None, way: int | None = None,
                      shot: int | None = None, method: str | None = None) -> list[dict[str, Any]]:
-    """Aggregate cells into leaderboard rows, optionally filtered."""
-    latest: dict[tuple, dict[str, Any]] = {}
-    for cell in cells:
-        if dataset and cell["dataset"] != dataset or way and cell["way"] != way or shot and cell["shot"] != shot:
-            continue
-        if method and method not in (cell["method"], cell["label"]):
-            continue
-        cell = {**cell, "settings_hash": cell_settings_hash(cell)}
-        key = tuple(cell[k] for k in KEY) + (cell["seed"],)
-        stamp = (cell.get("finished", ""), cell["run_id"])
-        if key not in latest or stamp > (latest[key].get("finished", ""), latest[key]["run_id"]):
-            latest[key] = cell
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for cell in latest.values():
-        groups.setdefault(tuple(cell[k] for k in KEY), []).append(cell)
-    rows = []
-    for key, members in groups.items():
-        members.sort(key=lambda c: c["seed"])
-        summary = summarize({c["seed"]: np.asarray(c["accuracies"]) for c in members})
-        env = members[-1]["environment"]
-        rows.append({
-            **dict(zip(KEY, key)), "method": members[0]["method"], "mean": summary.mean, "ci95": summary.ci95,
-            "std": summary.std, "episodes": summary.n_episodes, "seeds": summary.n_seeds, "seed_std": summary.seed_std,
-            "seed_ci95": summary.seed_ci95,
-            "params": members[0]["params"], "train_episodes": members[0]["train_episodes"],
-            "train_seconds": float(np.mean([c["train_seconds"] for c in members])),
-            "eval_seconds": float(np.mean([c["eval_seconds"] for c in members])),
-            "device": members[-1].get("device", ""), "torch": env.get("torch", ""), "python": env.get("python", ""),
-            "fewshot_bench": env.get("fewshot_bench", ""),
-            # Every code version and commit behind the row's seeds: more than one means mixed code, shown.
-            "method_version": _distinct(c.get("code_version") or c.get("method_version") for c in members),
-            "git_commit": _distinct((c.get("git_commit") or c["environment"].get("git_commit") or "")
-                                    + ("+dirty" if c.get("git_dirty") else "") for c in members),
-            "train_way": members[0].get("train_way", ""),
-            "train_query": members[0].get("train_query", ""),
-            "lr": members[0].get("settings", {}).get("lr", ""),
-            "test_episodes_sha": _distinct(c.get("test_episodes_sha") for c in members),
-            "run_ids": ";".join(sorted({c["run_id"] for c in members})),
-            "timestamp": max(c.get("finished", "") for c in members),
-        })
+    """Aggregate cells into leaderboard rows (``frames.aggregate`` over ``KEY``), optionally filtered."""
+    frame = cells_frame(cells)
+    if frame.empty:
+        return []
+    frame["settings_hash"] = [cell_settings_hash({"settings_hash": h, "run_id": r})
+                              for h, r in zip(frame["settings_hash"], frame["run_id"])]
+    keep = np.ones(len(frame), dtype=bool)
+    for column, wanted in (("dataset", dataset), ("way", way), ("shot", shot)):
+        if wanted:
+            keep &= (frame[column] == wanted).fillna(False).to_numpy(dtype=bool)
+    if method:
+        keep &= ((frame["method"] == method) | (frame["label"] == method)).to_numpy(dtype=bool)
+    frame = frame[keep]
+    # When several runs hold the same seed of a row, the most recently finished cell counts.
+    stamp = frame.assign(_finished=frame["finished"].fillna(""), _run=frame["run_id"].fillna(""))
+    latest = stamp.sort_values(["_finished", "_run"], kind="stable").drop_duplicates([*KEY, "seed"], keep="last")
+    rows = aggregate(frame.loc[latest.index.sort_values()], KEY)
     rows.sort(key=lambda r: (*(str(r[k]) if k in ("dataset", "split") else r[k] for k in SETTING), -r["mean"], r["label"]))
     return rows
-
-
-def _distinct(values: Iterable[Any]) -> str:
-    return ";".join(dict.fromkeys(str(v) for v in values if v))
 
 
 def render_csv(rows: list[dict[str, Any]]) -> str:

@@ -28,7 +28,6 @@ from fewshot_bench.episodic.episodes import EpisodeSet
 from fewshot_bench.errors import RecordError
 from fewshot_bench.fileio import atomic_write_bytes, atomic_write_text
 from fewshot_bench.results.provenance import git_state
-from fewshot_bench.stats import summarize
 
 
 def environment_info(device: str) -> dict[str, Any]:
@@ -328,16 +327,39 @@ class RunStore:
                 writer.writerow([cell["label"], cell["method"], cell["dataset"], cell["split"], cell["way"],
                                  cell["shot"], cell["query"], cell["seed"], i, f"{accuracy:.6f}"])
         atomic_write_text(self.root / "accuracies.csv", long.getvalue())
-        rows = summary_rows(cells)
+        full = _aggregate_cells(cells)
+        rows: list[SummaryRow] = [{key: row[key] for key in SummaryRow.__annotations__} for row in full]  # type: ignore
         out = io.StringIO()
-        fields = ["label", "method", "dataset", "split", "way", "shot", "query", "backbone", "mean", "ci95",
-                  "std", "episodes", "seeds", "seed_std", "seed_ci95", "params", "train_episodes"]
-        writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
+        writer = csv.DictWriter(out, fieldnames=list(SummaryRow.__annotations__), lineterminator="\n",
+                                extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
         atomic_write_text(self.root / "summary.csv", out.getvalue())
+        atomic_write_text(self.root / "summary.json", summary_json(self.run_id, full))
         return rows
+
+
+def summary_json(run_id: str, rows: list[dict[str, Any]]) -> str:
+    """summary.json: each setting of the run with its mean, both intervals (and how they are computed), n,
+    seeds, and what makes it traceable (settings hash, code versions, commits, test episodes' sha)."""
+    from fewshot_bench.stats import CI_FORMULA, SEED_CI_FORMULA
+
+    keys = (*SummaryRow.__annotations__, "settings_hash", "method_version", "git_commit", "test_episodes_sha",
+            "train_way", "train_query", "lr", "device", "torch", "fewshot_bench", "timestamp")
+    settings = [{key: (None if isinstance(row.get(key), float) and not np.isfinite(row[key]) else row.get(key))
+                 for key in keys} for row in rows]
+    for setting in settings:
+        setting["code_versions"] = setting.pop("method_version")
+    document = {"run": run_id, "intervals": {"ci95": CI_FORMULA, "seed_ci95": SEED_CI_FORMULA},
+                "settings": settings}
+    return json.dumps(document, indent=1) + "\n"
+
+
+def _aggregate_cells(cells: list[CellRecord]) -> list[dict[str, Any]]:
+    from fewshot_bench.results.frames import aggregate, cells_frame
+
+    return aggregate(cells_frame(cells), SUMMARY_KEYS) if cells else []
 
 
 CELL_KEYS = ("label", "method", "way", "shot", "query", "seed", "accuracies")
@@ -360,23 +382,13 @@ def read_cell(path: Path) -> CellRecord:
     return record
 
 
+SUMMARY_KEYS = ("label", "dataset", "split", "way", "shot", "query")
+
+
 def summary_rows(cells: Iterable[CellRecord]) -> list[SummaryRow]:
-    """One row per (variant, dataset, split, way, shot, query), seeds pooled, in first-seen order."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for cell in cells:
-        key = (cell["label"], cell["dataset"], cell["split"], cell["way"], cell["shot"], cell["query"])
-        groups.setdefault(key, []).append(cell)
-    rows = []
-    for (label, dataset, split, way, shot, query), members in groups.items():
-        summary = summarize({m["seed"]: np.asarray(m["accuracies"]) for m in members})
-        rows.append({
-            "label": label, "method": members[0]["method"], "dataset": dataset, "split": split, "way": way,
-            "shot": shot, "query": query, "backbone": members[0]["backbone"], "mean": summary.mean,
-            "ci95": summary.ci95, "std": summary.std, "episodes": summary.n_episodes, "seeds": summary.n_seeds,
-            "seed_std": summary.seed_std, "seed_ci95": summary.seed_ci95, "params": members[0]["params"],
-            "train_episodes": members[0]["train_episodes"],
-        })
-    return rows
+    """One row per (variant, dataset, split, way, shot, query), seeds pooled, in first-seen order (the
+    aggregator of ``frames``, as for the leaderboard)."""
+    return [{key: row[key] for key in SummaryRow.__annotations__} for row in _aggregate_cells(list(cells))]  # type: ignore
 
 
 class CellCheckpoint:
