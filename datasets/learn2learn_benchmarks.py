@@ -3,7 +3,8 @@
 Each reads the files learn2learn downloads, from ``--data-root`` (nothing is downloaded here), and has
 one split preset (its default) made of learn2learn's ``train`` / ``validation`` / ``test`` modes:
 
-* ``mini-imagenet`` (preset ``ravi``, 64/16/20 classes, 84×84): ``mini-imagenet-cache-{train,validation,test}.pkl``.
+* ``mini-imagenet`` (preset ``ravi``, 64/16/20 classes, 84×84): ``mini-imagenet-cache-{train,validation,test}.pkl``,
+  the cache pickles learn2learn writes, read directly.
 * ``tiered-imagenet`` (preset ``ren``, 351/97/160 classes, 84×84): ``tiered-imagenet/{train,val,test}_images_png.pkl``
   and ``tiered-imagenet/{train,val,test}_labels.pkl``.
 * ``cifar-fs`` (preset ``bertinetto``, 64/16/20 classes, 32×32): ``cifarfs/cifar100/data/<class>/*.png`` with
@@ -23,6 +24,7 @@ every episode is drawn by the harness's sampler and checked against the split.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any, Callable
 
@@ -44,21 +46,29 @@ SHORT = {"train": "train", "val": "val", "test": "test"}
 
 @register_dataset("mini-imagenet")
 class MiniImageNet(DatasetPlugin):
-    """miniImageNet (100 classes, 84×84) through learn2learn's reader; split preset 'ravi' (64/16/20)."""
+    """miniImageNet (100 classes, 84×84) from learn2learn's cache pickles; split preset 'ravi' (64/16/20)."""
 
     where_to_get = "put learn2learn's mini-imagenet-cache-{train,validation,test}.pkl in --data-root"
 
     def load(self, root: Path | None, options: dict[str, Any]) -> ImageDataset:
+        # The pickles are read directly: learn2learn's MiniImagenet reader makes a float32 copy of the whole
+        # split (about 3.3 GB for train) on construction, which a uint8 dataset never needs.
         assert root is not None
-        l2l = import_learn2learn()
         images, labels, names, part_of = [], [], [], {}
         for part, mode in MODES.items():
-            if not (root / f"mini-imagenet-cache-{mode}.pkl").is_file():
-                raise DatasetError(f"miniImageNet file '{root / f'mini-imagenet-cache-{mode}.pkl'}' not found; "
-                                   "--data-root must hold learn2learn's three mini-imagenet-cache pickles")
-            data = l2l.vision.datasets.MiniImagenet(str(root), mode=mode, download=False).data
-            for name, indices in sorted(data["class_dict"].items()):
-                images.append(np.asarray(data["image_data"][list(indices)], dtype=np.uint8))
+            path = root / f"mini-imagenet-cache-{mode}.pkl"
+            if not path.is_file():
+                raise DatasetError(f"miniImageNet file '{path}' not found; --data-root must hold learn2learn's "
+                                   "three mini-imagenet-cache pickles")
+            try:
+                with path.open("rb") as handle:
+                    data = pickle.load(handle)
+                image_data, class_dict = data["image_data"], data["class_dict"]
+            except (pickle.UnpicklingError, EOFError, KeyError, TypeError) as exc:
+                raise DatasetError(f"miniImageNet file '{path}' is not a mini-imagenet cache pickle "
+                                   f"({type(exc).__name__}); download it again") from None
+            for name, indices in sorted(class_dict.items()):
+                images.append(np.asarray(image_data[list(indices)], dtype=np.uint8))
                 labels.append(np.full(len(indices), len(names), dtype=np.int64))
                 part_of[name] = part
                 names.append(name)

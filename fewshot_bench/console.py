@@ -1,14 +1,19 @@
-"""Terminal output shared by every command: consoles that keep whole lines in logs, and one-line warnings."""
+"""Terminal output shared by every command: consoles that keep whole lines in logs, the package's logger
+(one-line warnings, progress lines in log files) and its verbosity."""
 
 from __future__ import annotations
 
+import logging
 import sys
+import time
 
 from rich.console import Console
 
 # Width of a console whose output goes to a file or pipe (nohup, Slurm logs, `| less`): wide enough that no
 # table column is cut and no message is broken inside a command it names.
 LOG_WIDTH = 1000
+
+logger = logging.getLogger("fewshot_bench")
 
 
 def make_console(stderr: bool = False) -> Console:
@@ -19,6 +24,46 @@ def make_console(stderr: bool = False) -> Console:
     return console
 
 
+class _LineFormatter(logging.Formatter):
+    """``warning: ...`` / ``error: ...`` one-liners; information as it is, stamped with the time in logs."""
+
+    def __init__(self, stamp: bool) -> None:
+        super().__init__()
+        self.stamp = stamp
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            return f"{record.levelname.lower()}: {message}"
+        if record.levelno < logging.INFO:
+            message = f"debug: {message}"
+        return f"{time.strftime('%H:%M:%S', time.localtime(record.created))} {message}" if self.stamp else message
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is at the time (pytest and notebooks replace it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(self.format(record), file=sys.stderr, flush=True)
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+
+def setup_logging(verbosity: int = 0) -> None:
+    """The package logger's level: -1 (``-q``) warnings and errors only, 0 progress and results, 1 (``-v``)
+    debugging detail too. Lines are time-stamped when stderr is not a terminal (a log file)."""
+    handler = _StderrHandler()
+    handler.setFormatter(_LineFormatter(stamp=not sys.stderr.isatty()))
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO)
+    logger.propagate = False
+
+
 def warn(message: str) -> None:
-    """Print a one-line warning on stderr."""
-    print(f"warning: {message}", file=sys.stderr)
+    """A one-line warning on stderr (``warning: ...``)."""
+    logger.warning(message)
+
+
+if not logger.handlers:  # the Python API warns too, before (or without) any CLI set-up
+    setup_logging()

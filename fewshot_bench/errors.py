@@ -43,3 +43,13 @@ class MethodContractError(BenchError):
 
 class CellsFailed(BenchError):
     """Cells of a run failed (each marked failed in the run folder; ``--resume`` computes them again)."""
+
+
+class ExitCode:
+    """The exit status of ``bench``: what a script or a Slurm epilogue can branch on."""
+
+    OK = 0
+    FAILED_CELLS = 1   # the run ended, but some cells failed (listed; `bench run --resume` retries them)
+    USAGE = 2          # the command line itself is wrong (unknown flag, missing argument)
+    INPUT = 3          # a config, dataset, plugin or run folder is wrong (the message names it and the fix)
+    INTERRUPTED = 130  # Ctrl-C or SIGTERM: finished cells and checkpoints are kept; `--resume` continues

@@ -89,7 +89,7 @@ def test_user_errors_are_one_line_and_exit_nonzero(tmp_path, capsys, extra, mess
     flags["dataset_options"] = {"total": 280, "size": 20}  # 40 images in each of the rare classes
     code = main(["run"] + cli_args(flags) + extra)
     err = capsys.readouterr().err.strip()
-    assert code == 2
+    assert code == 3
     assert re.search(message, err), err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
 
@@ -101,10 +101,10 @@ def test_split_from_config_file_and_bad_yaml(tmp_path, capsys):
     assert main(["run", "--config", str(config)] + cli_args(flags)) == 0
     assert "surprise" not in capsys.readouterr().err
     config.write_text("split: {train: [happy, sad], test: [sad, fear, angry]}\n")
-    assert main(["run", "--config", str(config)] + cli_args(flags)) == 2
+    assert main(["run", "--config", str(config)] + cli_args(flags)) == 3
     assert "puts class 'sad' in both 'train' and 'test'" in capsys.readouterr().err
     config.write_text("split: {train: [happy\n")
-    assert main(["run", "--config", str(config)] + cli_args(flags)) == 2
+    assert main(["run", "--config", str(config)] + cli_args(flags)) == 3
     assert "is not valid YAML" in capsys.readouterr().err
 
 
@@ -117,9 +117,9 @@ def test_missing_data_root_is_named(tmp_path, capsys):
         class NeedsRoot(DatasetPlugin):
             """A dataset that must be given a folder."""
 
-    assert main(["run", "--dataset", "needs-root-test"]) == 2
+    assert main(["run", "--dataset", "needs-root-test"]) == 3
     assert "needs --data-root" in capsys.readouterr().err
-    assert main(["run", "--dataset", "needs-root-test", "--data-root", str(tmp_path / "nope")]) == 2
+    assert main(["run", "--dataset", "needs-root-test", "--data-root", str(tmp_path / "nope")]) == 3
     assert f"data root '{tmp_path / 'nope'}' does not exist" in capsys.readouterr().err
 
 
@@ -136,7 +136,7 @@ def test_continuing_a_run_with_different_protocol_settings_is_refused(tmp_path, 
     flags = tiny_run_flags(tmp_path, shots=[1])
     assert main(["run", "--methods", "protonet"] + cli_args(flags)) == 0
     flags["query"] = 2
-    assert main(["run", "--methods", "protonet"] + cli_args(flags)) == 2
+    assert main(["run", "--methods", "protonet"] + cli_args(flags)) == 3
     assert "run 'tiny' already exists with query=3 (now 2)" in capsys.readouterr().err
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from fewshot_bench.cli.main import main
@@ -261,7 +262,7 @@ def test_omniglot_official_folders_rotations_and_lake_split(tmp_path):
 
 
 def test_missing_data_root_paths(tmp_path):
-    assert main(["run", "--dataset", "fer2013", "--data-root", str(tmp_path / "absent")]) == 2
+    assert main(["run", "--dataset", "fer2013", "--data-root", str(tmp_path / "absent")]) == 3
     with pytest.raises(DatasetError, match="no FER2013 data found"):
         load("fer2013", tmp_path)
 
@@ -337,11 +338,11 @@ def test_cross_dataset_split_trains_on_one_dataset_and_tests_on_another(tmp_path
         load_dataset(merge(None, {"dataset": "combined", "dataset_options": {"parts": "fer2013=/x"}}))
 
 
-def test_mini_imagenet_through_learn2learn_with_the_ravi_split(tmp_path):
+def test_mini_imagenet_from_the_cache_pickles_with_the_ravi_split_and_no_float_copy(tmp_path, monkeypatch):
     import pickle
+    import sys
 
-    if not os.environ.get("CI"):  # CI installs learn2learn and must run this
-        pytest.importorskip("learn2learn")
+    monkeypatch.setitem(sys.modules, "learn2learn", None)  # read without learn2learn (and its float32 copy)
     rng = np.random.default_rng(0)
     counts = {"train": 5, "validation": 3, "test": 3}
     for mode, n_classes in counts.items():
@@ -354,6 +355,12 @@ def test_mini_imagenet_through_learn2learn_with_the_ravi_split(tmp_path):
     split = resolve_split(config, data)
     assert (len(split.train), len(split.val), len(split.test)) == (5, 3, 3)
     assert all(name.startswith("nte") for name in split.test)
+    assert data.images.dtype == torch.uint8
+    assert np.array_equal(data.images[0].permute(1, 2, 0).numpy(), pickle.loads(
+        (tmp_path / "mini-imagenet-cache-train.pkl").read_bytes())["image_data"][0])
+    (tmp_path / "mini-imagenet-cache-test.pkl").write_bytes(b"not a pickle")
+    with pytest.raises(DatasetError, match="is not a mini-imagenet cache pickle"):
+        load("mini-imagenet", tmp_path)
     (tmp_path / "mini-imagenet-cache-test.pkl").unlink()
     with pytest.raises(DatasetError, match="mini-imagenet-cache-test.pkl' not found"):
         load("mini-imagenet", tmp_path)

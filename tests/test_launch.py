@@ -71,9 +71,12 @@ def test_a_killed_worker_is_reported_and_resumed(tmp_path):
     assert process.returncode == 1, stdout + stderr
     assert "1 failed" in stderr and "bench run --resume killed" in stderr
     status = " ".join(bench("status", "killed", "--output-dir", runs).stdout.split())
-    assert "1 interrupted" in status or "1 failed" in status, status
-    resumed = bench("run", "--resume", "killed", "--output-dir", runs, "--jobs", "2")
-    assert "1 of 2 cells submitted" in resumed.stdout
+    # Either the other worker reached the killed one's cell after it died, took over its claim and continued
+    # from its checkpoint (the shared queue leaves no cell behind), or the cell waits for --resume.
+    if "2 done" not in status:
+        assert "1 interrupted" in status or "1 failed" in status, status
+        resumed = bench("run", "--resume", "killed", "--output-dir", runs, "--jobs", "2")
+        assert "1 of 2 cells submitted" in resumed.stdout
     assert accuracies(folder) == accuracies(tmp_path / "runs" / "straight")
 
 
@@ -162,7 +165,7 @@ def test_slurm_is_refused_cleanly_where_there_is_no_cluster(tmp_path, monkeypatc
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     args = ["run", "--launcher", "slurm", "--methods", "protonet", "--shots", "1", "--query", "3",
             "--dataset-option", "total=500", "--dataset-option", "size=24", "--output-dir", str(tmp_path)]
-    assert main(args) == 2
+    assert main(args) == 3
     assert "cannot submit to Slurm here" in capsys.readouterr().err
 
 

@@ -135,6 +135,6 @@ def test_missing_learn2learn_files_give_one_line_errors(tmp_path, capsys):
                               ("fc100", "FC100_train.pickle' not found"),
                               ("cifar-fs", "cifarfs/cifar100/data' not found"),
                               ("cub", "cubirds200/CUB_200_2011/images' not found")]:
-        assert main(["run", "--dataset", dataset, "--data-root", str(tmp_path), "--methods", "protonet"]) == 2
+        assert main(["run", "--dataset", dataset, "--data-root", str(tmp_path), "--methods", "protonet"]) == 3
         err = capsys.readouterr().err.strip()
         assert expected in err and len(err.splitlines()) == 1 and "Traceback" not in err, err

@@ -132,14 +132,14 @@ def test_plugin_file_is_listed_with_its_path_and_runs(tmp_path, capsys):
 def test_broken_plugin_file_is_a_one_line_error(tmp_path, capsys):
     plugin = tmp_path / "broken.py"
     plugin.write_text("import does_not_exist_anywhere\n")
-    assert main(["list", "--plugin", str(plugin)]) == 2
+    assert main(["list", "--plugin", str(plugin)]) == 3
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: plugin file") and "does_not_exist_anywhere" in err
     assert len(err.splitlines()) == 1
 
 
 def test_missing_plugin_file(capsys):
-    assert main(["list", "--plugin", "/no/such/plugin.py"]) == 2
+    assert main(["list", "--plugin", "/no/such/plugin.py"]) == 3
     assert "does not exist" in capsys.readouterr().err
 
 
@@ -168,14 +168,14 @@ def test_plugin_files_of_earlier_cells_survive_cells_added_with_another_plugin(t
 def test_new_plugins_refuse_taken_names_and_installed_package_names(tmp_path, capsys):
     import importlib.metadata
 
-    assert main(["new", "method", "protonet", "--out", str(tmp_path)]) == 2
+    assert main(["new", "method", "protonet", "--out", str(tmp_path)]) == 3
     assert "a method named 'protonet' is already registered (built-in)" in capsys.readouterr().err
     try:
         importlib.metadata.distribution("fewshot-bench-cosine")  # the example package of the dev set-up
     except importlib.metadata.PackageNotFoundError:
         pytest.skip("the example plugin package is not installed")
     # No dataset is called 'cosine', but the package the scaffold would write is the installed example's.
-    assert main(["new", "dataset", "cosine", "--package", "--out", str(tmp_path)]) == 2
+    assert main(["new", "dataset", "cosine", "--package", "--out", str(tmp_path)]) == 3
     assert "a package named 'fewshot-bench-cosine' is already installed" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
 

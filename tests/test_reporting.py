@@ -153,7 +153,7 @@ def test_table_compare_plot_and_leaderboard_commands(tmp_path, capsys):
     assert main(["compare", "demo", "--baseline", "protonet", "--output-dir", str(tmp_path / "runs")]) == 0
     out = capsys.readouterr().out
     assert "maml" in out and "worse" in out and "holm" in out
-    assert main(["compare", "demo", "--baseline", "nope", "--output-dir", str(tmp_path / "runs")]) == 2
+    assert main(["compare", "demo", "--baseline", "nope", "--output-dir", str(tmp_path / "runs")]) == 3
     assert "baseline 'nope' is not in this run" in capsys.readouterr().err
     assert main(["plot", "demo", "--output-dir", str(tmp_path / "runs")]) == 0
     for name in ("accuracy_vs_shots", "training_curves", "per_class_accuracy"):
@@ -164,7 +164,7 @@ def test_table_compare_plot_and_leaderboard_commands(tmp_path, capsys):
     assert main(["leaderboard", str(tmp_path / "runs"), "--out", str(board)]) == 0
     assert main(["table", str(board), "--format", "markdown"]) == 0
     assert "| crn |" in capsys.readouterr().out
-    assert main(["table", "missing-run", "--output-dir", str(tmp_path / "runs")]) == 2
+    assert main(["table", "missing-run", "--output-dir", str(tmp_path / "runs")]) == 3
 
 
 # ------------------------------------------------------------------------------------------ output formats
@@ -207,7 +207,7 @@ def test_every_report_is_data_in_json_and_numeric_csv(tmp_path, capsys):
     assert main(["list", "formats", "--format", "json"]) == 0
     names = {row["name"] for row in json.loads(capsys.readouterr().out)["rows"]}
     assert {"console", "markdown", "latex", "csv", "json"} <= names
-    assert main(["table", "demo", *where, "--format", "yaml"]) == 2
+    assert main(["table", "demo", *where, "--format", "yaml"]) == 3
     assert "unknown output format 'yaml'; available: console, csv, json, latex, markdown" in capsys.readouterr().err
 
 

@@ -144,7 +144,7 @@ def test_bad_card_files_give_one_line_errors(tmp_path, capsys, mutate, message):
     data = {"sections": [{"name": "Toy", "runs": [{"config": "toy.yaml", "budget": "full"}], "paper": copy.deepcopy(PAPER)}]}
     mutate(data)
     (tmp_path / "card.yaml").write_text(yaml.safe_dump(data))
-    assert main(["card", str(tmp_path / "card.yaml"), "--out", str(tmp_path / "o.md")]) == 2
+    assert main(["card", str(tmp_path / "card.yaml"), "--out", str(tmp_path / "o.md")]) == 3
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "o.md").exists()
@@ -153,7 +153,7 @@ def test_bad_card_files_give_one_line_errors(tmp_path, capsys, mutate, message):
 def test_a_config_without_run_id_cannot_be_found(tmp_path, capsys):
     write_config(tmp_path / "toy.yaml", output_dir=str(tmp_path / "runs"))
     write_card(tmp_path / "card.yaml", [{"config": "toy.yaml", "budget": "full"}], PAPER)
-    assert main(["card", str(tmp_path / "card.yaml"), "--out", str(tmp_path / "o.md")]) == 2
+    assert main(["card", str(tmp_path / "card.yaml"), "--out", str(tmp_path / "o.md")]) == 3
     assert "must set run_id" in capsys.readouterr().err
 
 

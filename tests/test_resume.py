@@ -142,3 +142,69 @@ def test_a_cell_held_by_another_live_process_is_left_to_it(tmp_path, capsys):
         holder.kill()
         holder.wait()
     assert [c["shot"] for c in run(merge(None, flags)).store.load_cells()] == [1, 2]  # the holder is gone
+
+
+def _tiny_command(tmp_path, run_id, *extra):
+    return [sys.executable, "-m", "fewshot_bench", "run", "--methods", "protonet", "--shots", "1,2", "--query", "3",
+            "--train-episodes", "60", "--log-interval", "10", "--checkpoint-interval", "4", "--test-episodes", "8",
+            "--dataset-option", "total=500", "--dataset-option", "size=24", "--output-dir", str(tmp_path / "runs"),
+            "--run-id", run_id, "--device", "cpu", *extra]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_sigterm_stops_a_run_like_ctrl_c_and_resume_finishes_it(tmp_path, jobs):
+    from fewshot_bench.results.store import RunStore
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # Workers get the cores divided among them; CPU results depend on the thread count in the last bits.
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    subprocess.run(_tiny_command(tmp_path, "straight", "--threads", threads), check=True, capture_output=True,
+                   env=env, timeout=300)
+    process = subprocess.Popen(_tiny_command(tmp_path, "stopped", "--jobs", str(jobs)), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=env)
+    folder = tmp_path / "runs" / "stopped"
+    workers: set[int] = set()
+    deadline = time.time() + 180
+    while time.time() < deadline and not list((folder / "checkpoints").glob("*.pt")):
+        for marker in (folder / "state").glob("*.json") if (folder / "state").exists() else []:
+            try:
+                workers.add(json.loads(marker.read_text())["pid"])
+            except (OSError, ValueError, KeyError):
+                pass
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stdout + stderr
+    assert "Traceback" not in stderr and "bench run --resume stopped" in stderr
+    assert not [pid for pid in workers if pid != process.pid and _alive(pid)], "a worker outlived its run"
+    assert not (folder / "summary.csv").exists(), "the run finished before it could be stopped"
+    resumed = subprocess.run(_tiny_command(tmp_path, "x")[:4] + ["--resume", "stopped", "--output-dir",
+                                                                 str(tmp_path / "runs")],
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert accuracies(RunStore(folder)) == accuracies(RunStore(tmp_path / "runs" / "straight"))
+
+
+def test_a_run_logged_to_a_file_shows_progress_lines_and_quiet_shows_none(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    log = tmp_path / "run.log"
+    with log.open("w") as handle:  # as under nohup or Slurm: stderr is a file
+        subprocess.run(_tiny_command(tmp_path, "logged"), check=True, stdout=handle, stderr=subprocess.STDOUT,
+                       env=env, timeout=300)
+    lines = log.read_text().splitlines()
+    progress = [line for line in lines if "train " in line and "episodes, loss" in line]
+    assert len(progress) >= 2 * 6  # every 10 of 60 episodes, in both cells
+    assert all(line[:8].count(":") == 2 for line in progress)  # time-stamped HH:MM:SS
+    assert any("episodes/s" in line and "left in training" in line for line in progress)
+    assert any("protonet 2-shot seed 0:" in line and "±" in line for line in lines)  # the finished cell
+    quiet = subprocess.run(_tiny_command(tmp_path, "quiet", "-q"), check=True, capture_output=True, text=True,
+                           env=env, timeout=300)
+    assert quiet.stderr.strip() == "" and "protonet" in quiet.stdout  # the table still comes

@@ -33,7 +33,7 @@ def test_impossible_settings_are_refused_before_anything_runs(capsys):
                           ("relationnet[hidden=0]", "hidden' of method 'relationnet' must be at least 1")):
         with pytest.raises(ConfigError, match=message):
             resolve_variant(Spec.parse(spec))
-    assert main(["run", "--way", "1"]) == 2
+    assert main(["run", "--way", "1"]) == 3
     assert "'way' must be at least 2" in capsys.readouterr().err
 
 
@@ -122,5 +122,5 @@ def test_resume_writes_where_the_run_was_found_and_every_command_finds_it_one_wa
     capsys.readouterr()
     for command in (["status", str(moved)], ["table", str(moved)], ["status", "tiny", "--output-dir", str(moved.parent)]):
         assert main(command) == 0, command
-    assert main(["status", "nowhere", "--output-dir", str(moved.parent)]) == 2
+    assert main(["status", "nowhere", "--output-dir", str(moved.parent)]) == 3
     assert "no run 'nowhere'" in capsys.readouterr().err

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -11,13 +13,12 @@ from typing import Any, Sequence
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from fewshot_bench import __version__
 from fewshot_bench.config import SETTINGS, SLURM_SETTINGS, RunConfig, merge
-from fewshot_bench.console import make_console
-from fewshot_bench.errors import BenchError, ConfigError
+from fewshot_bench.console import make_console, setup_logging
+from fewshot_bench.errors import BenchError, ConfigError, ExitCode
 
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML file with any of the keys below (flags override it)")
@@ -48,27 +49,40 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
+def _verbosity_flags() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a flag given before the command is not reset by the command's own (absent) copy of it.
+    common.add_argument("-q", "--quiet", action="count", default=argparse.SUPPRESS,
+                        help="warnings and errors only (no progress, no per-cell lines)")
+    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="also debugging detail")
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
+    common = _verbosity_flags()
     parser = OneLineErrorParser(
-        prog="bench",
+        prog="bench", parents=[common],
         description="Few-shot classification benchmark harness: every method under one episodic protocol.",
+        epilog="exit status: 0 done; 1 some cells failed (listed; --resume retries them); 2 wrong command line; "
+               "3 wrong config, data, plugin or run folder (the message names it); 130 interrupted (Ctrl-C or "
+               "SIGTERM; --resume continues)",
     )
     parser.add_argument("--version", action="version", version=f"fewshot-bench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="train and evaluate methods on identical test episodes")
+    run = sub.add_parser("run", parents=[common], help="train and evaluate methods on identical test episodes")
     run.add_argument("--resume", metavar="RUN_ID", help="continue a run: its saved config, finished cells kept, "
                      "interrupted cells resumed from their last checkpoint")
     _add_run_flags(run)
 
-    lister = sub.add_parser("list", help="list registered methods, datasets, backbones, output formats, or the "
+    lister = sub.add_parser("list", parents=[common], help="list registered methods, datasets, backbones, output formats, or the "
                                          "config keys")
     lister.add_argument("kind", nargs="?", choices=["methods", "datasets", "backbones", "formats", "settings"],
                         default=None)
     lister.add_argument("--options", action="store_true", help="show every option with its default")
     _add_output_flags(lister)
 
-    board = sub.add_parser("leaderboard", help="aggregate every run into results/leaderboard.csv")
+    board = sub.add_parser("leaderboard", parents=[common], help="aggregate every run into results/leaderboard.csv")
     board.add_argument("sources", nargs="*", help="run folders or folders of runs (default: results/runs)")
     board.add_argument("--out", default="results/leaderboard.csv", help="CSV to (re)write")
     board.add_argument("--dataset")
@@ -76,14 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--shot", type=int)
     board.add_argument("--method", help="method name or variant label")
 
-    table = sub.add_parser("table", help="accuracy table of a run or of the leaderboard")
+    table = sub.add_parser("table", parents=[common], help="accuracy table of a run or of the leaderboard")
     table.add_argument("source", help="a run id, a run folder, 'leaderboard', or a leaderboard CSV")
     table.add_argument("--test", choices=["t", "wilcoxon"], default="t", help="paired test for ties with the best")
     table.add_argument("--correction", choices=["holm", "bonferroni", "none"], default="holm")
     table.add_argument("--output-dir", default=RunConfig().output_dir, help="where run folders live")
     _add_output_flags(table)
 
-    compare = sub.add_parser("compare", help="paired comparison of every method with a baseline on the same episodes")
+    compare = sub.add_parser("compare", parents=[common], help="paired comparison of every method with a baseline on the same episodes")
     compare.add_argument("run", help="a run id or run folder")
     compare.add_argument("--baseline", required=True, help="variant label of the baseline, e.g. protonet")
     compare.add_argument("--test", choices=["t", "wilcoxon"], default="t")
@@ -91,37 +105,37 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--output-dir", default=RunConfig().output_dir)
     _add_output_flags(compare)
 
-    plot = sub.add_parser("plot", help="figures of a run (PNG and PDF)")
+    plot = sub.add_parser("plot", parents=[common], help="figures of a run (PNG and PDF)")
     plot.add_argument("run", help="a run id or run folder")
     plot.add_argument("--out", help="folder for the figures (default: <run>/figures)")
     plot.add_argument("--output-dir", default=RunConfig().output_dir)
 
-    status = sub.add_parser("status", help="cells of a run: pending, running, done, failed, interrupted")
+    status = sub.add_parser("status", parents=[common], help="cells of a run: pending, running, done, failed, interrupted")
     status.add_argument("run", help="a run id or run folder")
     status.add_argument("--output-dir", default=RunConfig().output_dir)
     _add_output_flags(status)
 
-    new = sub.add_parser("new", help="write a ready-to-edit method or dataset plugin with its test")
+    new = sub.add_parser("new", parents=[common], help="write a ready-to-edit method or dataset plugin with its test")
     new.add_argument("kind", choices=["method", "dataset"])
     new.add_argument("name", help="registry name, e.g. cosine-proto")
     new.add_argument("--out", default=".", help="folder to write into (default: here)")
     new.add_argument("--package", action="store_true", help="an installable package with an entry point")
 
-    card = sub.add_parser("card", help="write the reproduction card (ours next to the papers) from run folders")
+    card = sub.add_parser("card", parents=[common], help="write the reproduction card (ours next to the papers) from run folders")
     card.add_argument("card", nargs="?", default="configs/reproduce/card.yaml",
                       help="card file naming the runs and the published values")
     card.add_argument("--out", default="results/REPRODUCTION.md", help="Markdown file to (re)write")
 
-    datasets = sub.add_parser("datasets", help="inspect datasets")
+    datasets = sub.add_parser("datasets", parents=[common], help="inspect datasets")
     dsub = datasets.add_subparsers(dest="datasets_command", metavar="ACTION")
-    show = dsub.add_parser("show", help="print class counts and split presets; write a contact sheet")
+    show = dsub.add_parser("show", parents=[common], help="print class counts and split presets; write a contact sheet")
     show.add_argument("name", help="dataset name")
     show.add_argument("--out", help="write a contact sheet PNG (one row per class) here")
     show.add_argument("--per-class", type=int, default=12, help="images per class on the contact sheet")
     show.add_argument("--data-root", default=None, help="folder of the dataset, if not built in")
     show.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE")
     show.add_argument("--plugin", action="append", default=[], metavar="FILE")
-    check = dsub.add_parser("check", help="report exact duplicate images, per class and across the split's parts")
+    check = dsub.add_parser("check", parents=[common], help="report exact duplicate images, per class and across the split's parts")
     check.add_argument("name", help="dataset name")
     check.add_argument("--data-root", default=None, help="folder of the dataset, if not built in")
     check.add_argument("--split", default=None, help="split preset to check across (default: the dataset's)")
@@ -145,43 +159,6 @@ def _load_plugins(paths: Sequence[str]) -> None:
 
     for path in paths:
         load_plugin_file(path)
-
-
-class ProgressObserver:
-    """Rich progress bars for training and evaluation, and one line per finished cell."""
-
-    def __init__(self, progress: Progress, console: Console, total_cells: int) -> None:
-        self.progress, self.console = progress, console
-        self.cells = progress.add_task("cells", total=total_cells)
-        self.train_task = self.eval_task = None
-        self.label = ""
-
-    def cell_started(self, label: str, shot: int, seed: int, train_episodes: int, test_episodes: int) -> None:
-        for task in (self.train_task, self.eval_task):
-            if task is not None:
-                self.progress.remove_task(task)
-        self.label = escape(f"{label} {shot}-shot seed {seed}")
-        self.train_task = self.progress.add_task(f"train {self.label}", total=train_episodes)
-        self.eval_task = self.progress.add_task(f"test  {self.label}", total=test_episodes)
-
-    def trained(self, episodes: int, loss: float | None) -> None:
-        description = f"train {self.label}" + (f" loss {loss:.4f}" if loss is not None else "")
-        self.progress.update(self.train_task, advance=episodes,
-                             **({"description": description} if loss is not None else {}))
-
-    def evaluated(self, episodes: int) -> None:
-        self.progress.update(self.eval_task, advance=episodes)
-
-    def cell_finished(self, record: dict[str, Any], skipped: bool) -> None:
-        from fewshot_bench.stats import ci95
-        import numpy as np
-
-        self.progress.update(self.cells, advance=1)
-        acc = np.asarray(record["accuracies"]) * 100
-        what = "kept (already done)" if skipped else (
-            f"train {record['train_seconds']:.0f}s, test {record['eval_seconds']:.0f}s")
-        self.console.print(f"  {escape(record['label']):<28} {record['shot']}-shot seed {record['seed']}: "
-                           f"{acc.mean():.2f} ± {ci95(acc):.2f}  ({what})")
 
 
 def _run_config(args: argparse.Namespace) -> RunConfig:
@@ -210,6 +187,7 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
 
 
 def command_run(args: argparse.Namespace) -> int:
+    from fewshot_bench.cli.progress import run_observer
     from fewshot_bench.engine.launch import submit_run, wait_run
     from fewshot_bench.engine.runner import resolve_variants, run
 
@@ -229,14 +207,12 @@ def command_run(args: argparse.Namespace) -> int:
             err.print()
         else:
             total = len(resolve_variants(config)) * len(config.shots) * len(config.seeds)
-            columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                       TimeRemainingColumn())
-            with Progress(*columns, console=err, transient=True) as progress:
-                result = run(config, ProgressObserver(progress, err, total))
+            with run_observer(err, total, config.log_interval) as observer:
+                result = run(config, observer)
     except KeyboardInterrupt:
         err.print(f"interrupted: finished cells and checkpoints are saved in {config.output_dir}/{config.run_id}; "
                   f"continue with `bench run --resume {config.run_id}`")
-        return 130
+        return ExitCode.INTERRUPTED
     if result.summary:
         out.print(f"[bold]{escape(config.dataset)}[/], split '{escape(str(result.summary[0]['split']))}'")
         _show(_accuracy_report(result.store.load_cells(), result.summary), "console", out)
@@ -485,17 +461,32 @@ COMMANDS = {"run": command_run, "list": command_list, "datasets": command_datase
             "plot": command_plot, "new": command_new, "status": command_status, "card": command_card}
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM (a scheduler's or `kill`'s) ends a command the way Ctrl-C does: one line, nothing lost."""
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
-        return 0
+        return ExitCode.OK
+    setup_logging(getattr(args, "verbose", 0) - getattr(args, "quiet", 0))
+    previous = signal.signal(signal.SIGTERM, _interrupt) if threading.current_thread() is threading.main_thread() \
+        else None
     try:
         return COMMANDS[args.command](args)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return ExitCode.INPUT
+    except KeyboardInterrupt:
+        make_console(stderr=True).show_cursor(True)
+        print("interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,10 +241,14 @@ def unfinished(store: RunStore, cell_ids: Sequence[str]) -> list[str]:
 def wait(jobs: Sequence[Any], on_poll: Callable[[], None] | None = None, poll_s: float = 1.0) -> list[str]:
     """Wait until every job ended, calling ``on_poll`` at each poll (the CLI redraws the cells' states);
     returns one line per failed job."""
-    while not all(job.done() for job in jobs):
-        time.sleep(poll_s)
-        if on_poll:
-            on_poll()
+    try:
+        while not all(job.done() for job in jobs):
+            time.sleep(poll_s)
+            if on_poll:
+                on_poll()
+    except KeyboardInterrupt:
+        stop_local_workers(jobs)
+        raise
     if on_poll:
         on_poll()
     failures = []
@@ -252,6 +257,21 @@ def wait(jobs: Sequence[Any], on_poll: Callable[[], None] | None = None, poll_s:
                 job.done() and _has_exception(job)):
             failures.append(f"job {job.job_id} failed; log: {job.paths.stderr}")
     return failures
+
+
+def stop_local_workers(jobs: Sequence[Any], grace_s: float = 30.0) -> None:
+    """Stop local worker processes and wait for them to exit, so none outlives the run and `--resume` finds
+    their cells interrupted. Slurm jobs are left to run: they belong to the cluster, and `bench status`
+    follows them."""
+    local = [job for job in jobs if getattr(job, "_process", None) is not None]
+    for job in local:
+        # SIGTERM to submitit's local controller: it forwards it to its worker and exits quietly (its
+        # cancel() sends SIGINT, on which the controller prints a traceback into our terminal). The worker
+        # stops at once; its cell is then "interrupted" and resumes from its last checkpoint.
+        job._process.send_signal(signal.SIGTERM)
+    deadline = time.time() + grace_s
+    while time.time() < deadline and any(job._process.poll() is None for job in local):
+        time.sleep(0.1)
 
 
 def _has_exception(job: Any) -> bool:
