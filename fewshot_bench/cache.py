@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from fewshot_bench.console import logger
 from fewshot_bench.fileio import atomic_write_bytes
 
 
@@ -38,9 +39,12 @@ def cached_arrays(name: str, key: str, build: Callable[[], dict[str, np.ndarray]
     if path.exists():
         try:
             with np.load(path, allow_pickle=False) as data:
-                return {k: data[k] for k in data.files}
+                arrays = {k: data[k] for k in data.files}
+            logger.debug(f"{name}: decoded arrays read from the cache ({path})")
+            return arrays
         except Exception:
-            pass  # a damaged entry is rebuilt below
+            logger.debug(f"{name}: cache entry {path} is damaged; building it again")
+    logger.debug(f"{name}: building the decoded arrays (cached afterwards in {path})")
     arrays = build()
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)

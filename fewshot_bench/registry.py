@@ -26,7 +26,7 @@ from pathlib import Path
 from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Generic, Iterator, TypeVar
 
-from fewshot_bench.console import warn
+from fewshot_bench.console import logger, warn
 from fewshot_bench.errors import BenchError, UnknownNameError
 
 if TYPE_CHECKING:  # for the registries' types only: those modules import this one
@@ -282,3 +282,4 @@ def load_plugin_file(path: str | Path) -> None:
             f"plugin file '{path}' failed to import: {type(exc).__name__}: {exc}"
         ) from None
     _loaded_files[file] = module_name
+    logger.debug(f"plugin file {file} ({version}) loaded")

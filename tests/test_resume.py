@@ -208,3 +208,10 @@ def test_a_run_logged_to_a_file_shows_progress_lines_and_quiet_shows_none(tmp_pa
     quiet = subprocess.run(_tiny_command(tmp_path, "quiet", "-q"), check=True, capture_output=True, text=True,
                            env=env, timeout=300)
     assert quiet.stderr.strip() == "" and "protonet" in quiet.stdout  # the table still comes
+
+
+def test_verbose_adds_debugging_detail(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    verbose = subprocess.run(_tiny_command(tmp_path, "verbose", "-v"), check=True, capture_output=True, text=True,
+                             env=env, timeout=300)
+    assert "debug: run verbose: synthetic-fer" in verbose.stderr and "training steps eager" in verbose.stderr

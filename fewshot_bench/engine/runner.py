@@ -26,7 +26,7 @@ from fewshot_bench.method import MethodVariant, parameter_count, resolve_variant
 from fewshot_bench.options import Spec
 from fewshot_bench.episodic.protocol import Protocol, prepare
 from fewshot_bench.results.provenance import code_version, git_state
-from fewshot_bench.console import warn
+from fewshot_bench.console import logger, warn
 from fewshot_bench.registry import BACKBONES, METHODS
 from fewshot_bench.results.store import CellCheckpoint, CellRecord, RunStore, SummaryRow, environment_info
 from fewshot_bench.episodic.tasks import TaskBuilder, channel_statistics
@@ -147,6 +147,9 @@ class CellRunner:
         mean, std = channel_statistics(self.protocol.dataset.images, train_indices)
         self.builder = TaskBuilder(self.protocol.dataset, self.device, mean, std)
         self.settings = TrainSettings.from_config(config)
+        logger.debug(f"run {store.run_id}: {self.protocol.dataset.name} {tuple(self.protocol.dataset.images.shape)} "
+                     f"images, split '{self.protocol.split.name}', device {self.device}, "
+                     f"{torch.get_num_threads()} CPU thread(s)")
         self._episodes: dict[tuple[int, int], tuple[str, Any, Any]] = {}
         # Fixed for the runner's config and protocol: recorded with every cell, compared with kept ones.
         self.result_settings = result_settings(config, self.protocol)
@@ -226,6 +229,8 @@ class CellRunner:
         except BaseException:
             self.store.clear_state(cell.cell_id)
             raise
+        logger.debug(f"cell {cell.cell_id}: {record['code_version']}, settings {self.settings_hash}, training steps "
+                     f"{record['train_steps']}, test steps {record['eval_steps']}, {record['params']} parameters")
         record.update(cell=cell.cell_id, dataset=self.config.dataset, split=self.protocol.split.name,
                       test_episodes_file=f"episodes/{setting}.npz", test_episodes_sha=test_episodes.fingerprint(),
                       settings=self.result_settings, settings_hash=self.settings_hash,
