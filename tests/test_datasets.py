@@ -12,8 +12,8 @@ from PIL import Image
 
 from fewshot_bench.cli.main import main
 from fewshot_bench.config import merge
-from fewshot_bench.errors import DatasetError, SplitError
 from fewshot_bench.episodic.protocol import load_dataset, resolve_split
+from fewshot_bench.errors import DatasetError, SplitError
 
 FER = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 

@@ -7,8 +7,8 @@ from conftest import tiny_run_flags
 from fewshot_bench.cli.main import main
 from fewshot_bench.config import merge
 from fewshot_bench.data import ImageDataset
-from fewshot_bench.episodic.duplicates import check, deduplicated, duplicate_groups
 from fewshot_bench.engine.runner import run
+from fewshot_bench.episodic.duplicates import check, deduplicated, duplicate_groups
 from fewshot_bench.splits import ClassSplit
 
 NAMES = ["happy", "sad", "angry", "fear"]

@@ -10,9 +10,9 @@ outside the loops tested here.
 import pytest
 import torch
 
+from fewshot_bench.device import autocast
 from fewshot_bench.episodic.augment import EpisodeAugmenter
 from fewshot_bench.episodic.episodes import EpisodeSampler
-from fewshot_bench.device import autocast
 from fewshot_bench.episodic.tasks import TaskBuilder
 from test_methods_train import build, patterned_dataset
 

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from fewshot_bench.cli.main import main
-from fewshot_bench.errors import DatasetError
 from fewshot_bench.episodic.protocol import resolve_split
+from fewshot_bench.errors import DatasetError
 from test_datasets import load
 
 SHORT = ("train", "val", "test")

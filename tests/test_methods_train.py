@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from fewshot_bench.data import ImageDataset
+from fewshot_bench.engine.training import TrainSettings, train
 from fewshot_bench.episodic.episodes import EpisodeSampler
+from fewshot_bench.episodic.tasks import TaskBuilder
 from fewshot_bench.method import resolve_variant
 from fewshot_bench.options import Spec
-from fewshot_bench.episodic.tasks import TaskBuilder
-from fewshot_bench.engine.training import TrainSettings, train
 
 METHODS = ["protonet", "matchingnet", "maml[inner_steps=2]", "relationnet", "crn", "crn[dap=false]",
            "crn[js_weight=0]", "crn[multiply_raw=true]", "crn[backbone=conv4]"]

@@ -11,11 +11,11 @@ import pytest
 from scipy import stats
 
 from fewshot_bench.cli.main import main
+from fewshot_bench.report import render
+from fewshot_bench.reporting.tables import accuracy_report, table_from_cells, table_from_rows
 from fewshot_bench.results.leaderboard import COLUMNS, load_cells, write_leaderboard
 from fewshot_bench.results.store import summary_rows
 from fewshot_bench.stats import adjust_pvalues, ci95, paired_test
-from fewshot_bench.report import render
-from fewshot_bench.reporting.tables import accuracy_report, table_from_cells, table_from_rows
 
 A = np.array([0.6, 0.8, 0.4, 0.9, 0.7, 0.5, 0.6, 0.8])
 B = np.array([0.5, 0.7, 0.5, 0.6, 0.6, 0.5, 0.4, 0.7])

@@ -12,8 +12,8 @@ import pytest
 
 from conftest import REPO, tiny_run_flags
 from fewshot_bench.config import merge
-from fewshot_bench.fileio import atomic_write_text
 from fewshot_bench.engine.runner import SilentObserver, run
+from fewshot_bench.fileio import atomic_write_text
 
 
 class StopAfter(SilentObserver):
@@ -215,3 +215,48 @@ def test_verbose_adds_debugging_detail(tmp_path):
     verbose = subprocess.run(_tiny_command(tmp_path, "verbose", "-v"), check=True, capture_output=True, text=True,
                              env=env, timeout=300)
     assert "debug: run verbose: synthetic-fer" in verbose.stderr and "training steps eager" in verbose.stderr
+
+
+@pytest.mark.parametrize("tamper", ["other method", "other code"])
+def test_a_checkpoint_that_no_longer_fits_restarts_its_cell_instead_of_failing_forever(tmp_path, capsys, tamper):
+    import torch
+
+    flags = dict(FLAGS, methods=["protonet"])
+    reference = run(merge(None, tiny_run_flags(tmp_path, run_id="straight", **flags)))
+    config = merge(None, tiny_run_flags(tmp_path, run_id="interrupted", **flags))
+    with pytest.raises(KeyboardInterrupt):
+        run(config, StopAfter(7))
+    path = next((tmp_path / "runs" / "interrupted" / "checkpoints").glob("*.pt"))
+    state = torch.load(path, weights_only=True)
+    if tamper == "other method":  # as if a plugin's layers changed between the kill and the resume
+        state["model"] = {f"renamed.{k}": v for k, v in state["model"].items()}
+    else:
+        state["code_version"] = "code:000000000000"
+    torch.save(state, path)
+    capsys.readouterr()
+    resumed = run(config)
+    err = capsys.readouterr().err
+    assert ("does not fit the method" if tamper == "other method" else "written by other code") in err
+    assert "restarts from scratch" in err and not resumed.failures
+    assert accuracies(resumed.store) == accuracies(reference.store)
+
+
+def test_damaged_plan_and_state_files_are_named_not_tracebacks(tmp_path, capsys):
+    from fewshot_bench.cli.main import main
+
+    flags = tiny_run_flags(tmp_path, methods=["protonet"], shots=[1])
+    store = run(merge(None, flags)).store
+    where = ["--output-dir", str(tmp_path / "runs")]
+    (store.root / "state").mkdir(exist_ok=True)
+    (store.root / "state" / "ghost.json").write_text("{")  # a marker cut short
+    (store.root / "plan.json").write_text('[{"cell": ')
+    assert main(["status", "tiny", *where]) == 3
+    err = capsys.readouterr().err
+    assert "plan.json' is damaged" in err and "bench run --resume tiny" in err and "Traceback" not in err
+    assert main(["run", "--resume", "tiny", *where]) == 0  # plans the cells again
+    assert "is written again" in capsys.readouterr().err
+    plan = json.loads((store.root / "plan.json").read_text())
+    (store.root / "plan.json").write_text(json.dumps(plan + [{"cell": "ghost", "label": "x", "shot": 1, "seed": 0}]))
+    assert main(["status", "tiny", *where, "--format", "json"]) == 0
+    ghost = next(row for row in json.loads(capsys.readouterr().out)["rows"] if row["cell"]["id"] == "ghost")
+    assert ghost["state"] == "interrupted" and "is damaged" in ghost["where / error"]

@@ -10,13 +10,13 @@ import pytest
 from conftest import tiny_run_flags
 from fewshot_bench.cli.main import main
 from fewshot_bench.config import merge
+from fewshot_bench.engine.runner import run
 from fewshot_bench.errors import ConfigError
-from fewshot_bench.results.leaderboard import write_leaderboard
+from fewshot_bench.fileio import atomic_write_text
 from fewshot_bench.method import resolve_variant
 from fewshot_bench.options import Spec
-from fewshot_bench.fileio import atomic_write_text
+from fewshot_bench.results.leaderboard import write_leaderboard
 from fewshot_bench.results.store import RunStore
-from fewshot_bench.engine.runner import run
 
 
 @pytest.mark.parametrize("run_id", ["../x", "/tmp/x", ".", "..", "a/b", " x"])
@@ -124,3 +124,27 @@ def test_resume_writes_where_the_run_was_found_and_every_command_finds_it_one_wa
         assert main(command) == 0, command
     assert main(["status", "nowhere", "--output-dir", str(moved.parent)]) == 3
     assert "no run 'nowhere'" in capsys.readouterr().err
+
+
+def test_config_and_plan_updates_wait_for_each_other(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from conftest import REPO
+    from fewshot_bench.fileio import locked
+
+    flags = tiny_run_flags(tmp_path, methods=["protonet"], shots=[1], train_episodes=2, test_episodes=4)
+    run(merge(None, flags))
+    saved = tmp_path / "runs" / "tiny" / "config.yaml"
+    grow = ("from fewshot_bench.config import merge; from fewshot_bench.engine.runner import start_run; "
+            f"start_run(merge(None, {{**{flags!r}, 'methods': ['crn']}}))")
+    with locked(saved):  # another process is between reading and writing the config
+        process = subprocess.Popen([sys.executable, "-c", grow], env={**os.environ, "PYTHONPATH": str(REPO)})
+        time.sleep(3.0)
+        assert process.poll() is None and yaml.safe_load(saved.read_text())["methods"] == ["protonet"]
+    assert process.wait(timeout=120) == 0
+    assert yaml.safe_load(saved.read_text())["methods"] == ["protonet", "crn"]  # joined, nothing lost
+    assert len(json.loads((tmp_path / "runs" / "tiny" / "plan.json").read_text())) == 2

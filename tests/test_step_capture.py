@@ -6,9 +6,9 @@ off CUDA is a plain call, and cell records say how their steps ran. The capture 
 import numpy as np
 import torch
 
+from fewshot_bench.engine.graphs import CapturedStep
 from fewshot_bench.episodic.augment import EpisodeAugmenter
 from fewshot_bench.episodic.episodes import EpisodeSampler
-from fewshot_bench.engine.graphs import CapturedStep
 from fewshot_bench.episodic.tasks import TaskBuilder
 from test_methods_train import patterned_dataset
 from conftest import tiny_run_flags

@@ -9,11 +9,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from fewshot_bench.episodic.episodes import EpisodeSet
 from fewshot_bench.device import autocast
 from fewshot_bench.engine.graphs import CapturedStep
-from fewshot_bench.method import FewShotMethod, check_scores
+from fewshot_bench.episodic.episodes import EpisodeSet
 from fewshot_bench.episodic.tasks import TaskBuilder
+from fewshot_bench.method import FewShotMethod, check_scores
 
 
 @dataclass

@@ -14,23 +14,23 @@ from typing import Any, Iterable, Protocol as TypingProtocol
 
 import numpy as np
 import torch
-import yaml
 
-from fewshot_bench.config import GRID, RESULT, SETTINGS, RunConfig, dump
+from fewshot_bench.config import GRID, RESULT, SETTINGS, RunConfig, dump, load_yaml
 from fewshot_bench.config import keys as config_keys
+from fewshot_bench.console import logger, warn
 from fewshot_bench.device import choose_device, prepare_device
-from fewshot_bench.episodic.episodes import EpisodeSet
-from fewshot_bench.errors import CellsFailed, ConfigError, RecordError
 from fewshot_bench.engine.evaluation import evaluate
+from fewshot_bench.engine.training import TrainSettings, train
+from fewshot_bench.episodic.episodes import EpisodeSet
+from fewshot_bench.episodic.protocol import Protocol, prepare
+from fewshot_bench.episodic.tasks import TaskBuilder, channel_statistics
+from fewshot_bench.errors import CellsFailed, ConfigError, RecordError
+from fewshot_bench.fileio import locked
 from fewshot_bench.method import MethodVariant, parameter_count, resolve_variant
 from fewshot_bench.options import Spec
-from fewshot_bench.episodic.protocol import Protocol, prepare
-from fewshot_bench.results.provenance import code_version, git_state
-from fewshot_bench.console import logger, warn
 from fewshot_bench.registry import BACKBONES, METHODS
+from fewshot_bench.results.provenance import code_version, git_state
 from fewshot_bench.results.store import CellCheckpoint, CellRecord, RunStore, SummaryRow, environment_info
-from fewshot_bench.episodic.tasks import TaskBuilder, channel_statistics
-from fewshot_bench.engine.training import TrainSettings, train
 
 
 class RunObserver(TypingProtocol):
@@ -124,9 +124,12 @@ def start_run(config: RunConfig) -> StartedRun:
     protocol = prepare(config)
     config = RunConfig(**{**config.to_dict(), "run_id": config.run_id or default_run_id(config)})
     store = RunStore(Path(config.output_dir) / config.run_id)
-    store.save_config(dump(merge_with_folder(store, config)))
+    # Several processes may grow one run at once (other methods, seeds): each reads the saved config and
+    # plan, joins its own grid in and writes them back, one process at a time.
+    with locked(store.root / "config.yaml"):
+        store.save_config(dump(merge_with_folder(store, config)))
+        store.save_plan([{"cell": c.cell_id, "label": c.variant.label, "shot": c.shot, "seed": c.seed} for c in cells])
     store.save_environment(environment_info(str(device)))
-    store.save_plan([{"cell": c.cell_id, "label": c.variant.label, "shot": c.shot, "seed": c.seed} for c in cells])
     return StartedRun(config, store, cells, protocol, device)
 
 
@@ -304,7 +307,7 @@ def merge_with_folder(store: RunStore, config: RunConfig) -> RunConfig:
     path = store.root / "config.yaml"
     if not path.exists():
         return config
-    previous = {**RunConfig().to_dict(), **(yaml.safe_load(path.read_text()) or {})}
+    previous = {**RunConfig().to_dict(), **load_yaml(path)}
     current = config.to_dict()
     for key in config_keys(RESULT):
         if previous.get(key) != current.get(key):
@@ -322,6 +325,8 @@ def run_cell(variant: MethodVariant, protocol: Protocol, builder: TaskBuilder, s
              observer: RunObserver, checkpoint: CellCheckpoint | None = None) -> CellRecord:
     """Train one variant for one (shot, seed) and evaluate it on the setting's fixed test episodes."""
     version = code_version(variant.method_class, BACKBONES.get(variant.option_dict["backbone"]))  # before training
+    if checkpoint is not None:
+        checkpoint.code_version = version
     torch.manual_seed(seed)
     settings = replace(settings, seed=seed)
     method = variant.build(protocol.dataset.image_shape).to(device)

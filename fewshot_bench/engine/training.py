@@ -10,13 +10,14 @@ from typing import Any, Callable, Protocol
 import torch
 
 from fewshot_bench.config import RunConfig
-from fewshot_bench.episodic.episodes import EpisodeSampler, EpisodeSet, check_episodes
-from fewshot_bench.episodic.augment import EpisodeAugmenter
+from fewshot_bench.console import warn
 from fewshot_bench.device import autocast
 from fewshot_bench.engine.evaluation import evaluate
 from fewshot_bench.engine.graphs import CapturedStep
-from fewshot_bench.method import FewShotMethod
+from fewshot_bench.episodic.augment import EpisodeAugmenter
+from fewshot_bench.episodic.episodes import EpisodeSampler, EpisodeSet, check_episodes
 from fewshot_bench.episodic.tasks import TaskBuilder
+from fewshot_bench.method import FewShotMethod
 
 
 @dataclass(frozen=True)
@@ -108,13 +109,28 @@ def train(
     elapsed_before = 0.0
     saved = checkpointer.load() if checkpointer is not None else None
     if saved is not None:
-        method.load_state_dict(saved["model"])
-        optimiser.load_state_dict(saved["optimiser"])
-        scheduler.load_state_dict(saved["scheduler"])
-        sampler.set_state(saved["sampler"])
-        torch.set_rng_state(saved["torch_rng"])
+        fresh = (copy.deepcopy(method.state_dict()), copy.deepcopy(optimiser.state_dict()),
+                 copy.deepcopy(scheduler.state_dict()), sampler.state(), torch.get_rng_state())
+        try:
+            method.load_state_dict(saved["model"])
+            optimiser.load_state_dict(saved["optimiser"])
+            scheduler.load_state_dict(saved["scheduler"])
+            sampler.set_state(saved["sampler"])
+            torch.set_rng_state(saved["torch_rng"])
+            history = TrainHistory(**saved["history"])
+        except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+            # The method changed since the checkpoint (a plugin edited between kill and resume): restarting
+            # the cell beats failing every resume forever.
+            warn(f"the cell's checkpoint does not fit the method any more ({type(exc).__name__}: "
+                 f"{str(exc).splitlines()[0][:200]}); the cell restarts from scratch")
+            method.load_state_dict(fresh[0])
+            optimiser.load_state_dict(fresh[1])
+            scheduler.load_state_dict(fresh[2])
+            sampler.set_state(fresh[3])
+            torch.set_rng_state(fresh[4])
+            saved = None
+    if saved is not None:
         done = last_checkpoint = saved["done"]
-        history = TrainHistory(**saved["history"])
         best_state, best_accuracy = saved["best_state"], saved["best_accuracy"]
         elapsed_before = history.seconds
         if augmenter is not None and "augment_rng" in saved:

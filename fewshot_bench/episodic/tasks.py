@@ -8,9 +8,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from fewshot_bench.episodic.augment import EpisodeAugmenter
 from fewshot_bench.data import ImageDataset
 from fewshot_bench.device import to_device
+from fewshot_bench.episodic.augment import EpisodeAugmenter
 from fewshot_bench.episodic.episodes import Episode
 from fewshot_bench.method import Task
 

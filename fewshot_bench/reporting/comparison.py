@@ -7,11 +7,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fewshot_bench.errors import ConfigError
 from fewshot_bench.console import warn
+from fewshot_bench.errors import ConfigError
 from fewshot_bench.report import Column, Report, Value
-from fewshot_bench.stats import PairedResult, adjust_pvalues, paired_test
 from fewshot_bench.reporting.tables import same_episodes
+from fewshot_bench.stats import PairedResult, adjust_pvalues, paired_test
 
 
 @dataclass(frozen=True)

@@ -11,19 +11,17 @@ row, the most recently finished cell is used, so rerunning is idempotent and nev
 from __future__ import annotations
 
 import csv
-import fcntl
 import io
 import json
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import numpy as np
 
 from fewshot_bench.errors import BenchError
-from fewshot_bench.fileio import atomic_write_text
-from fewshot_bench.results.store import RunStore
+from fewshot_bench.fileio import atomic_write_text, locked
 from fewshot_bench.results.frames import aggregate, cells_frame
+from fewshot_bench.results.store import RunStore
 
 COLUMNS = ["dataset", "split", "way", "shot", "query", "label", "method", "backbone", "settings_hash", "mean", "ci95", "std",
            "episodes", "seeds", "seed_std", "seed_ci95", "params", "train_episodes", "train_seconds", "eval_seconds", "device",
@@ -96,18 +94,6 @@ def render_csv(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
     return out.getvalue()
-
-
-@contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """An exclusive lock beside ``path``, so concurrent writers take turns."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f".{path.name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_leaderboard(sources: list[Path], out: Path, **filters: Any) -> list[dict[str, Any]]:

@@ -186,14 +186,30 @@ class RunStore:
     def save_plan(self, cells: list[dict[str, Any]]) -> None:
         """The grid of the run (every cell ever planned into this folder), for ``bench status``."""
         path = self.root / "plan.json"
-        planned = json.loads(path.read_text()) if path.exists() else []
+        try:
+            planned = self.load_plan()
+        except RecordError as exc:
+            from fewshot_bench.console import warn
+
+            warn(f"{exc}; it is written again")
+            planned = []
         known = {c["cell"] for c in planned}
         planned += [c for c in cells if c["cell"] not in known]
         atomic_write_text(path, json.dumps(planned, indent=1) + "\n")
 
     def load_plan(self) -> list[dict[str, Any]]:
+        """The run's planned cells; a damaged plan.json is a one-line RecordError with the fix."""
         path = self.root / "plan.json"
-        return json.loads(path.read_text()) if path.exists() else []
+        if not path.exists():
+            return []
+        try:
+            plan = json.loads(path.read_text())
+            if not isinstance(plan, list) or not all(isinstance(c, dict) and "cell" in c for c in plan):
+                raise ValueError("not a list of cells")
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise RecordError(f"'{path}' is damaged ({type(exc).__name__}); delete it and run `bench run --resume "
+                              f"{self.run_id}`, which plans the cells again") from None
+        return plan
 
     def mark_running(self, cell_id: str, **info: Any) -> None:
         """Note that this process works on the cell (host, pid, time; a Slurm job id when there is one)."""
@@ -278,7 +294,11 @@ class RunStore:
                 except RecordError as exc:  # a damaged record is no result: resume computes the cell again
                     state = {"state": "failed", "error": str(exc)}
             elif marker.exists():
-                state = json.loads(marker.read_text())
+                try:
+                    state = json.loads(marker.read_text())
+                    state["state"]  # noqa: B018 - a marker without a state is as damaged as unreadable JSON
+                except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+                    state = {"state": "interrupted", "error": f"state file {marker} is damaged; --resume runs the cell"}
                 if state["state"] == "running" and state.get("host") == socket.gethostname() \
                         and not _pid_alive(state.get("pid")):
                     state["state"] = "interrupted"
@@ -287,8 +307,8 @@ class RunStore:
             states[cid] = {**entry, **state}
         return states
 
-    def checkpoint(self, cell_id: str) -> "CellCheckpoint":
-        return CellCheckpoint(self.root / "checkpoints" / f"{cell_id}.pt")
+    def checkpoint(self, cell_id: str, code_version: str | None = None) -> "CellCheckpoint":
+        return CellCheckpoint(self.root / "checkpoints" / f"{cell_id}.pt", code_version)
 
     def load_cell(self, cell_id: str) -> CellRecord:
         """A finished cell's record; RecordError (one line naming the file) when it is damaged."""
@@ -394,29 +414,40 @@ def summary_rows(cells: Iterable[CellRecord]) -> list[SummaryRow]:
 class CellCheckpoint:
     """The training state of one cell while it trains, then its final weights (``checkpoints/<cell>.pt``)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, code_version: str | None = None) -> None:
         self.path = path
+        # The code version of the cell now: a checkpoint written by other code is not resumed from, so one
+        # cell's numbers never mix two versions of its method.
+        self.code_version = code_version
 
     def load(self) -> dict[str, Any] | None:
-        """The saved training state, or None when there is none (or only a finished cell's final weights)."""
+        """The saved training state, or None when there is none (or only a finished cell's final weights);
+        an unreadable checkpoint, or one written by other code, costs the cell's progress, never the run."""
         import torch
+
+        from fewshot_bench.console import warn
 
         if not self.path.exists():
             return None
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # an unreadable checkpoint costs the cell's progress, never the run
-            from fewshot_bench.console import warn
-
+        except Exception as exc:
             warn(f"checkpoint '{self.path}' is unreadable ({type(exc).__name__}); the cell restarts from scratch")
             return None
-        return state if "optimiser" in state else None
+        if "optimiser" not in state:
+            return None
+        saved_version = state.get("code_version")
+        if self.code_version is not None and saved_version is not None and saved_version != self.code_version:
+            warn(f"checkpoint '{self.path}' was written by other code ({saved_version}; now {self.code_version}); "
+                 "the cell restarts from scratch")
+            return None
+        return state
 
     def save(self, state: dict[str, Any]) -> None:
         import torch
 
         buffer = io.BytesIO()
-        torch.save(state, buffer)
+        torch.save({**state, "code_version": self.code_version}, buffer)
         atomic_write_bytes(self.path, buffer.getvalue())
 
     def save_final(self, model_state: dict[str, Any]) -> None:
