@@ -25,8 +25,10 @@ from fewshot_bench.options import Option
 from fewshot_bench.registry import register_dataset
 
 DECODE_OPTIONS = (
-    Option("size", int, 84, "image side after decoding"),
-    Option("channels", int, 3, "1 (grayscale) or 3 (RGB)", (1, 3)),
+    Option("size", int, None, "image side after decoding (default: the images' own, the most common size; a "
+           "non-square one's shorter side)"),
+    Option("channels", int, None, "1 (grayscale) or 3 (RGB) (default: the images' own: 1 when all are "
+           "grayscale)", (1, 3)),
     Option("skip_corrupt", bool, False, "skip unreadable image files (reported) instead of failing"),
 )
 

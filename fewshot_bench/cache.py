@@ -29,7 +29,8 @@ def source_key(files: Iterable[Path], options: Any) -> str:
     digest = hashlib.sha256(repr(options).encode())
     for path in files:
         stat = path.stat()
-        digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        # os.fsencode: a file name need not be UTF-8 (its bytes are what the file system holds).
+        digest.update(os.fsencode(path) + f"|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:20]
 
 

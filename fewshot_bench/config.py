@@ -109,6 +109,20 @@ def _split_method_list(items: list) -> list:
 _ONE_WAY = "a 1-way episode is always answered right: its accuracy says nothing"
 
 
+def _split_value(value: str | dict) -> str | dict:
+    """A preset name, or a mapping; on the command line the mapping is written in YAML, e.g.
+    ``--split '{train: [happy, sad], test: [angry, fear]}'``."""
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            value = None
+        if not isinstance(value, dict):
+            raise ConfigError("config key 'split' must be a preset name or a mapping such as "
+                              "'{train: [happy, sad], test: [angry, fear]}'")
+    return value
+
+
 @dataclass
 class RunConfig:
     """Everything a ``bench run`` needs; each field is one key (``bench run --help``, docs/config.md)."""
@@ -126,7 +140,8 @@ class RunConfig:
                                        "classes dropped); default: the dataset's own choice (on for FER2013); see "
                                        "`bench datasets check`", hashed=False)
     split: str | dict | None = setting(None, "class split: a preset name of the dataset, or a mapping with "
-                                             "train/val/test class names", hashed=False)
+                                             "train/val/test class names (on the command line in YAML: "
+                                             "'{train: [a, b], test: [c, d]}')", hashed=False, check=_split_value)
     image_size: int | None = setting(None, "resize images to this side (default: the dataset's own size)", minimum=1)
     channels: int | None = setting(None, "convert images to this many channels (1 or 3; default: the dataset's own)")
     way: int = setting(3, "classes per test episode (N)", minimum=2, why=_ONE_WAY)

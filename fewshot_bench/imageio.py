@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,6 +31,61 @@ class Decoded:
     skipped: list[str]
 
 
+GRAYSCALE_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """16-bit (and 32-bit integer) grayscale scaled to 8 bits; PIL's own conversion clips it to white."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        values = np.asarray(image, dtype=np.float64)
+        return Image.fromarray(np.clip(np.round(values / 257.0), 0, 255).astype(np.uint8), "L")
+    return image
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The side and channels images are decoded to, and what that does to them, for a one-line notice."""
+
+    size: int
+    channels: int
+    resized: int
+    stretched: int
+    converted: int
+
+    def notice(self, name: str, total: int) -> str | None:
+        parts = []
+        if self.resized:
+            parts.append(f"{self.resized} resized to {self.size}×{self.size}"
+                         + (f" ({self.stretched} of them not square, stretched)" if self.stretched else ""))
+        if self.converted:
+            parts.append(f"{self.converted} converted to {'grayscale' if self.channels == 1 else 'RGB'}")
+        return f"{name}: of {total} images, " + "; ".join(parts) if parts else None
+
+
+def image_geometry(paths: Sequence[Path], size: int | None, channels: int | None) -> Geometry:
+    """What decoding ``paths`` to ``size``/``channels`` does; ``None`` keeps the images' own: the most common
+    size (a non-square one's shorter side) and 1 channel when every image is grayscale, else 3. Reads only
+    the file headers; unreadable files are left to the decoder to report."""
+    sizes: dict[tuple[int, int], int] = {}
+    modes: list[str] = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                sizes[image.size] = sizes.get(image.size, 0) + 1
+                modes.append(image.mode)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            continue
+    if size is None:
+        common = max(sizes, key=lambda s: (sizes[s], s)) if sizes else (84, 84)
+        size = min(common)
+    if channels is None:
+        channels = 1 if modes and all(m in GRAYSCALE_MODES for m in modes) else 3
+    resized = sum(n for s, n in sizes.items() if s != (size, size))
+    stretched = sum(n for (w, h), n in sizes.items() if w != h)
+    converted = sum((m in GRAYSCALE_MODES) != (channels == 1) for m in modes)
+    return Geometry(size, channels, resized, stretched, converted)
+
+
 def decode_images(paths: Sequence[Path], size: int, channels: int, skip_corrupt: bool = False) -> Decoded:
     """Decode, convert to ``channels`` (1 or 3) and resize to ``size``×``size`` (Lanczos) every file.
 
@@ -45,7 +101,7 @@ def decode_images(paths: Sequence[Path], size: int, channels: int, skip_corrupt:
         try:
             with Image.open(path) as image:
                 image.draft(mode, (size, size))  # lets JPEG decode at reduced scale when that is enough
-                image = image.convert(mode)
+                image = _eight_bit(image).convert(mode)
                 if image.size != (size, size):
                     image = image.resize((size, size), Image.LANCZOS)
                 images[i] = np.asarray(image)
@@ -71,6 +127,9 @@ def class_folder_files(root: Path, name_of: dict[str, str] | None = None) -> lis
     ``name_of`` maps folder names to class names (a folder missing from it is an error naming the folder and
     the expected names); without it the folder name is the class name. An empty class folder is an error.
     """
+    if root.exists() and not root.is_dir():
+        raise DatasetError(f"'{root}' is a file, but this dataset reads a folder of class folders "
+                           f"(<root>/<class>/<image files>); point --data-root at that folder")
     if not root.is_dir():
         raise DatasetError(f"folder '{root}' does not exist; check --data-root and the expected layout")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -78,6 +137,11 @@ def class_folder_files(root: Path, name_of: dict[str, str] | None = None) -> lis
         raise DatasetError(f"folder '{root}' has no class folders; expected {root}/<class>/<image files>")
     items: list[tuple[Path, str]] = []
     for folder in folders:
+        try:
+            folder.name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DatasetError(f"class folder {os.fsencode(folder)!r} has a name that is not UTF-8 text; rename it "
+                               "(the folder name becomes the class name shown in splits and tables)") from None
         if name_of is not None and folder.name not in name_of:
             expected = ", ".join(sorted(name_of))
             raise DatasetError(f"unknown class folder '{folder}'; expected one of: {expected}")
@@ -94,25 +158,31 @@ def decoded_dataset(name: str, items: list[tuple[Path, str]], options: dict[str,
                     class_names: list[str] | None = None, extra_key_files: Sequence[Path] = ()) -> "ImageDataset":
     """Decode ``(file, class name)`` items (through the on-disk cache) into a dataset.
 
-    ``options`` needs ``size``, ``channels`` and ``skip_corrupt``; ``class_names`` fixes the class order
-    (default: sorted names). Skipped corrupt files are reported in one warning.
+    ``options`` needs ``size``, ``channels`` (either may be None: the images' own, see ``image_geometry``)
+    and ``skip_corrupt``; ``class_names`` fixes the class order (default: sorted names). Skipped corrupt
+    files are reported in one warning, resized or converted images in one line.
     """
     from fewshot_bench.cache import cached_arrays, source_key
     from fewshot_bench.data import ImageDataset, as_uint8_nchw
-    from fewshot_bench.console import warn
+    from fewshot_bench.console import logger, warn
 
     class_names = list(class_names) if class_names is not None else sorted({label for _, label in items})
     paths = [path for path, _ in items]
     key = source_key([*extra_key_files, *paths], sorted(options.items()))
 
     def build() -> dict[str, np.ndarray]:
-        decoded = decode_images(paths, options["size"], options["channels"], options["skip_corrupt"])
+        geometry = image_geometry(paths, options.get("size"), options.get("channels"))
+        decoded = decode_images(paths, geometry.size, geometry.channels, options["skip_corrupt"])
         index = {c: i for i, c in enumerate(class_names)}
         labels = np.array([index[label] for _, label in items], dtype=np.int64)[decoded.kept]
-        return {"images": decoded.images, "labels": labels, "skipped": np.array(decoded.skipped, dtype=str)}
+        notice = geometry.notice(name, len(paths)) or ""
+        return {"images": decoded.images, "labels": labels, "skipped": np.array(decoded.skipped, dtype=str),
+                "notice": np.array(notice)}
 
     arrays = cached_arrays(name, key, build)
     if len(arrays["skipped"]):
         warn(f"{name}: skipped {len(arrays['skipped'])} unreadable image(s), e.g. {arrays['skipped'][0]}")
+    if "notice" in arrays and str(arrays["notice"]):
+        logger.info(str(arrays["notice"]))
     return ImageDataset(as_uint8_nchw(arrays["images"], name), torch.from_numpy(arrays["labels"]),
                         class_names, name)

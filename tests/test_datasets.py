@@ -364,3 +364,23 @@ def test_mini_imagenet_from_the_cache_pickles_with_the_ravi_split_and_no_float_c
     (tmp_path / "mini-imagenet-cache-test.pkl").unlink()
     with pytest.raises(DatasetError, match="mini-imagenet-cache-test.pkl' not found"):
         load("mini-imagenet", tmp_path)
+
+
+def test_image_folders_keep_their_own_size_and_channels_and_say_what_they_change(tmp_path, capsys):
+    for c, name in enumerate(("angry", "happy", "sad")):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            face(10 * c + i).save(tmp_path / name / f"{i}.png")
+    data, _ = load("image-folder", tmp_path)
+    assert tuple(data.images.shape) == (9, 1, 48, 48)  # 48×48 grayscale stays 48×48 grayscale
+    assert "resized" not in capsys.readouterr().err
+    deep = np.full((48, 48), 40000, dtype=np.uint16)  # a 16-bit PNG: 40000 / 65535 of full scale
+    Image.fromarray(deep).save(tmp_path / "sad" / "deep.png")
+    Image.fromarray(np.zeros((48, 60), dtype=np.uint8)).save(tmp_path / "sad" / "wide.png")
+    data, _ = load("image-folder", tmp_path)
+    sad = data.images[data.labels == data.class_id("sad")]
+    assert any(int(img.max()) == 156 and int(img.min()) == 156 for img in sad)  # not clipped to white
+    err = capsys.readouterr().err
+    assert "image-folder: of 11 images, 1 resized to 48×48 (1 of them not square, stretched)" in err
+    data, _ = load("image-folder", tmp_path, channels=3, size=32)
+    assert tuple(data.images.shape) == (11, 3, 32, 32) and "11 converted to RGB" in capsys.readouterr().err

@@ -480,6 +480,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return ExitCode.INPUT
+    except OSError as exc:  # a folder that is a file, a read-only or full disk: name the path, no traceback
+        where = f" '{exc.filename}'" if exc.filename else ""
+        print(f"error: cannot use{where}: {exc.strerror or exc}; check the path (--output-dir, --data-root) and its "
+              "permissions", file=sys.stderr)
+        return ExitCode.INPUT
     except KeyboardInterrupt:
         make_console(stderr=True).show_cursor(True)
         print("interrupted", file=sys.stderr)

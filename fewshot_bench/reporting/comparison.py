@@ -63,6 +63,9 @@ def compare_with_baseline(cells: Sequence[dict[str, Any]], baseline: str, test: 
             seed_level = paired_test(np.array([np.mean(other[s]) for s in seeds]),
                                      np.array([np.mean(base[s]) for s in seeds])) if len(seeds) > 1 else None
             raw.append((label, way, shot, paired_test(a, b, test), seed_level))
+    if not raw:
+        raise ConfigError(f"nothing to compare with '{baseline}': the run has no other variant scored on the same "
+                          "settings and test episodes; add methods to the run first")
     adjusted = adjust_pvalues([r.p_value for _, _, _, r, _ in raw], correction)
     return [Comparison(label, way, shot, result, p, seed_level)
             for (label, way, shot, result, seed_level), p in zip(raw, adjusted)]
