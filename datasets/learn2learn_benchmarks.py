@@ -48,6 +48,8 @@ SHORT = {"train": "train", "val": "val", "test": "test"}
 class MiniImageNet(DatasetPlugin):
     """miniImageNet (100 classes, 84×84) from learn2learn's cache pickles; split preset 'ravi' (64/16/20)."""
 
+    unpickles = True
+
     where_to_get = "put learn2learn's mini-imagenet-cache-{train,validation,test}.pkl in --data-root"
 
     def load(self, root: Path | None, options: dict[str, Any]) -> ImageDataset:
@@ -135,6 +137,8 @@ def arrays_dataset(name: str, key_files: list[Path], options: Any,
 class TieredImageNet(DatasetPlugin):
     """tieredImageNet (608 classes, 84×84) through learn2learn's reader; split preset 'ren' (351/97/160)."""
 
+    unpickles = True
+
     where_to_get = "put learn2learn's tiered-imagenet/ folder ({train,val,test}_{images_png,labels}.pkl) in --data-root"
 
     def load(self, root: Path | None, options: dict[str, Any]) -> ImageDataset:
@@ -200,6 +204,8 @@ class CIFARFS(DatasetPlugin):
 @register_dataset("fc100")
 class FC100(DatasetPlugin):
     """FC100 (100 CIFAR classes split by superclass, 32×32) through learn2learn; preset 'oreshkin' (60/20/20)."""
+
+    unpickles = True
 
     where_to_get = "put learn2learn's FC100_{train,val,test}.pickle files in --data-root"
 

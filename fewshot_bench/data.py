@@ -109,6 +109,9 @@ class DatasetPlugin:
     where_to_get: ClassVar[str] = ""
     # Whether exact duplicate images are removed unless the run says otherwise (config key ``dedup``).
     dedup_default: ClassVar[bool] = False
+    # Whether ``load`` unpickles files under --data-root (which can run code): a resumed run's config that
+    # names such a dataset is shown and confirmed before it loads.
+    unpickles: ClassVar[bool] = False
 
     def load(self, root: Path | None, options: dict[str, Any]) -> ImageDataset:
         raise NotImplementedError

@@ -161,8 +161,15 @@ def test_plugin_files_of_earlier_cells_survive_cells_added_with_another_plugin(t
     saved = yaml.safe_load((tmp_path / "runs" / "grown" / "config.yaml").read_text())
     assert saved["plugins"] == files and saved["methods"] == ["nn-first", "nn-second"]
     capsys.readouterr()
-    assert main(["run", "--resume", "grown", "--output-dir", flags["output_dir"]]) == 0
+    resume = ["run", "--resume", "grown", "--output-dir", flags["output_dir"]]
+    # The run folder's config names code: it is shown, and runs only when trusted (or named again).
+    assert main(resume) == 3
+    err = capsys.readouterr().err
+    assert f"would run code from: plugin file {files[0]}; plugin file {files[1]}" in err and "--trust" in err
+    assert main([*resume, "--plugin", files[0]]) == 3
+    assert main([*resume, "--trust"]) == 0
     assert "kept (already done)" in capsys.readouterr().err
+    assert main([*resume, "--plugin", files[0], "--plugin", files[1]]) == 0
 
 
 def test_new_plugins_refuse_taken_names_and_installed_package_names(tmp_path, capsys):
@@ -191,3 +198,15 @@ def test_the_method_scaffold_is_a_feature_head_that_conforms(tmp_path):
     assert cls.has_feature_head() and cls.supports_batched_episodes()  # the recommended style
     check_method(cls)
     assert 'check_method(METHODS.get("scaffolded-cosine"))' in test_file.read_text()
+
+
+def test_a_resumed_run_that_unpickles_files_is_confirmed_first(tmp_path):
+    from fewshot_bench.cli.main import _confirm_run_code
+    from fewshot_bench.config import merge
+    from fewshot_bench.errors import ConfigError
+
+    pickled = merge(None, {"dataset": "mini-imagenet", "data_root": str(tmp_path)})
+    with pytest.raises(ConfigError, match="dataset 'mini-imagenet', which unpickles files under"):
+        _confirm_run_code(tmp_path, pickled, given=[], trusted=False)
+    _confirm_run_code(tmp_path, pickled, given=[], trusted=True)
+    _confirm_run_code(tmp_path, merge(None, {"dataset": "fer2013"}), given=[], trusted=False)  # no code to run

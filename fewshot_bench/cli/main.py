@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", parents=[common], help="train and evaluate methods on identical test episodes")
     run.add_argument("--resume", metavar="RUN_ID", help="continue a run: its saved config, finished cells kept, "
                      "interrupted cells resumed from their last checkpoint")
+    run.add_argument("--trust", action="store_true", help="with --resume: load the plugin files and pickle-reading "
+                     "datasets the run's config names without asking")
     _add_run_flags(run)
 
     lister = sub.add_parser("list", parents=[common], help="list registered methods, datasets, backbones, output formats, or the "
@@ -174,6 +176,7 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
             raise ConfigError("--resume continues a run with its own saved config; drop --config")
         folder = resolve_run(args.resume, flags["output_dir"] or RunConfig().output_dir)
         config = merge(folder / "config.yaml", {**flags, "output_dir": str(folder.parent), "run_id": folder.name})
+        _confirm_run_code(folder, config, given=args.plugin, trusted=args.trust)
     else:
         config = merge(args.config, flags)
     if args.plugin:
@@ -184,6 +187,30 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
         config = replace(config, slurm={**config.slurm, **merge(None, {"slurm": slurm}).slurm})
     _load_plugins(config.plugins)
     return config if config.run_id else replace(config, run_id=default_run_id(config))
+
+
+def _confirm_run_code(folder: Path, config: RunConfig, given: Sequence[str], trusted: bool) -> None:
+    """A run folder may come from someone else: the code its config would run (plugin files, datasets that
+    unpickle files) is shown and must be confirmed (or --trust given) before anything is loaded."""
+    from fewshot_bench.errors import BenchError
+    from fewshot_bench.registry import DATASETS
+
+    named = {str(Path(p).expanduser().resolve()) for p in given}
+    code = [f"plugin file {p}" for p in config.plugins if p not in named]
+    try:
+        if getattr(DATASETS.get(config.dataset), "unpickles", False):
+            code.append(f"dataset '{config.dataset}', which unpickles files under {config.data_root}")
+    except BenchError:
+        pass  # a dataset from one of those plugins: the plugin files are listed already
+    if not code or trusted:
+        return
+    listing = "; ".join(code)
+    if sys.stdin.isatty() and sys.stderr.isatty():
+        answer = input(f"run '{folder}' would run code from: {listing}. Continue? [y/N] ").strip().lower()
+        if answer in ("y", "yes"):
+            return
+    raise ConfigError(f"run '{folder}' would run code from: {listing}; if you trust it, add --trust (or name the "
+                      "plugin files with --plugin)")
 
 
 def command_run(args: argparse.Namespace) -> int:
