@@ -234,3 +234,25 @@ def test_a_run_grown_by_several_invocations_saves_the_config_of_all_its_cells(tm
     assert saved["methods"] == ["protonet", "crn"] and saved["shots"] == [1, 2] and saved["seeds"] == [0, 1]
     plan = json.loads((tmp_path / "runs" / "tiny" / "plan.json").read_text())
     assert len(plan) == 2
+
+
+def test_paths_that_are_files_and_other_bad_inputs_are_one_line_errors(tmp_path, capsys):
+    flags = tiny_run_flags(tmp_path, shots=[1])
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    cases = [
+        (["run", *cli_args({**flags, "output_dir": str(a_file)})], "cannot use '" + str(a_file)),
+        (["run", *cli_args({k: v for k, v in flags.items() if k != "dataset_options"}), "--dataset", "image-folder",
+          "--data-root", str(a_file)],
+         "is a file, but this dataset reads a folder of class folders"),
+        (["run", *cli_args(flags), "--split", "{train: [happy"], "config key 'split' must be a preset name or a mapping"),
+    ]
+    for args, message in cases:
+        assert main(args) == 3, args
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+    split = "{train: [happy, neutral, sad, surprise], test: [angry, disgust, fear]}"
+    assert main(["run", *cli_args(flags), "--split", split]) == 0  # the mapping --help promises
+    assert "split 'custom'" in capsys.readouterr().out
+    assert main(["compare", "tiny", "--baseline", "protonet", "--output-dir", flags["output_dir"]]) == 3
+    assert "nothing to compare with 'protonet'" in capsys.readouterr().err

@@ -384,3 +384,17 @@ def test_image_folders_keep_their_own_size_and_channels_and_say_what_they_change
     assert "image-folder: of 11 images, 1 resized to 48×48 (1 of them not square, stretched)" in err
     data, _ = load("image-folder", tmp_path, channels=3, size=32)
     assert tuple(data.images.shape) == (11, 3, 32, 32) and "11 converted to RGB" in capsys.readouterr().err
+
+
+def test_file_and_folder_names_that_are_not_utf8(tmp_path):
+    root = os.fsencode(tmp_path)
+    for c, name in enumerate((b"angry", b"happy", b"sad")):
+        os.makedirs(root + b"/" + name)
+        for i in range(2):
+            face(c + 10 * i).save(os.fsdecode(root + b"/" + name + (b"/\xfe%d.png" % i)))  # Latin-1 bytes
+    data, _ = load("image-folder", tmp_path)
+    assert len(data.labels) == 6  # such file names load
+    os.makedirs(root + b"/angr\xff")
+    face(99).save(os.fsdecode(root + b"/angr\xff/0.png"))
+    with pytest.raises(DatasetError, match=r"class folder b'.*angr\\xff' has a name that is not UTF-8 text; rename"):
+        load("image-folder", tmp_path)
