@@ -52,9 +52,19 @@ class _StderrHandler(logging.Handler):
 
 def setup_logging(verbosity: int = 0) -> None:
     """The package logger's level: -1 (``-q``) warnings and errors only, 0 progress and results, 1 (``-v``)
-    debugging detail too. Lines are time-stamped when stderr is not a terminal (a log file)."""
-    handler = _StderrHandler()
-    handler.setFormatter(_LineFormatter(stamp=not sys.stderr.isatty()))
+    debugging detail too. On a terminal through rich's handler; otherwise (a log file) plain lines, the
+    informational ones time-stamped."""
+    handler: logging.Handler
+    if sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        # A terminal: rich's handler (level in colour, long lines wrapped at words, nothing read as markup).
+        handler = RichHandler(console=make_console(stderr=True), show_time=False, show_path=False, markup=False,
+                              highlighter=None)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = _StderrHandler()  # a log file or a test: plain, greppable, time-stamped lines
+        handler.setFormatter(_LineFormatter(stamp=True))
     logger.handlers[:] = [handler]
     logger.setLevel(logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO)
     logger.propagate = False

@@ -20,6 +20,7 @@ def import_learn2learn() -> ModuleType:
             warnings.simplefilter("ignore")
             import learn2learn
     except ImportError:
-        raise BenchError("learn2learn is not installed; scripts/setup.sh builds learn2learn 0.2.0 from source "
-                         "(there is no wheel for Python >= 3.11)") from None
+        raise BenchError("learn2learn is not installed (it is the optional extra 'learn2learn': pip install "
+                         "'fewshot-bench[learn2learn]' on Python < 3.11; on Python >= 3.11, which it has no wheel "
+                         "for, scripts/install_learn2learn.sh builds it)") from None
     return learn2learn

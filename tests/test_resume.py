@@ -159,8 +159,10 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("jobs", [1, 2])
-def test_sigterm_stops_a_run_like_ctrl_c_and_resume_finishes_it(tmp_path, jobs):
+@pytest.mark.parametrize("jobs, ctrl_c", [(1, False), (2, False), (2, True)])
+def test_sigterm_and_ctrl_c_stop_a_run_and_resume_finishes_it(tmp_path, jobs, ctrl_c):
+    """SIGTERM to the run's process, or Ctrl-C in a terminal (SIGINT to its whole process group, workers
+    included): one line, exit 130, no worker left, no traceback from any of them; --resume finishes it."""
     from fewshot_bench.results.store import RunStore
 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -169,7 +171,7 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_resume_finishes_it(tmp_path, jobs):
     subprocess.run(_tiny_command(tmp_path, "straight", "--threads", threads), check=True, capture_output=True,
                    env=env, timeout=300)
     process = subprocess.Popen(_tiny_command(tmp_path, "stopped", "--jobs", str(jobs)), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=env)
+                               stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
     folder = tmp_path / "runs" / "stopped"
     workers: set[int] = set()
     deadline = time.time() + 180
@@ -180,7 +182,10 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_resume_finishes_it(tmp_path, jobs):
             except (OSError, ValueError, KeyError):
                 pass
         time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
+    if ctrl_c:
+        os.killpg(process.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
+    else:
+        process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stdout + stderr
     assert "Traceback" not in stderr and "bench run --resume stopped" in stderr

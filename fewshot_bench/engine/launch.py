@@ -12,10 +12,12 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from fewshot_bench.config import RunConfig, merge
 from fewshot_bench.errors import BenchError, ConfigError
@@ -133,6 +135,27 @@ def submit(config: RunConfig, store: RunStore, cell_ids: Sequence[str]) -> list[
             jobs = [executor.submit(CellsJob(str(store.root), [cid])) for cid in cell_ids]
         return jobs
     workers = max(1, min(config.jobs, len(cell_ids)))
+    with _ignoring_ctrl_c():
+        return _start_local_workers(executor, config, store, cell_ids, workers)
+
+
+@contextmanager
+def _ignoring_ctrl_c() -> Iterator[None]:
+    """Start processes that ignore SIGINT (an ignored signal stays ignored across exec): Ctrl-C in a terminal
+    reaches the whole process group, and submitit's controllers would each print a traceback. The run's own
+    process catches it and stops the workers itself (``stop_local_workers``)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _start_local_workers(executor: Any, config: RunConfig, store: RunStore, cell_ids: Sequence[str],
+                         workers: int) -> list[Any]:
     # Threads follow the requested --jobs (not how many cells remain), so a resumed cell computes exactly
     # as it would have in the original run.
     threads = config.threads or max(1, (os.cpu_count() or 1) // max(1, config.jobs))
