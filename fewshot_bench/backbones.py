@@ -20,12 +20,17 @@ def conv_block(in_channels: int, out_channels: int, *, padding: int = 1, pool: b
         nn.ReLU(inplace=True),
     ]
     if pool:
-        layers.append(nn.MaxPool2d(2, ceil_mode=True))
+        # Floor pooling, as every paper's code (and PyTorch's default): an odd side loses its last row and
+        # column. This is what gives the papers' feature sizes (64-d Conv-4 features at 28 px, 1600-d at 84).
+        layers.append(nn.MaxPool2d(2))
     return nn.Sequential(*layers)
 
 
 class Conv4(nn.Sequential):
-    """Conv-4: 4 × [3×3 conv, BN, ReLU, 2×2 max-pool] (Vinyals 2016, Snell 2017, Finn 2017)."""
+    """Conv-4: 4 × [3×3 conv, BN, ReLU, 2×2 max-pool] (Vinyals 2016, Snell 2017, Finn 2017).
+
+    Output maps: 64×1×1 at 28×28 input (Omniglot's 64-d features), 64×3×3 at 48×48, 64×5×5 at 84×84 (1600-d).
+    """
 
     def __init__(self, in_channels: int, width: int = 64) -> None:
         super().__init__(
@@ -39,8 +44,8 @@ class Conv4(nn.Sequential):
 class RelationEncoder(nn.Sequential):
     """Relation Network encoder (Sung 2018): 4 conv blocks of 64, unpadded and pooled in the first two.
 
-    Keeps larger feature maps than Conv-4 (5×5 at 28×28 input, 10×10 at 48×48, 19×19 at 84×84), which the
-    relation module compares.
+    Keeps larger feature maps than Conv-4 (5×5 at 28×28 input, 10×10 at 48×48, 14×14 at 64×64 as in the
+    CRN authors' code, 19×19 at 84×84), which the relation module compares.
     """
 
     def __init__(self, in_channels: int, width: int = 64) -> None:

@@ -111,3 +111,20 @@ def test_crn_loss_adds_weighted_js_term():
     assert model.loss(task).item() == pytest.approx(expected.item(), rel=1e-5)
     model.config["js_weight"] = 0.0
     assert model.loss(task).item() == pytest.approx(one_hot_mse(scores, task.query_labels).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("backbone, side, expected", [
+    ("conv4", 28, (64, 1, 1)),      # Omniglot: the papers' 64-d features
+    ("conv4", 48, (64, 3, 3)),
+    ("conv4", 84, (64, 5, 5)),      # miniImageNet: 1600-d
+    ("conv4-32", 84, (32, 5, 5)),   # MAML's miniImageNet backbone: 800-d
+    ("rn-encoder", 28, (64, 5, 5)),  # Sung et al.: 5×5 maps on Omniglot
+    ("rn-encoder", 48, (64, 10, 10)),
+    ("rn-encoder", 64, (64, 14, 14)),  # the CRN authors' code (CSRN) at 64 px
+    ("rn-encoder", 84, (64, 19, 19)),
+])
+def test_backbones_give_the_papers_feature_sizes(backbone, side, expected):
+    from fewshot_bench.backbones import feature_shape
+    from fewshot_bench.registry import BACKBONES
+
+    assert feature_shape(BACKBONES.get(backbone)(1), (1, side, side)) == expected
