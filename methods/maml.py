@@ -55,7 +55,11 @@ class MAML(FewShotMethod):
     memory_format = torch.contiguous_format
     compilable = False  # functional calls with fresh fast weights at every inner step defeat compilation
     options = (
-        Option("inner_steps", int, 5, "gradient steps on the support set (training and test)", minimum=0),
+        Option("inner_steps", int, 5, "gradient steps on the support set in meta-training (and at test, unless "
+               "test_inner_steps is set)", minimum=0),
+        Option("test_inner_steps", int, None, "gradient steps on the support set at test time (default: "
+               "inner_steps; Finn et al. used 3 on 5-way Omniglot after 1 in training, 10 on miniImageNet after 5)",
+               minimum=0),
         Option("inner_lr", float, 0.01, "inner-loop learning rate α", minimum=0.0),
         Option("first_order", bool, False, "first-order MAML (no second derivatives)"),
         Option("bn", str, "batch", "batch-norm statistics: batch (transductive, Finn) or running", ("batch", "running")),
@@ -81,10 +85,10 @@ class MAML(FewShotMethod):
         return functional_call(self, params, (images,))[:, :n_way]
 
     def adapt(self, support: torch.Tensor, support_labels: torch.Tensor, n_way: int,
-              create_graph: bool) -> dict[str, torch.Tensor]:
-        """Fast weights after ``inner_steps`` gradient steps on the support loss."""
+              create_graph: bool, steps: int | None = None) -> dict[str, torch.Tensor]:
+        """Fast weights after ``steps`` (default ``inner_steps``) gradient steps on the support loss."""
         fast = dict(self.named_parameters())
-        for _ in range(self.config["inner_steps"]):
+        for _ in range(self.config["inner_steps"] if steps is None else steps):
             loss = F.cross_entropy(self.logits(fast, support, n_way), support_labels)
             names = [n for n, p in fast.items() if p.requires_grad]
             grads = torch.autograd.grad(loss, [fast[n] for n in names], create_graph=create_graph, allow_unused=True)
@@ -95,7 +99,8 @@ class MAML(FewShotMethod):
 
     def predict(self, support, support_labels, query, n_way):
         with torch.enable_grad():
-            fast = self.adapt(support, support_labels, n_way, create_graph=False)
+            fast = self.adapt(support, support_labels, n_way, create_graph=False,
+                              steps=self.config.get("test_inner_steps"))
         return self.logits({k: v.detach() for k, v in fast.items()}, query, n_way)
 
     def loss(self, task: Task) -> torch.Tensor:

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fewshot_bench.method import resolve_variant
+from fewshot_bench.method import Task, resolve_variant
 from fewshot_bench.options import Spec
 
 
@@ -139,3 +139,16 @@ def test_meta_batches_that_cannot_be_vectorised_fall_back_to_the_loop():
     assert not model.vectorisable(mixed)
     expected = torch.stack([model.loss(t) for t in mixed]).mean()
     assert model.meta_batch_loss(mixed).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_test_time_steps_can_differ_from_training_steps_as_in_finn():
+    support, ys, query, _ = episode()
+    three = make_maml(inner_steps=3, inner_lr=0.4).eval()
+    one_then_three = make_maml(inner_steps=1, test_inner_steps=3, inner_lr=0.4).eval()
+    one = make_maml(inner_steps=1, inner_lr=0.4).eval()
+    with torch.no_grad():
+        expected = three.predict(support, ys, query, 5)
+        assert torch.allclose(one_then_three.predict(support, ys, query, 5), expected)  # same initial weights
+        assert not torch.allclose(one.predict(support, ys, query, 5), expected)
+    task = Task(support, ys, query, torch.arange(5).repeat_interleave(3), 5, 1)
+    assert torch.allclose(one_then_three.loss(task), one.loss(task))  # training still takes one step
