@@ -47,7 +47,7 @@ def setting(default: Any, help: str, *, role: str = RESULT, minimum: int | None 
     ``minimum`` bounds a number (or every item of a list of numbers; ``why`` is added to the error);
     ``choices`` lists the allowed texts; ``check`` validates (and may return a normalised value); ``flag=False``
     for keys with their own command-line flags; ``hashed=False`` for result keys that enter the settings hash
-    through what they resolve to (the data fingerprint, the split's class lists).
+    through what they resolve to (the data fingerprint, the split's class lists, the variants' labels).
     """
     metadata = {"help": help, "role": role, "minimum": minimum, "why": why, "choices": choices, "check": check,
                 "flag": flag, "hashed": hashed}
@@ -129,6 +129,10 @@ class RunConfig:
 
     methods: list = setting(["protonet"], "method variants, e.g. crn,crn[js_weight=0],protonet", role=GRID,
                             check=_split_method_list)
+    backbone: str | None = setting(None, "put every method on this backbone (`bench list backbones`) with its own "
+                                         "head, for a comparison of methods rather than of backbones; a variant "
+                                         "that names its backbone keeps it; default: each method's own (its "
+                                         "paper's)", hashed=False)
     plugins: list[str] = setting([], "plugin files to load (methods, datasets, backbones); also loaded by job "
                                      "workers; in a YAML file, relative to that file", role=GRID, flag=False)
     dataset: str = setting("synthetic-fer", "dataset name (see `bench list datasets`)")

@@ -127,3 +127,16 @@ def test_plugin_files_named_in_a_yaml_are_found_beside_it(tmp_path, monkeypatch)
     (folder / "run.yaml").write_text("plugins: [my_method.py]\n")
     monkeypatch.chdir(tmp_path)  # not the YAML's folder
     assert merge(folder / "run.yaml", {}).plugins == [str((folder / "my_method.py").resolve())]
+
+
+def test_one_backbone_for_every_method_on_demand():
+    from fewshot_bench.engine.runner import resolve_variants
+
+    config = merge(None, {"methods": "protonet,maml,relationnet[backbone=rn-encoder]", "backbone": "conv4"})
+    variants = {v.name: v for v in resolve_variants(config)}
+    assert {name: v.option_dict["backbone"] for name, v in variants.items()} == {
+        "protonet": "conv4", "maml": "conv4", "relationnet": "rn-encoder"}  # a named backbone is kept
+    assert variants["maml"].label == "maml[backbone=conv4]" and variants["protonet"].label == "protonet"
+    assert [v.option_dict["backbone"] for v in resolve_variants(merge(None, {"methods": "maml"}))] == ["conv4-32"]
+    with pytest.raises(Exception, match="unknown backbone 'resnet99'"):
+        resolve_variants(merge(None, {"methods": "protonet", "backbone": "resnet99"}))

@@ -114,11 +114,11 @@ def run_cells():
 def test_markdown_table_snapshot_with_best_bold_and_paired_ties():
     table = table_from_cells(*run_cells())
     assert render(accuracy_report(table), "markdown").splitlines()[:5] == [
-        "| method | 1-shot | 5-shot |",
-        "|---|---:|---:|",
-        "| protonet | **66.25 ± 10.92** | 56.25 ± 6.88 |",
-        "| crn | 61.25 ± 10.92 | **66.25 ± 6.88** |",
-        "| maml | 36.25 ± 10.92 | 46.25 ± 6.88 |",
+        "| method | 1-shot | 5-shot | params |",
+        "|---|---:|---:|---:|",
+        "| protonet | **66.25 ± 10.92** | 56.25 ± 6.88 | 1,000 |",
+        "| crn | 61.25 ± 10.92 | **66.25 ± 6.88** | 1,000 |",
+        "| maml | 36.25 ± 10.92 | 46.25 ± 6.88 | 1,000 |",
     ]
 
 
@@ -126,10 +126,10 @@ def test_latex_table_snapshot():
     cells = [make_cell("protonet", 1, 0, A), make_cell("crn[js_weight=0]", 1, 0, A - np.array([0.1, 0, 0, 0, 0, 0, 0, 0.1]))]
     latex = render(accuracy_report(table_from_cells(cells, summary_rows(cells))), "latex")
     lines = latex.splitlines()
-    assert lines[:6] == [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{lr}", r"\toprule",
-                         r"Method & 1-shot \\", r"\midrule"]
-    assert lines[6] == r"protonet & \textbf{66.25 $\pm$ 10.92} \\"
-    assert lines[7] == r"crn{[}js\_weight=0{]} & 63.75 $\pm$ 10.92$^\dagger$ \\"
+    assert lines[:6] == [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{lrr}", r"\toprule",
+                         r"Method & 1-shot & Params \\", r"\midrule"]
+    assert lines[6] == r"protonet & \textbf{66.25 $\pm$ 10.92} & 1,000 \\"
+    assert lines[7] == r"crn{[}js\_weight=0{]} & 63.75 $\pm$ 10.92$^\dagger$ & 1,000 \\"
     assert lines[-2].startswith(r"\caption{Accuracy (\%) on 3-way episodes") and r"$\sqrt{n}$" in lines[-2]
 
 
@@ -192,7 +192,8 @@ def test_every_report_is_data_in_json_and_numeric_csv(tmp_path, capsys):
     where = ["--output-dir", str(tmp_path / "runs")]
     assert main(["table", "demo", *where, "--format", "json"]) == 0
     table = json.loads(capsys.readouterr().out)
-    assert table["kind"] == "accuracy-table" and table["columns"] == ["method", "1-shot", "5-shot"]
+    assert table["kind"] == "accuracy-table" and table["columns"] == ["method", "1-shot", "5-shot", "params"]
+    assert all(row["params"] == 1000 for row in table["rows"])
     protonet = next(row for row in table["rows"] if row["method"] == "protonet")
     assert protonet["1-shot"]["mean"] == pytest.approx(66.25) and protonet["1-shot"]["mark"] == "best"
     assert protonet["1-shot"]["seed_ci95"] is None  # one seed: no interval over seeds (NaN is not JSON)

@@ -26,7 +26,7 @@ from fewshot_bench.episodic.protocol import Protocol, prepare
 from fewshot_bench.episodic.tasks import TaskBuilder, channel_statistics
 from fewshot_bench.errors import CellsFailed, ConfigError, RecordError
 from fewshot_bench.fileio import locked
-from fewshot_bench.method import MethodVariant, parameter_count, resolve_variant
+from fewshot_bench.method import BACKBONE_OPTION, MethodVariant, parameter_count, resolve_variant
 from fewshot_bench.options import Spec
 from fewshot_bench.registry import BACKBONES, METHODS
 from fewshot_bench.results.provenance import code_version, git_state
@@ -68,7 +68,13 @@ class RunResult:
 
 
 def resolve_variants(config: RunConfig) -> list[MethodVariant]:
-    variants = [resolve_variant(Spec.from_config(item)) for item in config.methods]
+    """The run's method variants; with ``backbone`` set, every variant that does not name its own backbone
+    runs on it (and its label says so)."""
+    specs = [Spec.from_config(item) for item in config.methods]
+    if config.backbone:
+        specs = [spec if BACKBONE_OPTION in spec.option_dict else replace(spec, options=(
+            *spec.options, (BACKBONE_OPTION, config.backbone))) for spec in specs]
+    variants = [resolve_variant(spec) for spec in specs]
     labels = [v.label for v in variants]
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:

@@ -131,10 +131,11 @@ def table_from_rows(rows: Sequence[dict[str, Any]]) -> AccuracyTable:
 def accuracy_report(table: AccuracyTable) -> Report:
     """The table as a report: one row per variant, one column per setting; each entry holds the mean, both
     intervals, the seeds and episodes, and whether it is the column's best or tied with it."""
-    columns = [Column("method"), *(Column(header, "right") for header in table.headers)]
+    columns = [Column("method"), *(Column(header, "right") for header in table.headers), Column("params", "right")]
     rows = []
     for label in table.labels:
         row: list[Any] = [label]
+        params = next((table.cells[(label, c)].get("params") for c in table.columns if (label, c) in table.cells), None)
         for column in table.columns:
             cell = table.cells.get((label, column))
             if cell is None:
@@ -147,5 +148,7 @@ def accuracy_report(table: AccuracyTable) -> Report:
             mark = BEST if table.best.get(column) == label else TIED if (label, column) in table.tied else ""
             data = {key: cell.get(key) for key in ("mean", "ci95", "seed_ci95", "seeds", "episodes")}
             row.append(Value(data, text, mark))
+        # The model's size beside its accuracy: a comparison of methods is also one of capacities.
+        row.append(Value(params, f"{params:,}") if isinstance(params, int) else None)
         rows.append(row)
     return Report("", columns, rows, caption=table.caption, kind="accuracy-table")
