@@ -12,11 +12,11 @@ from conftest import tiny_run_flags
 from fewshot_bench.config import merge
 from fewshot_bench.engine.runner import run
 from fewshot_bench.episodic.episodes import EpisodeSet
-from fewshot_bench.errors import CellsFailed, ConfigError
+from fewshot_bench.errors import CellsFailed
 from fewshot_bench.report import render
 from fewshot_bench.reporting.comparison import compare_with_baseline
 from fewshot_bench.reporting.tables import accuracy_report, table_from_cells
-from fewshot_bench.results.leaderboard import load_cells, write_leaderboard
+from fewshot_bench.results.leaderboard import write_leaderboard
 from fewshot_bench.stats import summarize
 from test_reporting import A, B, make_cell, write_run
 

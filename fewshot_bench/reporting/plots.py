@@ -26,11 +26,13 @@ def _pyplot():
 
 
 def _save(fig, out: Path, name: str) -> list[Path]:
+    """Write ``fig`` as ``name``.png and .pdf into ``out``, then close it (figures hold memory until closed)."""
     paths = []
     for suffix in (".png", ".pdf"):
         path = out / f"{name}{suffix}"
         fig.savefig(path, dpi=150, bbox_inches="tight")
         paths.append(path)
+    _pyplot().close(fig)
     return paths
 
 
@@ -50,9 +52,7 @@ def accuracy_vs_shots(rows: Sequence[dict[str, Any]], out: Path) -> list[Path]:
     ax.set_xticks(sorted({r["shot"] for r in rows}))
     ax.set_title(f"{rows[0]['dataset']}: {way}-way accuracy, mean ± 95% CI", fontsize=10)
     ax.legend(fontsize=8, frameon=False, loc="best")
-    paths = _save(fig, out, "accuracy_vs_shots")
-    plt.close(fig)
-    return paths
+    return _save(fig, out, "accuracy_vs_shots")
 
 
 def training_curves(cells: Sequence[dict[str, Any]], out: Path) -> list[Path]:
@@ -83,9 +83,7 @@ def training_curves(cells: Sequence[dict[str, Any]], out: Path) -> list[Path]:
     axes[0][-1].legend(fontsize=8, frameon=False)
     fig.suptitle("Training curves (each method's own loss: CE, NLL or MSE + terms)", fontsize=10)
     fig.tight_layout()
-    paths = _save(fig, out, "training_curves")
-    plt.close(fig)
-    return paths
+    return _save(fig, out, "training_curves")
 
 
 def per_class_accuracy(cells: Sequence[dict[str, Any]], out: Path) -> list[Path]:
@@ -112,9 +110,7 @@ def per_class_accuracy(cells: Sequence[dict[str, Any]], out: Path) -> list[Path]
         ax.set_ylim(0, 100)
     axes[0][-1].legend(fontsize=8, frameon=False, loc="upper right")
     fig.tight_layout()
-    paths = _save(fig, out, "per_class_accuracy")
-    plt.close(fig)
-    return paths
+    return _save(fig, out, "per_class_accuracy")
 
 
 def plot_run(cells: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]], out: Path) -> list[Path]:
