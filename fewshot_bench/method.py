@@ -165,6 +165,20 @@ class MethodVariant:
     def method_class(self) -> type[FewShotMethod]:
         return METHODS.get(self.name)
 
+    def check_image_shape(self, image_shape: tuple[int, int, int]) -> None:
+        """Refuse images too small for the variant's backbone (its poolings would leave nothing), in one line,
+        before any training."""
+        from fewshot_bench.backbones import feature_shape
+
+        name = self.option_dict[BACKBONE_OPTION]
+        try:
+            shape = feature_shape(BACKBONES.get(name)(image_shape[0]), image_shape)
+        except RuntimeError:
+            shape = (0,)
+        if 0 in shape:
+            raise ConfigError(f"{image_shape[1]}×{image_shape[2]} images are too small for backbone '{name}' of "
+                              f"{self.label}; use larger images (--image-size) or another backbone")
+
     def build(self, image_shape: tuple[int, int, int]) -> FewShotMethod:
         options = self.option_dict
         backbone_name = options.pop(BACKBONE_OPTION)

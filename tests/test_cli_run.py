@@ -256,3 +256,18 @@ def test_paths_that_are_files_and_other_bad_inputs_are_one_line_errors(tmp_path,
     assert "split 'custom'" in capsys.readouterr().out
     assert main(["compare", "tiny", "--baseline", "protonet", "--output-dir", flags["output_dir"]]) == 3
     assert "nothing to compare with 'protonet'" in capsys.readouterr().err
+
+
+def test_images_too_small_for_the_backbone_are_refused_before_training(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "tiny.npz"
+    np.savez(path, images=rng.integers(0, 256, (40, 8, 8), dtype=np.uint8), labels=np.repeat(np.arange(4), 10),
+             class_names=np.array(["happy", "sad", "angry", "fear"]))
+    flags = tiny_run_flags(tmp_path, shots=[1], way=2)
+    flags.pop("dataset_options")
+    args = ["run", *cli_args(flags), "--dataset", "array", "--data-root", str(path), "--split",
+            "{train: [happy, sad], test: [angry, fear]}"]
+    assert main(args) == 3
+    err = capsys.readouterr().err
+    assert "8×8 images are too small for backbone 'conv4' of protonet" in err and "Traceback" not in err
+    assert not list((tmp_path / "runs").glob("*/cells/*.json"))

@@ -19,7 +19,7 @@ def planted(n_per_class=6, seed=0):
     filed under 'happy' (a test image seen in meta-training under another label)."""
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(4), n_per_class)
-    images = rng.integers(0, 256, (len(labels), 1, 8, 8), dtype=np.uint8)
+    images = rng.integers(0, 256, (len(labels), 1, 16, 16), dtype=np.uint8)
     images[2] = images[1]
     images[3] = images[1]
     angry = np.flatnonzero(labels == 2)[0]

@@ -128,6 +128,8 @@ def start_run(config: RunConfig) -> StartedRun:
     cells = plan_cells(config)
     device = choose_device(config.device)
     protocol = prepare(config)
+    for variant in {cell.variant.label: cell.variant for cell in cells}.values():
+        variant.check_image_shape(protocol.dataset.image_shape)
     config = RunConfig(**{**config.to_dict(), "run_id": config.run_id or default_run_id(config)})
     store = RunStore(Path(config.output_dir) / config.run_id)
     # Several processes may grow one run at once (other methods, seeds): each reads the saved config and
