@@ -135,32 +135,40 @@ def submit(config: RunConfig, store: RunStore, cell_ids: Sequence[str]) -> list[
             jobs = [executor.submit(CellsJob(str(store.root), [cid])) for cid in cell_ids]
         return jobs
     workers = max(1, min(config.jobs, len(cell_ids)))
-    with _ignoring_ctrl_c():
-        return _start_local_workers(executor, config, store, cell_ids, workers)
+    jobs: list[Any] = []
+    try:
+        with _ctrl_c_deferred():
+            _start_local_workers(executor, config, store, cell_ids, workers, jobs)
+    except KeyboardInterrupt:  # Ctrl-C (held until the workers were started) or SIGTERM meanwhile
+        stop_local_workers(jobs)
+        raise
+    return jobs
 
 
 @contextmanager
-def _ignoring_ctrl_c() -> Iterator[None]:
-    """Start processes that ignore SIGINT (an ignored signal stays ignored across exec): Ctrl-C in a terminal
-    reaches the whole process group, and submitit's controllers would each print a traceback. The run's own
-    process catches it and stops the workers itself (``stop_local_workers``)."""
+def _ctrl_c_deferred() -> Iterator[None]:
+    """Start processes with SIGINT blocked, which they inherit (they never see it): Ctrl-C in a terminal
+    reaches the whole process group, and submitit's controllers would each print a traceback. A Ctrl-C
+    meanwhile is held, not lost: it reaches this process when the block ends, and the run's own handling
+    stops the workers (``stop_local_workers``)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _start_local_workers(executor: Any, config: RunConfig, store: RunStore, cell_ids: Sequence[str],
-                         workers: int) -> list[Any]:
+                         workers: int, jobs: list[Any]) -> None:
+    """Start ``workers`` local worker processes sharing ``cell_ids``, appending each job to ``jobs`` as it
+    starts (so an interruption meanwhile knows which to stop)."""
     # Threads follow the requested --jobs (not how many cells remain), so a resumed cell computes exactly
     # as it would have in the original run.
     threads = config.threads or max(1, (os.cpu_count() or 1) // max(1, config.jobs))
     gpus = local_gpus(config.device)
-    jobs = []
     for worker in range(workers):
         overrides: dict[str, Any] = {}
         if gpus:
@@ -170,7 +178,6 @@ def _start_local_workers(executor: Any, config: RunConfig, store: RunStore, cell
             if config.device.startswith("cuda"):
                 overrides["device"] = "cuda"
         jobs.append(executor.submit(CellsJob(str(store.root), cell_ids, threads, overrides)))
-    return jobs
 
 
 @dataclass
