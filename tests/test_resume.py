@@ -169,8 +169,11 @@ def test_sigterm_and_ctrl_c_stop_a_run_and_resume_finishes_it(tmp_path, jobs, ct
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
     subprocess.run(_tiny_command(tmp_path, "straight", "--threads", threads), check=True, capture_output=True,
                    env=env, timeout=300)
+    # A shell's background job (how CI may start pytest) ignores SIGINT, and children inherit that: start
+    # this one as a foreground command would be, with the default disposition.
     process = subprocess.Popen(_tiny_command(tmp_path, "stopped", "--jobs", str(jobs)), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+                               stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     folder = tmp_path / "runs" / "stopped"
     workers: set[int] = set()
     deadline = time.time() + 180
@@ -264,3 +267,15 @@ def test_damaged_plan_and_state_files_are_named_not_tracebacks(tmp_path, capsys)
     assert main(["status", "tiny", *where, "--format", "json"]) == 0
     ghost = next(row for row in json.loads(capsys.readouterr().out)["rows"] if row["cell"]["id"] == "ghost")
     assert ghost["state"] == "interrupted" and "is damaged" in ghost["where / error"]
+
+
+def test_a_jobs_run_logged_to_a_file_shows_cell_counts_and_each_worker_logs_its_progress(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    log = tmp_path / "run.log"
+    with log.open("w") as handle:
+        subprocess.run(_tiny_command(tmp_path, "workers", "--jobs", "2"), check=True, stdout=handle,
+                       stderr=subprocess.STDOUT, env=env, timeout=300)
+    text = log.read_text()
+    assert "run workers: 2 done, 0 running, 0 failed, 0 interrupted, 0 pending" in text
+    worker_logs = " ".join(path.read_text() for path in (tmp_path / "runs" / "workers" / "jobs").rglob("*.err"))
+    assert "train 60/60 episodes, loss" in worker_logs and "2-shot seed 0:" in worker_logs

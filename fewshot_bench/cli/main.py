@@ -229,9 +229,12 @@ def command_run(args: argparse.Namespace) -> int:
             if config.launcher == "slurm" and not args.wait:
                 out.print(f"follow it with `bench status {config.run_id}`; collect with `bench table {config.run_id}`")
                 return 0
-            with Live(_status_table(submission.store), console=err, refresh_per_second=2) as view:
-                result = wait_run(submission, lambda: view.update(_status_table(submission.store)))
-            err.print()
+            if err.is_terminal:
+                with Live(_status_table(submission.store), console=err, refresh_per_second=2) as view:
+                    result = wait_run(submission, lambda: view.update(_status_table(submission.store)))
+                err.print()
+            else:  # a log file: one line whenever the cells' counts change (each worker logs its progress)
+                result = wait_run(submission, _status_lines(submission.store))
         else:
             total = len(resolve_variants(config)) * len(config.shots) * len(config.seeds)
             with run_observer(err, total, config.log_interval) as observer:
@@ -277,6 +280,21 @@ def _status_table(store):
     from fewshot_bench.formats.terminal import ConsoleFormat
 
     return ConsoleFormat().table(status_report(store))
+
+
+def _status_lines(store) -> Any:
+    """A poll callback logging the run's cell counts when they change."""
+    from fewshot_bench.console import logger
+    from fewshot_bench.engine.launch import status_report
+
+    last: list[str] = []
+
+    def poll() -> None:
+        title = status_report(store).title
+        if title != (last[-1] if last else None):
+            last.append(title)
+            logger.info(title)
+    return poll
 
 
 def command_status(args: argparse.Namespace) -> int:

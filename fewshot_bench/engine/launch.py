@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from fewshot_bench.config import RunConfig, merge
+from fewshot_bench.engine.progress import LogLinesObserver
 from fewshot_bench.errors import BenchError, ConfigError
 from fewshot_bench.report import Column, Report, Value
 from fewshot_bench.results.store import RunStore
@@ -68,7 +69,7 @@ class CellsJob:
         # A cell another worker failed in this launch is not retried here; the runner's claim keeps workers
         # off each other's cells.
         todo = [cells[cid] for cid in self.cell_ids if not (store.has_cell(cid) or store.failed(cid))]
-        computed = ComputedCells()
+        computed = ComputedCells(len(todo), config.log_interval)
         failures = run_cells(CellRunner(config, store), todo, computed, skip_failed=True,
                              log_tracebacks=True) if todo else []
         if failures:
@@ -81,17 +82,16 @@ class CellsJob:
                                                               self.overrides))
 
 
-class ComputedCells:
-    """A run observer that notes the cells this process computed (not those it found finished)."""
+class ComputedCells(LogLinesObserver):
+    """A job worker's observer: progress lines into the job's log, and the cells this process computed (not
+    those it found finished)."""
 
-    def __init__(self) -> None:
+    def __init__(self, total_cells: int, log_interval: int) -> None:
+        super().__init__(total_cells, log_interval)
         self.cell_ids: list[str] = []
 
-    def cell_started(self, *args: Any) -> None: ...
-    def trained(self, *args: Any) -> None: ...
-    def evaluated(self, *args: Any) -> None: ...
-
     def cell_finished(self, record: dict[str, Any], skipped: bool) -> None:
+        super().cell_finished(record, skipped)
         if not skipped:
             self.cell_ids.append(record["cell"])
 
