@@ -41,19 +41,21 @@ class LogLinesObserver:
         self.label = f"{label} {shot}-shot seed {seed}"
         self.train_total, self.test_total = train_episodes, test_episodes
         self.trained_count = self.tested = 0
-        self.resumed_at: int | None = None
-        self.start = self.test_start = time.perf_counter()
+        self.baseline: tuple[int, float] | None = None
         logger.info(f"cell {self.cells_done + 1}/{self.total_cells}: {self.label}: training {train_episodes} "
                     f"episodes, then {test_episodes} test episodes")
 
     def trained(self, episodes: int, loss: float | None) -> None:
-        if self.resumed_at is None:  # the first report of a resumed cell is where its checkpoint stopped
-            self.resumed_at = episodes if self.trained_count == 0 and loss is not None else 0
-            self.start = time.perf_counter()
         self.trained_count += episodes
+        if self.baseline is None:
+            # Speed is measured from the first report on: a resumed cell's first report is the episodes its
+            # checkpoint had already trained, which took no time in this process.
+            self.baseline = (self.trained_count, time.perf_counter())
+            return
         if loss is None:
             return
-        rate = (self.trained_count - self.resumed_at) / max(time.perf_counter() - self.start, 1e-9)
+        done, since = self.baseline
+        rate = (self.trained_count - done) / max(time.perf_counter() - since, 1e-9)
         left = (self.train_total - self.trained_count) / rate if rate > 0 else float("nan")
         logger.info(f"{self.label}: train {self.trained_count}/{self.train_total} episodes, loss {loss:.4f}, "
                     f"{rate:.1f} episodes/s, {_duration(left)} left in training")

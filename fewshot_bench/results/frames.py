@@ -83,19 +83,13 @@ def load_episodes(*sources: str | Path) -> pd.DataFrame:
 
 
 def _plain(value: Any, default: Any = "") -> Any:
-    """A python value for rows and CSVs: missing becomes ``default``, numpy scalars python ones."""
-    if value is None or value is np.nan or (not isinstance(value, (list, dict, str)) and _missing(value)):
-        return default
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _missing(value: Any) -> bool:
+    """A python value for rows and CSVs: missing (None, NaN, pandas' NA) becomes ``default``, numpy scalars
+    python ones."""
     import pandas as pd
 
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
+    if value is None or (not isinstance(value, (list, dict, str)) and pd.isna(value)):
+        return default
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _distinct(values: Iterable[Any]) -> str:

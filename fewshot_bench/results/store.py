@@ -307,8 +307,8 @@ class RunStore:
             states[cid] = {**entry, **state}
         return states
 
-    def checkpoint(self, cell_id: str, code_version: str | None = None) -> "CellCheckpoint":
-        return CellCheckpoint(self.root / "checkpoints" / f"{cell_id}.pt", code_version)
+    def checkpoint(self, cell_id: str) -> "CellCheckpoint":
+        return CellCheckpoint(self.root / "checkpoints" / f"{cell_id}.pt")
 
     def load_cell(self, cell_id: str) -> CellRecord:
         """A finished cell's record; RecordError (one line naming the file) when it is damaged."""
