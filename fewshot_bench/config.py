@@ -161,9 +161,16 @@ class RunConfig:
     batch_episodes: bool = setting(False, "embed a meta-batch's images in one backbone call (ProtoNet, MatchingNet, "
                                           "RN, CRN; batch norm then normalises over the meta-batch; faster on GPUs, "
                                           "slower on CPUs)")
-    lr: float = setting(1e-3, "Adam learning rate")
-    lr_step: int = setting(2000, "multiply the learning rate by lr_gamma every this many episodes", minimum=1)
-    lr_gamma: float = setting(0.5, "learning-rate decay factor")
+    lr: float | None = setting(None, "Adam learning rate of every method that does not name its own (default: each "
+                                     "method's paper value; `bench list methods --options`)", minimum=0.0,
+                               hashed=False)
+    lr_step: int | None = setting(None, "multiply the learning rate by lr_gamma every this many training episodes, "
+                                        "0 = constant (default: each method's paper schedule)", minimum=0,
+                                  hashed=False)
+    lr_gamma: float | None = setting(None, "learning-rate decay factor (default: each method's)", minimum=0.0,
+                                     hashed=False)
+    grad_clip: float | None = setting(None, "largest gradient norm per training step, 0 = off (default: each "
+                                            "method's; CSRN's code clips CRN at 0.5)", minimum=0.0, hashed=False)
     val_episodes: int = setting(0, "validation episodes for model selection on the split's val classes (0 = off)")
     val_interval: int = setting(500, "validate every this many training episodes", minimum=1)
     seeds: list[int] = setting([0], "seeds, one cell per value (training and test episodes both depend on it)",

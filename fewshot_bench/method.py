@@ -57,16 +57,56 @@ class Task:
 BACKBONE_OPTION = "backbone"
 
 
+@dataclass(frozen=True)
+class Optimisation:
+    """A method's training recipe as its paper (or the reference code) states it: Adam's learning rate, a step
+    schedule and gradient clipping. Every method gets these as options (``protonet[lr_step=0]``), and the run
+    keys ``lr``/``lr_step``/``lr_gamma``/``grad_clip`` set them for every variant that does not name its own.
+
+    Attributes:
+        lr: Adam's learning rate.
+        lr_step: training episodes between two multiplications of the learning rate by ``lr_gamma``
+            (0: constant).
+        lr_gamma: the decay factor.
+        grad_clip: largest gradient norm per step (0: no clipping).
+        source: where these values come from, shown by ``bench list methods --options``.
+    """
+
+    lr: float = 1e-3
+    lr_step: int = 2000
+    lr_gamma: float = 0.5
+    grad_clip: float = 0.0
+    source: str = "the harness's default (ProtoNet's schedule)"
+
+    def as_options(self) -> tuple[Option, ...]:
+        where = f"; the method's recipe: {self.source}" if self.source else ""
+        return (
+            Option("lr", float, self.lr, "Adam learning rate" + where, minimum=0.0),
+            Option("lr_step", int, self.lr_step, "training episodes between learning-rate decays (0: constant)",
+                   minimum=0),
+            Option("lr_gamma", float, self.lr_gamma, "learning-rate decay factor", minimum=0.0),
+            Option("grad_clip", float, self.grad_clip, "largest gradient norm per step (0: no clipping)", minimum=0.0),
+        )
+
+
+# The options every method has besides its own: the backbone and its training recipe. Each is also a run key
+# that, when set, applies to every variant that does not name it.
+TRAINING_OPTIONS = ("lr", "lr_step", "lr_gamma", "grad_clip")
+COMMON_OPTIONS = (BACKBONE_OPTION, *TRAINING_OPTIONS)
+
+
 class FewShotMethod(nn.Module):
     """Base class of every few-shot method.
 
-    Subclasses declare ``options`` (typed, with defaults), a ``default_backbone`` name, and implement
+    Subclasses declare ``options`` (typed, with defaults), a ``default_backbone`` name, their paper's
+    ``optimisation`` (learning rate, schedule, clipping; default: Adam 1e-3 halved every 2000 episodes), and implement
     ``predict``; they override ``loss`` when their training objective is not cross-entropy on the scores.
     The constructor receives the built backbone, the input image shape and the resolved options.
     """
 
     options: ClassVar[tuple[Option, ...]] = ()
     default_backbone: ClassVar[str] = "conv4"
+    optimisation: ClassVar[Optimisation] = Optimisation()
     paper: ClassVar[str] = ""
     # Layout of the images the runner hands to the method: channels-last convolutions are faster with
     # oneDNN on CPU and with tensor cores on CUDA for batched episodes; tiny-batch loops (MAML's inner
@@ -118,6 +158,14 @@ class FewShotMethod(nn.Module):
         check_scores(self, scores, len(query_features), task.n_way)
         return F.cross_entropy(scores, task.query_labels)
 
+    def clip_groups(self) -> list[list[nn.Parameter]]:
+        """The parameter groups whose gradient norms ``grad_clip`` bounds separately: the backbone and the rest
+        (Sung et al.'s and CSRN's code clip encoder and relation module each at 0.5)."""
+        backbone = list(self.backbone.parameters())
+        in_backbone = {id(p) for p in backbone}
+        head = [p for p in self.parameters() if id(p) not in in_backbone]
+        return [group for group in (backbone, head) if group]
+
     @classmethod
     def has_feature_head(cls) -> bool:
         """Whether the method splits into backbone + head (implements ``predict_features``)."""
@@ -144,9 +192,9 @@ class FewShotMethod(nn.Module):
 
     @classmethod
     def all_options(cls) -> tuple[Option, ...]:
-        """The method's declared options plus the backbone choice every method has."""
+        """The method's declared options plus those every method has: the backbone and the training recipe."""
         backbone = Option(BACKBONE_OPTION, str, cls.default_backbone, "feature extractor (see `bench list backbones`)")
-        return (*cls.options, backbone)
+        return (*cls.options, backbone, *cls.optimisation.as_options())
 
 
 @dataclass(frozen=True)
@@ -165,6 +213,12 @@ class MethodVariant:
     def method_class(self) -> type[FewShotMethod]:
         return METHODS.get(self.name)
 
+    @property
+    def training(self) -> dict[str, Any]:
+        """The variant's training recipe (``lr``, ``lr_step``, ``lr_gamma``, ``grad_clip``)."""
+        options = self.option_dict
+        return {key: options[key] for key in TRAINING_OPTIONS}
+
     def check_image_shape(self, image_shape: tuple[int, int, int]) -> None:
         """Refuse images too small for the variant's backbone (its poolings would leave nothing), in one line,
         before any training."""
@@ -180,7 +234,7 @@ class MethodVariant:
                               f"{self.label}; use larger images (--image-size) or another backbone")
 
     def build(self, image_shape: tuple[int, int, int]) -> FewShotMethod:
-        options = self.option_dict
+        options = {k: v for k, v in self.option_dict.items() if k not in TRAINING_OPTIONS}
         backbone_name = options.pop(BACKBONE_OPTION)
         backbone = BACKBONES.get(backbone_name)(image_shape[0])
         method = self.method_class(backbone, image_shape, **options)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from fewshot_bench.data import DatasetPlugin, ImageDataset
-from fewshot_bench.method import FewShotMethod, Task
+from fewshot_bench.method import TRAINING_OPTIONS, FewShotMethod, Task
 from fewshot_bench.options import Option, resolve_options
 from fewshot_bench.registry import BACKBONES
 
@@ -45,6 +45,7 @@ def _task(shape: tuple[int, int, int], n_way: int, shot: int, query: int, seed: 
 
 def _build(cls: type[FewShotMethod], shape: tuple[int, int, int], options: dict[str, Any], seed: int) -> FewShotMethod:
     resolved = resolve_options(cls.all_options(), options, owner=f"method '{cls.__name__}'")
+    resolved = {k: v for k, v in resolved.items() if k not in TRAINING_OPTIONS}
     backbone_name = resolved.pop("backbone")
     torch.manual_seed(seed)
     return cls(BACKBONES.get(backbone_name)(shape[0]), shape, **resolved)

@@ -46,7 +46,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from fewshot_bench.method import Task
+from fewshot_bench.method import Optimisation, Task
 from fewshot_bench.methods.relationnet import RelationStyleMethod, one_hot_mse
 from fewshot_bench.options import Option
 from fewshot_bench.registry import register_method
@@ -67,18 +67,27 @@ def js_divergence(p: torch.Tensor, q: torch.Tensor, eps: float = 1e-12) -> torch
     return ((0.5 * kl(p, m) + 0.5 * kl(q, m)) / math.log(2.0)).clamp(0.0, 1.0)
 
 
-def class_distributions(class_maps: torch.Tensor) -> torch.Tensor:
-    """P(·): softmax over each flattened class map, computed in float32 for stability."""
-    return torch.softmax(class_maps.flatten(1).float(), dim=1)
+def map_distributions(maps: torch.Tensor, scale: str = "none", temperature: float = 1.0) -> torch.Tensor:
+    """P(·): softmax over each flattened map, in float32 for stability.
+
+    ``scale="none"`` is the paper's reading: the raw map entries are the logits, so multiplying every map by
+    c > 1 (which batch norm's affine weights can do for free) sharpens every distribution and drives the
+    divergences between different classes to 1 and the loss to 0 without separating anything.
+    ``scale="standardise"`` makes the logits scale-free: each flattened map is standardised (zero mean, unit
+    standard deviation) and divided by ``temperature``.
+    """
+    logits = maps.flatten(1).float()
+    if scale == "standardise":
+        logits = (logits - logits.mean(1, keepdim=True)) / logits.std(1, keepdim=True).clamp_min(1e-6)
+    return torch.softmax(logits / temperature, dim=1)
 
 
-def js_distance_loss(class_maps: torch.Tensor) -> torch.Tensor:
-    """L_dist = 1 − mean_ij [y_ij − D_JS(P_i, P_j)]² with y the identity matrix."""
-    p = class_distributions(class_maps)
-    n = p.shape[0]
-    divergence = js_divergence(p.unsqueeze(1).expand(n, n, -1), p.unsqueeze(0).expand(n, n, -1))
-    target = torch.eye(n, device=p.device, dtype=p.dtype)
-    return 1.0 - (target - divergence).pow(2).mean()
+def js_distance_loss(p: torch.Tensor, q: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
+    """L_dist = 1 − mean_ij [y_ij − D_JS(p_i, q_j)]² for distributions ``p`` (n, D) and ``q`` (m, D), with
+    ``same`` (n, m) the targets y (1 where i and j are of one class)."""
+    n, m = p.shape[0], q.shape[0]
+    divergence = js_divergence(p.unsqueeze(1).expand(n, m, -1), q.unsqueeze(0).expand(n, m, -1))
+    return 1.0 - (same.to(divergence.dtype) - divergence).pow(2).mean()
 
 
 @register_method("crn")
@@ -87,9 +96,28 @@ class CRN(RelationStyleMethod):
 
     paper = ("Zhu, Mao, Jia, Noi & Tu. Convolutional relation network for facial expression recognition in "
              "the wild with few-shot learning. Expert Systems with Applications 189, 2022.")
+    # CSRN's training script (the only public code that trains CRN, retrained there as a baseline): Adam 1e-3
+    # for encoder and relation module, halved every 100 steps of 25 episodes, each module's gradient norm
+    # clipped at 0.5. The CRN paper's own settings are not known (paywalled).
+    optimisation = Optimisation(lr=1e-3, lr_step=2500, lr_gamma=0.5, grad_clip=0.5,
+                                source="CSRN's code (smu-ivpl/CSRN, the public CRN retraining): Adam 1e-3 halved "
+                                       "every 2500 episodes, each module's gradient norm clipped at 0.5")
     options = (
         Option("dap", bool, True, "Depth Average Pooling of support maps per class (false: RN's sum over shots)"),
         Option("js_weight", float, 0.5, "λ, weight of the Jensen–Shannon distance loss (0 disables it)", minimum=0.0),
+        Option("js_pairs", str, "class-class", "what the JS term compares: every pair of class maps (the paper's "
+               "equation) or every class map with every query map (the pairs of CSRN's code)",
+               ("class-class", "class-query")),
+        Option("js_map", str, "class", "the class map of the JS term: the one the relation module sees (DAP's mean; "
+               "RN's sum with dap=false) or always the mean over shots (a clean dap=false ablation)",
+               ("class", "mean")),
+        Option("js_scale", str, "none", "logits of the JS distributions: the raw map (the paper's reading; scale "
+               "degenerate) or each map standardised and divided by js_temperature", ("none", "standardise")),
+        Option("js_temperature", float, 1.0, "temperature of the JS softmax", minimum=1e-6),
+        Option("raw_scores", bool, False, "also score the query against each raw support map, as CSRN's code: "
+               "loss MSE(raw) + dap_weight·MSE(DAP), scores mean(raw) + dap_weight·DAP"),
+        Option("dap_weight", float, 0.7, "weight of the DAP score and loss with raw_scores (CSRN's code: 0.7)",
+               minimum=0.0),
         Option("multiply_raw", bool, False, "multiply relation scores by similarity to raw (non-DAP) support maps"),
         Option("hidden", int, 8, "hidden units of the relation module's first FC layer", minimum=1),
     )
@@ -107,10 +135,41 @@ class CRN(RelationStyleMethod):
             scores = scores * (similarity + 1.0) / 2.0
         return scores, classes, grouped, query_maps
 
+    def raw_support_scores(self, grouped: torch.Tensor, query_maps: torch.Tensor) -> torch.Tensor:
+        """(n_query, n_way, K) relation scores of each query with each raw support map (CSRN's code)."""
+        n_way, shots = grouped.shape[:2]
+        raw = self.relation.score_grid(grouped.flatten(0, 1), query_maps)
+        return raw.view(len(query_maps), n_way, shots)
+
+    def predict_features(self, support_features, support_labels, query_features, n_way):
+        scores, _, grouped, query_maps = self.scores_and_classes(support_features, support_labels, query_features,
+                                                                 n_way)
+        if self.config["raw_scores"]:
+            scores = self.raw_support_scores(grouped, query_maps).mean(-1) + self.config["dap_weight"] * scores
+        return scores
+
+    def js_term(self, classes: torch.Tensor, grouped: torch.Tensor, query_maps: torch.Tensor,
+                query_labels: torch.Tensor) -> torch.Tensor:
+        """L_dist of the episode under the ``js_pairs`` / ``js_map`` / ``js_scale`` options."""
+        maps = grouped.mean(1) if self.config["js_map"] == "mean" else classes
+        scale, temperature = self.config["js_scale"], self.config["js_temperature"]
+        p = map_distributions(maps, scale, temperature)
+        n_way = len(maps)
+        if self.config["js_pairs"] == "class-query":
+            q = map_distributions(query_maps, scale, temperature)
+            same = torch.arange(n_way, device=p.device).unsqueeze(1) == query_labels.unsqueeze(0)
+            return js_distance_loss(p, q, same)
+        return js_distance_loss(p, p, torch.eye(n_way, dtype=torch.bool, device=p.device))
+
     def loss_features(self, task: Task, support_features: torch.Tensor, query_features: torch.Tensor) -> torch.Tensor:
-        scores, classes, _, _ = self.scores_and_classes(support_features, task.support_labels, query_features,
-                                                        task.n_way)
-        loss = one_hot_mse(scores, task.query_labels)
+        scores, classes, grouped, query_maps = self.scores_and_classes(support_features, task.support_labels,
+                                                                       query_features, task.n_way)
+        if self.config["raw_scores"]:
+            raw = self.raw_support_scores(grouped, query_maps)
+            targets = F.one_hot(task.query_labels, task.n_way).to(raw.dtype).unsqueeze(-1).expand_as(raw)
+            loss = F.mse_loss(raw, targets) + self.config["dap_weight"] * one_hot_mse(scores, task.query_labels)
+        else:
+            loss = one_hot_mse(scores, task.query_labels)
         if self.config["js_weight"] > 0:
-            loss = loss + self.config["js_weight"] * js_distance_loss(classes)
+            loss = loss + self.config["js_weight"] * self.js_term(classes, grouped, query_maps, task.query_labels)
         return loss

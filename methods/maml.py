@@ -40,7 +40,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from fewshot_bench.backbones import feature_shape
-from fewshot_bench.method import FewShotMethod, Task
+from fewshot_bench.method import FewShotMethod, Optimisation, Task
 from fewshot_bench.options import Option
 from fewshot_bench.registry import register_method
 
@@ -51,6 +51,7 @@ class MAML(FewShotMethod):
 
     paper = "Finn, Abbeel & Levine. Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks. ICML 2017."
     default_backbone = "conv4-32"
+    optimisation = Optimisation(lr=1e-3, lr_step=0, source="Finn et al. 2017: Adam meta learning rate 1e-3, constant")
     # The inner loop runs tiny batches (the support set) where channels-last reorders cost more than they save.
     memory_format = torch.contiguous_format
     compilable = False  # functional calls with fresh fast weights at every inner step defeat compilation

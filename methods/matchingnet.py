@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fewshot_bench.backbones import feature_shape
-from fewshot_bench.method import FewShotMethod
+from fewshot_bench.method import FewShotMethod, Optimisation
 from fewshot_bench.options import Option
 from fewshot_bench.registry import register_method
 
@@ -83,6 +83,10 @@ class MatchingNet(FewShotMethod):
 
     paper = "Vinyals et al. Matching Networks for One Shot Learning. NeurIPS 2016."
     default_backbone = "conv4"
+    # Vinyals et al. state no optimiser; Closer Look's re-implementation trains every meta-learner with Adam
+    # 1e-3 at a constant rate.
+    optimisation = Optimisation(lr=1e-3, lr_step=0, source="Chen et al. 2019's re-implementation: Adam 1e-3, "
+                                                           "constant (Vinyals et al. state none)")
     options = (
         Option("fce", bool, True, "Full Context Embeddings (support BiLSTM + query attention LSTM)"),
         Option("scale", float, 10.0, "multiplier of cosine similarities before the attention softmax"),

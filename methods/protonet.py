@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from fewshot_bench.method import FewShotMethod
+from fewshot_bench.method import FewShotMethod, Optimisation
 from fewshot_bench.options import Option
 from fewshot_bench.registry import register_method
 
@@ -44,6 +44,8 @@ class ProtoNet(FewShotMethod):
 
     paper = "Snell, Swersky & Zemel. Prototypical Networks for Few-shot Learning. NeurIPS 2017."
     default_backbone = "conv4"
+    optimisation = Optimisation(lr=1e-3, lr_step=2000, lr_gamma=0.5,
+                                source="Snell et al. 2017: Adam 1e-3, halved every 2000 episodes")
     options = (
         Option("distance", str, "squared", "squared Euclidean (the paper) or Euclidean (easyfsl's torch.cdist)",
                ("squared", "euclidean")),

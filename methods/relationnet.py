@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fewshot_bench.backbones import feature_shape
-from fewshot_bench.method import FewShotMethod, Task
+from fewshot_bench.method import FewShotMethod, Optimisation, Task
 from fewshot_bench.options import Option
 from fewshot_bench.registry import register_method
 
@@ -103,6 +103,11 @@ class RelationStyleMethod(FewShotMethod):
     """Shared machinery of RN and CRN: encoder maps, a relation module, and MSE on relation scores."""
 
     default_backbone = "rn-encoder"
+    # Sung et al.'s code: Adam 1e-3 for encoder and relation module, each halved every 100,000 episodes, and
+    # the gradient norm of each clipped at 0.5 (the runner clips the backbone and the head separately).
+    optimisation = Optimisation(lr=1e-3, lr_step=100_000, lr_gamma=0.5, grad_clip=0.5,
+                                source="Sung et al. 2018's code: Adam 1e-3 halved every 100,000 episodes, gradient "
+                                       "norm of encoder and relation module each clipped at 0.5")
 
     def __init__(self, backbone: nn.Module, image_shape: tuple[int, int, int], **options) -> None:
         super().__init__(backbone, image_shape, **options)

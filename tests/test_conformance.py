@@ -17,6 +17,12 @@ def test_every_builtin_method_conforms(name):
     check_method(METHODS.get(name), options)
 
 
+@pytest.mark.parametrize("options", [{"js_pairs": "class-query"}, {"raw_scores": True},
+                                     {"js_scale": "standardise", "js_map": "mean", "dap": False}])
+def test_crn_variants_conform(options):
+    check_method(METHODS.get("crn"), options)
+
+
 def test_builtin_datasets_conform(tmp_path):
     check_dataset(DATASETS.get("synthetic-fer"), options={"total": 300, "size": 20})
 

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from fewshot_bench.method import Task
-from fewshot_bench.methods.crn import CRN, depth_average_pool, js_distance_loss, js_divergence
+from fewshot_bench.methods.crn import CRN, depth_average_pool, js_distance_loss, js_divergence, map_distributions
 from fewshot_bench.methods.matchingnet import attention_log_probs
 from fewshot_bench.methods.relationnet import (RelationModule, RelationNet, concatenated_pairs, group_by_class,
                                                one_hot_mse)
@@ -89,25 +89,100 @@ def test_js_divergence_properties_and_hand_computed_value():
     assert bool(((values >= 0) & (values <= 1)).all())
 
 
+def class_class_loss(maps: torch.Tensor, scale: str = "none") -> torch.Tensor:
+    p = map_distributions(maps, scale)
+    return js_distance_loss(p, p, torch.eye(len(maps), dtype=torch.bool))
+
+
 def test_js_distance_loss_decreases_when_classes_are_pulled_apart():
     close = torch.stack([torch.zeros(4, 2, 2), torch.zeros(4, 2, 2) + 0.01 * torch.arange(16.).view(4, 2, 2)])
     apart = torch.stack([torch.zeros(4, 2, 2), 5.0 * torch.arange(16.).view(4, 2, 2)])
-    assert js_distance_loss(apart).item() < js_distance_loss(close).item()
+    assert class_class_loss(apart).item() < class_class_loss(close).item()
     # identical class maps: every D_JS = 0, so L = 1 − N/N² = 1 − 1/N
     same = torch.zeros(3, 4, 2, 2)
-    assert js_distance_loss(same).item() == pytest.approx(1 - 1 / 3)
+    assert class_class_loss(same).item() == pytest.approx(1 - 1 / 3)
+
+
+def test_standardised_js_logits_remove_the_scale_degeneracy():
+    # The paper's reading: scaling every map (free for batch norm) drives L_dist towards 0 without separating
+    # anything; standardised logits give the same loss at every scale.
+    torch.manual_seed(0)
+    maps = torch.randn(4, 8, 5, 5)
+    raw = [class_class_loss(maps * c).item() for c in (1.0, 5.0, 20.0)]
+    assert raw[0] > raw[1] > raw[2] and raw[2] < 0.1
+    standardised = [class_class_loss(maps * c, "standardise").item() for c in (1.0, 5.0, 20.0)]
+    assert standardised == pytest.approx([standardised[0]] * 3, rel=1e-5)
+    assert standardised[0] > 0.3
+
+
+def crn_task():
+    torch.manual_seed(0)
+    return Task(torch.randn(6, 1, 28, 28), torch.tensor([0, 0, 1, 1, 2, 2]), torch.randn(6, 1, 28, 28),
+                torch.tensor([0, 1, 2, 0, 1, 2]), 3, 2)
+
+
+def crn_model(**options) -> CRN:
+    torch.manual_seed(0)
+    defaults = {o.name: o.default for o in CRN.options}
+    return CRN(BACKBONES.get("rn-encoder")(1), (1, 28, 28), **{**defaults, **options}).eval()
+
+
+def test_crn_class_query_pairs_compare_each_class_map_with_each_query_map():
+    task = crn_task()
+    model = crn_model(js_pairs="class-query", js_weight=1.0)
+    support_maps, query_maps = model.embed(task.support, task.query)
+    scores, classes, grouped, _ = model.scores_and_classes(support_maps, task.support_labels, query_maps, 3)
+    same = torch.arange(3).unsqueeze(1) == task.query_labels.unsqueeze(0)
+    expected = js_distance_loss(map_distributions(classes), map_distributions(query_maps), same)
+    assert model.loss(task).item() == pytest.approx((one_hot_mse(scores, task.query_labels) + expected).item(),
+                                                    rel=1e-5)
+    # the targets come from the query labels: relabelled queries change the term
+    relabelled = Task(task.support, task.support_labels, task.query, task.query_labels.roll(1), 3, 2)
+    assert model.js_term(classes, grouped, query_maps, relabelled.query_labels).item() != pytest.approx(
+        expected.item(), rel=1e-6)
+
+
+def test_crn_js_on_the_mean_map_is_the_same_term_with_and_without_dap():
+    torch.manual_seed(0)
+    grouped = 2.0 * torch.randn(3, 2, 8, 5, 5)  # (n_way, K, C, h, w) support maps
+    labels = torch.tensor([0, 1, 2])
+    terms = {}
+    for dap in (True, False):
+        for js_map in ("class", "mean"):
+            model = crn_model(dap=dap, js_map=js_map)
+            terms[dap, js_map] = model.js_term(model.class_maps(grouped), grouped, grouped[:, 0], labels).item()
+    assert terms[True, "mean"] == pytest.approx(terms[False, "mean"], rel=1e-6)
+    assert terms[True, "class"] == pytest.approx(terms[True, "mean"], rel=1e-6)  # DAP is the mean
+    # by default dap=false's JS term sees RN's sum, K× the mean, so it is another (sharper) term
+    assert terms[False, "class"] < terms[True, "class"] - 0.01
+
+
+def test_crn_raw_support_scores_follow_csrn():
+    task = crn_task()
+    model = crn_model(raw_scores=True, js_weight=0.0)
+    support_maps, query_maps = model.embed(task.support, task.query)
+    dap, _, grouped, _ = model.scores_and_classes(support_maps, task.support_labels, query_maps, 3)
+    raw = model.raw_support_scores(grouped, query_maps)
+    assert raw.shape == (6, 3, 2)
+    # each raw score is the relation module on one [support map ‖ query map] pair
+    from fewshot_bench.methods.relationnet import group_by_class
+    first = model.relation(torch.cat([group_by_class(support_maps, task.support_labels, 3)[1, 0],
+                                      query_maps[4]]).unsqueeze(0))
+    assert raw[4, 1, 0].item() == pytest.approx(first.item(), rel=1e-4)
+    scores = model.predict(task.support, task.support_labels, task.query, 3)
+    assert torch.allclose(scores, raw.mean(-1) + 0.7 * dap, atol=1e-6)
+    targets = torch.nn.functional.one_hot(task.query_labels, 3).float().unsqueeze(-1).expand_as(raw)
+    expected = torch.nn.functional.mse_loss(raw, targets) + 0.7 * one_hot_mse(dap, task.query_labels)
+    assert model.loss(task).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_crn_loss_adds_weighted_js_term():
-    torch.manual_seed(0)
-    backbone = BACKBONES.get("rn-encoder")(1)
-    model = CRN(backbone, (1, 28, 28), dap=True, js_weight=0.7, multiply_raw=False, hidden=8)
-    model.eval()
+    model = crn_model(js_weight=0.7)
     task = Task(torch.randn(6, 1, 28, 28), torch.tensor([0, 0, 1, 1, 2, 2]), torch.randn(6, 1, 28, 28),
                 torch.tensor([0, 1, 2, 0, 1, 2]), 3, 2)
     support_maps, query_maps = model.embed(task.support, task.query)
     scores, classes, _, _ = model.scores_and_classes(support_maps, task.support_labels, query_maps, 3)
-    expected = one_hot_mse(scores, task.query_labels) + 0.7 * js_distance_loss(classes)
+    expected = one_hot_mse(scores, task.query_labels) + 0.7 * class_class_loss(classes)
     assert model.loss(task).item() == pytest.approx(expected.item(), rel=1e-5)
     model.config["js_weight"] = 0.0
     assert model.loss(task).item() == pytest.approx(one_hot_mse(scores, task.query_labels).item(), rel=1e-5)

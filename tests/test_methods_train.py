@@ -12,7 +12,8 @@ from fewshot_bench.method import resolve_variant
 from fewshot_bench.options import Spec
 
 METHODS = ["protonet", "matchingnet", "maml[inner_steps=2]", "relationnet", "crn", "crn[dap=false]",
-           "crn[js_weight=0]", "crn[multiply_raw=true]", "crn[backbone=conv4]"]
+           "crn[js_weight=0]", "crn[multiply_raw=true]", "crn[backbone=conv4]", "crn[js_pairs=class-query]",
+           "crn[raw_scores=true]", "crn[dap=false,js_map=mean,js_scale=standardise,js_temperature=0.5]"]
 SHAPES = [(1, 28, 28), (1, 48, 48), (3, 84, 84)]
 
 

@@ -54,6 +54,16 @@ def test_the_leaderboard_never_pools_seeds_trained_under_other_settings(tmp_path
         written = list(csv.DictReader(handle))
     assert {"settings_hash", "seed_ci95", "test_episodes_sha", "git_commit", "lr"} <= set(written[0])
     assert len({r["settings_hash"] for r in written}) == 2
+    assert {float(r["lr"]) for r in written} == {1e-3}  # ProtoNet's own learning rate, from the variant
+
+
+def test_a_run_wide_learning_rate_makes_other_variants_never_pooled_with_the_recipe(tmp_path):
+    flags = tiny_run_flags(tmp_path, shots=[1], methods=["matchingnet"], train_episodes=2)
+    run(merge(None, {**flags, "run_id": "recipe"}))
+    run(merge(None, {**flags, "run_id": "halving", "lr_step": 1, "lr": 0.01}))
+    rows = write_leaderboard([tmp_path / "runs"], tmp_path / "board.csv")
+    assert sorted((r["label"], r["lr"]) for r in rows) == [("matchingnet", 1e-3),
+                                                           ("matchingnet[lr=0.01,lr_step=1]", 0.01)]
 
 
 def test_cells_of_older_versions_are_pooled_within_their_run_only(tmp_path):

@@ -26,7 +26,7 @@ from fewshot_bench.episodic.protocol import Protocol, prepare
 from fewshot_bench.episodic.tasks import TaskBuilder, channel_statistics
 from fewshot_bench.errors import CellsFailed, ConfigError, RecordError
 from fewshot_bench.fileio import locked
-from fewshot_bench.method import BACKBONE_OPTION, MethodVariant, parameter_count, resolve_variant
+from fewshot_bench.method import COMMON_OPTIONS, MethodVariant, parameter_count, resolve_variant
 from fewshot_bench.options import Spec
 from fewshot_bench.registry import BACKBONES, METHODS
 from fewshot_bench.results.provenance import code_version, git_state
@@ -68,12 +68,13 @@ class RunResult:
 
 
 def resolve_variants(config: RunConfig) -> list[MethodVariant]:
-    """The run's method variants; with ``backbone`` set, every variant that does not name its own backbone
-    runs on it (and its label says so)."""
+    """The run's method variants; with ``backbone`` (or ``lr``, ``lr_step``, ``lr_gamma``, ``grad_clip``) set,
+    every variant that does not name its own takes the run's value (and its label says so where it differs
+    from the method's default)."""
     specs = [Spec.from_config(item) for item in config.methods]
-    if config.backbone:
-        specs = [spec if BACKBONE_OPTION in spec.option_dict else replace(spec, options=(
-            *spec.options, (BACKBONE_OPTION, config.backbone))) for spec in specs]
+    shared = {key: getattr(config, key) for key in COMMON_OPTIONS if getattr(config, key) not in (None, "")}
+    specs = [replace(spec, options=(*spec.options, *((k, v) for k, v in shared.items() if k not in spec.option_dict)))
+             for spec in specs]
     variants = [resolve_variant(spec) for spec in specs]
     labels = [v.label for v in variants]
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
@@ -336,7 +337,7 @@ def run_cell(variant: MethodVariant, protocol: Protocol, builder: TaskBuilder, s
     if checkpoint is not None:
         checkpoint.code_version = version
     torch.manual_seed(seed)
-    settings = replace(settings, seed=seed)
+    settings = replace(settings, seed=seed, **variant.training)
     method = variant.build(protocol.dataset.image_shape).to(device)
     compiled = bool(settings.compile_backend) and method.compilable
     if compiled:

@@ -17,7 +17,7 @@ from fewshot_bench.engine.graphs import CapturedStep
 from fewshot_bench.episodic.augment import EpisodeAugmenter
 from fewshot_bench.episodic.episodes import EpisodeSampler, EpisodeSet, check_episodes
 from fewshot_bench.episodic.tasks import TaskBuilder
-from fewshot_bench.method import FewShotMethod
+from fewshot_bench.method import TRAINING_OPTIONS, FewShotMethod
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class TrainSettings:
     lr: float = 1e-3
     lr_step: int = 2000
     lr_gamma: float = 0.5
+    grad_clip: float = 0.0
     log_interval: int = 50
     val_interval: int = 500
     checkpoint_interval: int = 100
@@ -41,8 +42,10 @@ class TrainSettings:
 
     @classmethod
     def from_config(cls, config: RunConfig) -> TrainSettings:
-        """The training settings of a run: config keys of the same name, plus the two that are renamed."""
-        shared = {f.name: getattr(config, f.name) for f in fields(cls) if hasattr(config, f.name)}
+        """The training settings of a run: config keys of the same name, plus the two that are renamed. The
+        learning rate, its schedule and clipping are each variant's (``MethodVariant.training``), set per cell."""
+        shared = {f.name: getattr(config, f.name) for f in fields(cls)
+                  if hasattr(config, f.name) and f.name not in TRAINING_OPTIONS}
         return cls(**{**shared, "episodes": config.train_episodes,
                       "compile_backend": config.compile_backend if config.compile else None})
 
@@ -98,8 +101,11 @@ def train(
     # Fused Adam on CUDA: one kernel for all parameters instead of a chain of small ones (the eager and the
     # graph-replayed step both use it, so they compute the same numbers).
     optimiser = torch.optim.Adam(method.parameters(), lr=settings.lr, **({"fused": True} if on_cuda else {}))
+    # lr_step counts episodes; the scheduler steps once per optimiser step (a meta-batch). lr_step 0 is a
+    # constant rate, kept as a StepLR with factor 1 so every checkpoint has the same scheduler state.
     steps_per_decay = max(1, settings.lr_step // settings.meta_batch)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=steps_per_decay, gamma=settings.lr_gamma)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimiser, step_size=steps_per_decay,
+                                                gamma=settings.lr_gamma if settings.lr_step else 1.0)
     best_state, best_accuracy = None, -1.0
     augmenter = EpisodeAugmenter(builder.device, settings.seed) if settings.augment else None
     running = torch.zeros((), device=builder.device)
@@ -199,6 +205,7 @@ def _loss_step(method: FewShotMethod, builder: TaskBuilder, settings: TrainSetti
     """
     in_place = builder.device.type == "cuda"
     batch_episodes = settings.batch_episodes
+    clip_groups = method.clip_groups() if settings.grad_clip else []
 
     def loss_step(buffers: list[torch.Tensor], shapes: tuple[tuple[int, int, int], ...]) -> None:
         draws = buffers[1] if len(buffers) > 1 else None
@@ -209,6 +216,9 @@ def _loss_step(method: FewShotMethod, builder: TaskBuilder, settings: TrainSetti
         # before the forward made every kernel of the step ~8 % slower (allocator reuse pattern).
         method.zero_grad(set_to_none=not in_place)
         loss.backward()
+        for group in clip_groups:
+            # No host synchronisation (the norm stays a tensor), so the step stays capturable.
+            torch.nn.utils.clip_grad_norm_(group, settings.grad_clip)
         running.add_(loss.detach() * len(shapes))
 
     return loss_step

@@ -127,7 +127,8 @@ def aggregate(frame: pd.DataFrame, keys: Sequence[str]) -> list[dict[str, Any]]:
                                     for c, e, d in zip(group["git_commit"], _column(group, "env.git_commit"),
                                                        group["git_dirty"])),
             "train_way": _plain(first["train_way"]), "train_query": _plain(first["train_query"]),
-            "lr": _plain(first.get("config.lr")),
+            # the variant's learning rate (an option since methods have their own recipes), else the run's
+            "lr": _plain(first.get("option.lr"), None) or _plain(first.get("config.lr")),
             "test_episodes_sha": _distinct(_plain(s) for s in group["test_episodes_sha"]),
             "run_ids": ";".join(sorted({str(r) for r in group["run_id"] if _plain(r)})),
             **({} if "settings_hash" in keys else {"settings_hash": _distinct(_plain(h) for h in group["settings_hash"])}),
