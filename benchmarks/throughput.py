@@ -359,7 +359,7 @@ def soak(episodes: int, size: int) -> None:
     from fewshot_bench.episodic.tasks import TaskBuilder, channel_statistics
     from fewshot_bench.engine.training import TrainSettings, train
 
-    protocol = prepare(merge(None, {"dataset_options": {"size": size}}))
+    protocol = prepare(merge(None, {"image_size": size}))
     train_idx = np.flatnonzero(np.isin(protocol.labels, protocol.train_ids))
     builder = TaskBuilder(protocol.dataset, torch.device("cpu"), *channel_statistics(protocol.dataset.images, train_idx))
     model = resolve_variant(Spec.parse("protonet")).build(protocol.dataset.image_shape)

@@ -3,11 +3,14 @@
 Meta-train on one dataset's classes and test on another's, e.g. train on FER2013 and test on RAF-DB::
 
     dataset: combined
-    dataset_options: {parts: "fer2013=~/data/fer2013;rafdb=~/data/rafdb", size: 48, channels: 1}
+    dataset_options: {parts: "fer2013=~/data/fer2013;rafdb=~/data/rafdb"}
+    image_size: 48
+    channels: 1
     split: cross        # or {train: [fer2013/happy, ...], test: [rafdb/angry, ...]}
 
 ``parts`` lists ``name=path`` pairs (separated by ``;``), each read by that dataset's own plugin with its
-default options; images are brought to a common ``size`` and ``channels``; class names are prefixed with
+default options; images are brought to the run's one geometry (``--image-size`` / ``--channels``, default
+48×48 grayscale); class names are prefixed with
 the part name (``fer2013/happy``). The ``cross`` preset takes the training classes of the first part's
 default split and the test classes of the last part's default split, so the two never share images.
 """
@@ -43,11 +46,10 @@ class Combined(DatasetPlugin):
     """Several datasets side by side (class names prefixed), for cross-dataset splits."""
 
     needs_root = False
+    image_size, image_channels = 48, 1  # every part is brought to one geometry (--image-size / --channels)
     where_to_get = "give the parts with --dataset-option parts='fer2013=DIR;rafdb=DIR'"
     options = (
         Option("parts", str, "", "name=path pairs separated by ';' (each read by that dataset's plugin)"),
-        Option("size", int, 48, "common image side"),
-        Option("channels", int, 1, "common number of channels (1 or 3)", (1, 3)),
     )
 
     def load(self, root: Path | None, options: dict[str, Any]) -> ImageDataset:
@@ -56,8 +58,9 @@ class Combined(DatasetPlugin):
             plugin = DATASETS.get(part)()
             if not path.exists():
                 raise ConfigError(f"combined: data of part '{part}' not found at '{path}'")
-            data = plugin.load(path, resolve_options(plugin.options, {}, owner=f"dataset '{part}'"))
-            data = data.resized(options["size"], options["channels"])
+            data = plugin.load(path, plugin.load_options(resolve_options(plugin.options, {}, owner=f"dataset '{part}'"),
+                                                         options["size"], options["channels"]))
+            data = data.resized(options["size"], options["channels"])  # parts stored at a fixed size
             images.append(data.images)
             labels.append(data.labels + len(names))
             names.extend(f"{part}/{name}" for name in data.class_names)

@@ -30,7 +30,7 @@ import torch
 from fewshot_bench.cache import cached_arrays, source_key
 from fewshot_bench.data import DatasetPlugin, ImageDataset, as_uint8_nchw
 from fewshot_bench.errors import DatasetError
-from fewshot_bench.imageio import class_folder_files, decode_images
+from fewshot_bench.imageio import class_folder_files, decoded_dataset
 from fewshot_bench.options import Option
 from fewshot_bench.registry import register_dataset
 
@@ -82,19 +82,16 @@ def _read_csv(path: Path) -> dict[str, np.ndarray]:
             "usage": np.array(usage)}
 
 
-def _read_folders(root: Path, size: int, skip_corrupt: bool) -> dict[str, np.ndarray]:
-    parts = [p for p in ("train", "test") if (root / p).is_dir()]
+def _folder_items(root: Path) -> tuple[list[tuple[Path, str]], list[str]]:
+    """(file, class name) items of the Kaggle folders (train/<emotion>/, test/<emotion>/) and each one's usage."""
     items: list[tuple[Path, str]] = []
     usage: list[str] = []
     names = {name: name for name in CLASS_NAMES}
-    for part in parts:
+    for part in (p for p in ("train", "test") if (root / p).is_dir()):
         found = class_folder_files(root / part, names)
         items.extend(found)
         usage.extend([FOLDER_USAGE[part]] * len(found))
-    decoded = decode_images([f for f, _ in items], size, 1, skip_corrupt)
-    labels = np.array([CLASS_NAMES.index(name) for _, name in items], dtype=np.int64)[decoded.kept]
-    return {"images": decoded.images, "labels": labels, "usage": np.array(usage)[decoded.kept],
-            "skipped": np.array(decoded.skipped, dtype=str)}
+    return items, usage
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
@@ -139,10 +136,10 @@ class FER2013(DatasetPlugin):
     # FER2013 holds 1,853 extra copies of identical images, 57 groups of them under two or more emotions (39
     # spanning the paper split's training and test emotions): removed unless a run sets dedup: false.
     dedup_default = True
+    image_size, image_channels = 48, 1
     options = (
         Option("usage", str, "all", "official usage to keep", ("all", "Training", "PublicTest", "PrivateTest", "test")),
         Option("format", str, "auto", "layout of --data-root", ("auto", "csv", "folder", "npz")),
-        Option("size", int, 48, "image side after decoding (image folders)"),
         Option("skip_corrupt", bool, False, "skip unreadable image files (reported) instead of failing"),
     )
 
@@ -152,17 +149,17 @@ class FER2013(DatasetPlugin):
         fmt = detected if options["format"] == "auto" else options["format"]
         if fmt != detected:
             raise DatasetError(f"'{root}' holds FER2013 in {detected} layout, not {fmt}; drop the format option")
-        if fmt == "npz":
+        if fmt == "folder":
+            # The Kaggle image folders go through the generic decoder (decoded at the run's size, one line
+            # saying what was resized or converted, unreadable files reported), like every image folder.
+            items, usage = _folder_items(path)
+            decoded = decoded_dataset("fer2013", items, options, CLASS_NAMES, item_metadata={"usage": usage})
+            arrays = {"images": decoded.images.permute(0, 2, 3, 1).numpy(), "labels": decoded.labels.numpy(),
+                      "usage": decoded.metadata["usage"]}
+        elif fmt == "npz":
             arrays = _read_npz(path)
         else:
-            files = [path] if fmt == "csv" else sorted(p for p in path.rglob("*") if p.is_file())
-            key = source_key(files, (fmt, options["size"], options["skip_corrupt"]))
-            arrays = cached_arrays(f"fer2013-{fmt}", key, (lambda: _read_csv(path)) if fmt == "csv"
-                                   else (lambda: _read_folders(path, options["size"], options["skip_corrupt"])))
-        skipped = arrays.get("skipped")
-        if skipped is not None and len(skipped):
-            from fewshot_bench.console import warn
-            warn(f"fer2013: skipped {len(skipped)} unreadable image(s), e.g. {skipped[0]}")
+            arrays = cached_arrays("fer2013-csv", source_key([path], ("csv",)), lambda: _read_csv(path))
         keep = _usage_mask(arrays["usage"], options["usage"], fmt)
         images = as_uint8_nchw(arrays["images"][keep], f"fer2013 '{path}'")
         return ImageDataset(images, torch.from_numpy(arrays["labels"][keep]), list(CLASS_NAMES), "fer2013",

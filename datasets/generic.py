@@ -24,11 +24,9 @@ from fewshot_bench.imageio import class_folder_files, decoded_dataset
 from fewshot_bench.options import Option
 from fewshot_bench.registry import register_dataset
 
+# Geometry comes from --image-size / --channels (default: the images' own: the most common size, a non-square
+# one's shorter side; 1 channel when all are grayscale).
 DECODE_OPTIONS = (
-    Option("size", int, None, "image side after decoding (default: the images' own, the most common size; a "
-           "non-square one's shorter side)"),
-    Option("channels", int, None, "1 (grayscale) or 3 (RGB) (default: the images' own: 1 when all are "
-           "grayscale)", (1, 3)),
     Option("skip_corrupt", bool, False, "skip unreadable image files (reported) instead of failing"),
 )
 

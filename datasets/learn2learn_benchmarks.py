@@ -12,7 +12,7 @@ one split preset (its default) made of learn2learn's ``train`` / ``validation`` 
   ``cifarfs/processed/`` on first use), or an existing ``cifarfs/processed/{train,val,test}/<class>/``.
 * ``fc100`` (preset ``oreshkin``, 60/20/20 classes split by CIFAR-100 superclass, 32×32):
   ``FC100_{train,val,test}.pickle``.
-* ``cub`` (preset ``l2l``, learn2learn's 140/30/30 classes, resized to ``size``, default 84):
+* ``cub`` (preset ``l2l``, learn2learn's 140/30/30 classes, decoded at ``--image-size``, default 84):
   ``cubirds200/CUB_200_2011/images/<class>/*.jpg``; like learn2learn, the images that also occur in
   ImageNet are left out unless ``include_imagenet_duplicates=true``.
 
@@ -51,6 +51,7 @@ class MiniImageNet(DatasetPlugin):
     unpickles = True
 
     where_to_get = "put learn2learn's mini-imagenet-cache-{train,validation,test}.pkl in --data-root"
+    image_size, image_channels = 84, 3  # as stored; --image-size resamples
 
     def load(self, root: Path | None, options: dict[str, Any]) -> ImageDataset:
         # The pickles are read directly: learn2learn's MiniImagenet reader makes a float32 copy of the whole
@@ -140,6 +141,7 @@ class TieredImageNet(DatasetPlugin):
     unpickles = True
 
     where_to_get = "put learn2learn's tiered-imagenet/ folder ({train,val,test}_{images_png,labels}.pkl) in --data-root"
+    image_size, image_channels = 84, 3  # as stored; --image-size resamples
 
     def load(self, root: Path | None, options: dict[str, Any]) -> ImageDataset:
         assert root is not None
@@ -179,6 +181,7 @@ class CIFARFS(DatasetPlugin):
     """CIFAR-FS (100 classes, 32×32) through learn2learn's reader; split preset 'bertinetto' (64/16/20)."""
 
     where_to_get = "put learn2learn's cifarfs/ folder (cifar100/data and cifar100/splits/bertinetto) in --data-root"
+    image_size, image_channels = 32, 3
     options = (Option("skip_corrupt", bool, False, "skip unreadable image files (reported) instead of failing"),)
 
     def load(self, root: Path | None, options: dict[str, Any]) -> ImageDataset:
@@ -194,7 +197,7 @@ class CIFARFS(DatasetPlugin):
             for path, index in reader.samples:
                 items.append((Path(path), reader.classes[index]))
             part_of.update({name: part for name in reader.classes})
-        dataset = decoded_dataset("cifar-fs", items, {"size": 32, "channels": 3, **options})
+        dataset = decoded_dataset("cifar-fs", items, options)
         return with_parts(dataset, part_of)
 
     def split_presets(self, dataset: ImageDataset | None = None) -> tuple[str | None, dict[str, ClassSplit]]:
@@ -208,6 +211,7 @@ class FC100(DatasetPlugin):
     unpickles = True
 
     where_to_get = "put learn2learn's FC100_{train,val,test}.pickle files in --data-root"
+    image_size, image_channels = 32, 3  # as stored; --image-size resamples
 
     def load(self, root: Path | None, options: dict[str, Any]) -> ImageDataset:
         assert root is not None
@@ -229,8 +233,8 @@ class CUB(DatasetPlugin):
     """Caltech-UCSD Birds-200-2011 through learn2learn's reader and split; preset 'l2l' (140/30/30)."""
 
     where_to_get = "put learn2learn's cubirds200/ folder (CUB_200_2011/images/<class>/) in --data-root"
+    image_size, image_channels = 84, 3
     options = (
-        Option("size", int, 84, "image side after decoding"),
         Option("include_imagenet_duplicates", bool, False, "keep the CUB images that also occur in ImageNet"),
         Option("skip_corrupt", bool, False, "skip unreadable image files (reported) instead of failing"),
     )
@@ -255,7 +259,7 @@ class CUB(DatasetPlugin):
         if empty:
             raise DatasetError(f"CUB class folder '{root / 'cubirds200/CUB_200_2011/images' / empty[0]}' contains no "
                                f"images ({len(empty)} such classes); the CUB_200_2011 archive is incomplete")
-        dataset = decoded_dataset("cub", sorted(items), {"size": options["size"], "channels": 3,
+        dataset = decoded_dataset("cub", sorted(items), {"size": options["size"], "channels": options["channels"],
                                                          "skip_corrupt": options["skip_corrupt"],
                                                          "duplicates": options["include_imagenet_duplicates"]})
         return with_parts(dataset, part_of)

@@ -88,8 +88,8 @@ class Omniglot(DatasetPlugin):
     """Omniglot: 1,623 characters × 20 drawers, rotations as new classes (official folders or .npz)."""
 
     where_to_get = "download images_background.zip and images_evaluation.zip from github.com/brendenlake/omniglot"
+    image_size, image_channels = 28, 1  # 28 in the few-shot literature
     options = (
-        Option("size", int, 28, "image side (28 in the few-shot literature)"),
         Option("rotations", bool, True, "rotations by 90/180/270° as new classes (Vinyals/Santoro protocol)"),
     )
 

@@ -57,11 +57,10 @@ class RAFDB(DatasetPlugin):
     """RAF-DB basic: 15,339 in-the-wild faces, 7 expressions (EmoLabel list + Image/aligned)."""
 
     where_to_get = "request RAF-DB from its authors (whdeng.cn/RAF/model1.html)"
+    image_size, image_channels = 64, 3  # CSRN's input size
     options = (
         Option("images", str, "aligned", "which image folder to read", ("aligned", "original")),
         Option("subset", str, "all", "official partition to keep", ("all", "train", "test")),
-        Option("size", int, 64, "image side after decoding"),
-        Option("channels", int, 3, "1 (grayscale) or 3 (RGB)", (1, 3)),
         Option("skip_corrupt", bool, False, "skip unreadable image files (reported) instead of failing"),
     )
 

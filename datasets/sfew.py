@@ -30,10 +30,9 @@ class SFEW(DatasetPlugin):
     """SFEW 2.0: faces from movie stills, 7 expressions (Train|Val|Test/<Emotion>/*.png)."""
 
     where_to_get = "request SFEW 2.0 from the EmotiW organisers"
+    image_size, image_channels = 64, 3  # CSRN's input size
     options = (
         Option("parts", str, "all", "comma-separated top-level folders to read (Train,Val,Test) or all"),
-        Option("size", int, 64, "image side after decoding"),
-        Option("channels", int, 3, "1 (grayscale) or 3 (RGB)", (1, 3)),
         Option("skip_corrupt", bool, False, "skip unreadable image files (reported) instead of failing"),
     )
 

@@ -219,10 +219,10 @@ class SyntheticFER(DatasetPlugin):
     """Procedurally drawn grayscale faces with the 7 FER expressions and RAF-DB's class imbalance (built in)."""
 
     needs_root = False
+    image_size, image_channels = 48, 1
     where_to_get = "built in: generated on first use and cached"
     options = (
         Option("total", int, 4000, "approximate number of images (RAF-DB proportions, >= 40 per class)"),
-        Option("size", int, 48, "image side in pixels"),
         Option("identities", int, 120, "number of distinct synthetic people"),
         Option("seed", int, 0, "generator seed (same seed, same bytes)"),
         Option("expression_noise", float, 0.25, "per-image spread of expression parameters"),
@@ -230,7 +230,10 @@ class SyntheticFER(DatasetPlugin):
 
     def load(self, root: Path | None, options: dict[str, Any]) -> ImageDataset:
         if options["size"] < 16:
-            raise ConfigError("synthetic-fer option 'size' must be at least 16 pixels")
+            raise ConfigError(f"synthetic-fer draws faces of at least 16 pixels, got --image-size {options['size']}")
+        if options["channels"] not in (None, 1):
+            # drawn in grayscale; the harness converts after loading
+            options = {**options, "channels": 1}
         # The generator's own source is part of the key: editing the drawing code never reuses stale images.
         key = hashlib.sha256(Path(__file__).read_bytes() + repr(sorted(options.items())).encode()).hexdigest()[:16]
 

@@ -146,8 +146,9 @@ class RunConfig:
     split: str | dict | None = setting(None, "class split: a preset name of the dataset, or a mapping with "
                                              "train/val/test class names (on the command line in YAML: "
                                              "'{train: [a, b], test: [c, d]}')", hashed=False, check=_split_value)
-    image_size: int | None = setting(None, "resize images to this side (default: the dataset's own size)", minimum=1)
-    channels: int | None = setting(None, "convert images to this many channels (1 or 3; default: the dataset's own)")
+    image_size: int | None = setting(None, "image side: decoded at this size, or resampled once (default: the "
+                                           "dataset's own; `bench list datasets`)", minimum=1)
+    channels: int | None = setting(None, "image channels, 1 or 3 (default: the dataset's own)")
     way: int = setting(3, "classes per test episode (N)", minimum=2, why=_ONE_WAY)
     train_way: int | None = setting(None, "classes per meta-training episode (default: all training classes if at "
                                           "most 20, else `way`)", minimum=2, why=_ONE_WAY)

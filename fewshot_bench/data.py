@@ -105,6 +105,12 @@ class DatasetPlugin:
     """
 
     options: ClassVar[tuple[Option, ...]] = ()
+    # The image side and channels the plugin decodes to unless the run sets --image-size / --channels (None:
+    # the images' own). ``load`` receives the run's target as ``options["size"]`` and ``options["channels"]``
+    # (see ``load_options``), so images are decoded once at the size the run uses; data stored at a fixed
+    # size (an .npz) is resampled once afterwards by the harness.
+    image_size: ClassVar[int | None] = None
+    image_channels: ClassVar[int | None] = None
     needs_root: ClassVar[bool] = True
     where_to_get: ClassVar[str] = ""
     # Whether exact duplicate images are removed unless the run says otherwise (config key ``dedup``).
@@ -115,6 +121,13 @@ class DatasetPlugin:
 
     def load(self, root: Path | None, options: dict[str, Any]) -> ImageDataset:
         raise NotImplementedError
+
+    def load_options(self, options: dict[str, Any], image_size: int | None = None,
+                     channels: int | None = None) -> dict[str, Any]:
+        """The options ``load`` receives: the resolved declared ones plus the target geometry, ``size`` and
+        ``channels`` (the run's --image-size / --channels, else the plugin's own)."""
+        return {**options, "size": image_size or self.image_size or options.get("size"),
+                "channels": channels or self.image_channels or options.get("channels")}
 
     def presets_file(self) -> Path:
         module = __import__(type(self).__module__, fromlist=["__file__"])

@@ -158,12 +158,14 @@ def class_folder_files(root: Path, name_of: dict[str, str] | None = None) -> lis
 
 
 def decoded_dataset(name: str, items: list[tuple[Path, str]], options: dict[str, Any],
-                    class_names: list[str] | None = None, extra_key_files: Sequence[Path] = ()) -> "ImageDataset":
+                    class_names: list[str] | None = None, extra_key_files: Sequence[Path] = (),
+                    item_metadata: dict[str, Sequence[str]] | None = None) -> "ImageDataset":
     """Decode ``(file, class name)`` items (through the on-disk cache) into a dataset.
 
     ``options`` needs ``size``, ``channels`` (either may be None: the images' own, see ``image_geometry``)
-    and ``skip_corrupt``; ``class_names`` fixes the class order (default: sorted names). Skipped corrupt
-    files are reported in one warning, resized or converted images in one line.
+    and ``skip_corrupt``; ``class_names`` fixes the class order (default: sorted names). ``item_metadata``
+    holds per-item texts (FER2013's official usage, say), returned in ``metadata`` for the images kept.
+    Skipped corrupt files are reported in one warning, resized or converted images in one line.
     """
     from fewshot_bench.cache import cached_arrays, source_key
     from fewshot_bench.data import ImageDataset, as_uint8_nchw
@@ -171,7 +173,7 @@ def decoded_dataset(name: str, items: list[tuple[Path, str]], options: dict[str,
 
     class_names = list(class_names) if class_names is not None else sorted({label for _, label in items})
     paths = [path for path, _ in items]
-    key = source_key([*extra_key_files, *paths], sorted(options.items()))
+    key = source_key([*extra_key_files, *paths], (sorted(options.items()), sorted(item_metadata or {})))
 
     def build() -> dict[str, np.ndarray]:
         geometry = image_geometry(paths, options.get("size"), options.get("channels"))
@@ -179,13 +181,15 @@ def decoded_dataset(name: str, items: list[tuple[Path, str]], options: dict[str,
         index = {c: i for i, c in enumerate(class_names)}
         labels = np.array([index[label] for _, label in items], dtype=np.int64)[decoded.kept]
         notice = geometry.notice(name, len(paths)) or ""
+        extra = {f"item_{key}": np.array(values, dtype=str)[decoded.kept] for key, values in (item_metadata or {}).items()}
         return {"images": decoded.images, "labels": labels, "skipped": np.array(decoded.skipped, dtype=str),
-                "notice": np.array(notice)}
+                "notice": np.array(notice), **extra}
 
     arrays = cached_arrays(name, key, build)
     if len(arrays["skipped"]):
         warn(f"{name}: skipped {len(arrays['skipped'])} unreadable image(s), e.g. {arrays['skipped'][0]}")
     if "notice" in arrays and str(arrays["notice"]):
         logger.info(str(arrays["notice"]))
+    metadata = {key: arrays[f"item_{key}"] for key in (item_metadata or {})}
     return ImageDataset(as_uint8_nchw(arrays["images"], name), torch.from_numpy(arrays["labels"]),
-                        class_names, name)
+                        class_names, name, metadata=metadata)

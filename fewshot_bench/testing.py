@@ -179,7 +179,8 @@ def check_method(cls: type, options: dict[str, Any] | None = None,
                   "nothing but the backbone")
 
 
-def check_dataset(cls: type, root: str | Path | None = None, options: dict[str, Any] | None = None) -> None:
+def check_dataset(cls: type, root: str | Path | None = None, options: dict[str, Any] | None = None,
+                  image_size: int | None = None, channels: int | None = None) -> None:
     """Verify that dataset plugin ``cls`` loads a valid :class:`ImageDataset` and valid split presets.
 
     Checks: it subclasses DatasetPlugin with declared ``Option``s; ``load`` returns uint8 (N, C, H, W)
@@ -193,7 +194,8 @@ def check_dataset(cls: type, root: str | Path | None = None, options: dict[str, 
     for option in plugin.options:
         if not isinstance(option, Option):
             _fail(f"{name}.options must contain fewshot_bench.options.Option declarations, found {option!r}")
-    resolved = resolve_options(plugin.options, options or {}, owner=f"dataset '{name}'")
+    resolved = plugin.load_options(resolve_options(plugin.options, options or {}, owner=f"dataset '{name}'"),
+                                   image_size, channels)
     path = Path(root) if root is not None else None
     dataset = plugin.load(path, resolved)
     if not isinstance(dataset, ImageDataset):

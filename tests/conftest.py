@@ -36,13 +36,14 @@ def shared_data() -> Path:
     return path
 
 
-TINY_FER = {"total": 500, "size": 24, "identities": 20}
+TINY_FER = {"total": 500, "identities": 20}
 
 
 def tiny_run_flags(tmp_path: Path, **overrides) -> dict:
     """Config values for a seconds-long run on a tiny synthetic-fer."""
     flags = {
         "dataset_options": dict(TINY_FER),
+        "image_size": 24,
         "shots": [1, 2],
         "query": 3,
         "train_episodes": 4,

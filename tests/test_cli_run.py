@@ -82,11 +82,14 @@ def test_rerunning_into_the_same_run_keeps_finished_cells(tmp_path, capsys):
     (["--dataset", "nosuchdataset"], re.escape("unknown dataset 'nosuchdataset'")),
     (["--split", "nosuchsplit"], re.escape("unknown split 'nosuchsplit' for dataset 'synthetic-fer'; presets: paper")),
     (["--device", "cuda:7"], re.escape("device 'cuda:7'")),
-    (["--dataset-option", "size=big"], re.escape("option 'size' of dataset 'synthetic-fer' must be of type int")),
+    (["--dataset-option", "total=big"], re.escape("option 'total' of dataset 'synthetic-fer' must be of type int")),
+    (["--dataset-option", "size=24"], re.escape("'size' is a run setting, not a dataset option: use --image-size")),
+    (["--image-size", "12"], re.escape("synthetic-fer draws faces of at least 16 pixels, got --image-size 12")),
 ])
 def test_user_errors_are_one_line_and_exit_nonzero(tmp_path, capsys, extra, message):
     flags = tiny_run_flags(tmp_path)
-    flags["dataset_options"] = {"total": 280, "size": 20}  # 40 images in each of the rare classes
+    flags["dataset_options"] = {"total": 280}  # 40 images in each of the rare classes
+    flags["image_size"] = 20
     code = main(["run"] + cli_args(flags) + extra)
     err = capsys.readouterr().err.strip()
     assert code == 3
@@ -265,6 +268,7 @@ def test_images_too_small_for_the_backbone_are_refused_before_training(tmp_path,
              class_names=np.array(["happy", "sad", "angry", "fear"]))
     flags = tiny_run_flags(tmp_path, shots=[1], way=2)
     flags.pop("dataset_options")
+    flags.pop("image_size")  # the array's own 8×8
     args = ["run", *cli_args(flags), "--dataset", "array", "--data-root", str(path), "--split",
             "{train: [happy, sad], test: [angry, fear]}"]
     assert main(args) == 3

@@ -24,7 +24,7 @@ def test_crn_variants_conform(options):
 
 
 def test_builtin_datasets_conform(tmp_path):
-    check_dataset(DATASETS.get("synthetic-fer"), options={"total": 300, "size": 20})
+    check_dataset(DATASETS.get("synthetic-fer"), options={"total": 300}, image_size=20)
 
 
 def test_real_data_plugins_conform(shared_data):
@@ -152,7 +152,7 @@ def test_the_runner_refuses_scores_of_the_wrong_shape(tmp_path, capsys):
     plugin.write_text(WIDE_PLUGIN)
     args = ["run", "--plugin", str(plugin), "--methods", "wide-scores", "--shots", "1", "--query", "3",
             "--train-episodes", "2", "--test-episodes", "3", "--dataset-option", "total=300",
-            "--dataset-option", "size=24", "--output-dir", str(tmp_path / "runs"), "--device", "cpu"]
+            "--image-size", "24", "--output-dir", str(tmp_path / "runs"), "--device", "cpu"]
     assert main(args) == 1  # the cell failed; the run itself ended normally
     err = " ".join(capsys.readouterr().err.split())
     assert "returned scores of shape (12, 20) for 12 queries of a 4-way episode" in err

@@ -13,15 +13,16 @@ from PIL import Image
 from fewshot_bench.cli.main import main
 from fewshot_bench.config import merge
 from fewshot_bench.episodic.protocol import load_dataset, resolve_split
-from fewshot_bench.errors import DatasetError, SplitError
+from fewshot_bench.errors import ConfigError, DatasetError, SplitError
 
 FER = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 
 
-def load(dataset, root, dedup=False, **options):
-    """A dataset as its reader gives it (duplicate removal, tested in test_duplicates.py, off by default)."""
+def load(dataset, root, dedup=False, size=None, channels=None, **options):
+    """A dataset as its reader gives it (duplicate removal, tested in test_duplicates.py, off by default),
+    at image side ``size`` and ``channels`` (the run settings image_size and channels)."""
     config = merge(None, {"dataset": dataset, "data_root": str(root), "dataset_options": options or None,
-                          "dedup": dedup})
+                          "dedup": dedup, "image_size": size, "channels": channels})
     data = load_dataset(config)
     return data, config
 
@@ -84,14 +85,35 @@ def test_fer2013_decoding_is_cached(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("decoded again instead of reading the cache")
 
-    monkeypatch.setattr(imageio, "decode_images", refuse)
-    monkeypatch.setattr("fewshot_bench.datasets.fer2013.decode_images", refuse)
+    monkeypatch.setattr(imageio, "decode_images", refuse)  # FER2013's folders use the generic decoder
     second, _ = load("fer2013", tmp_path)
     assert np.array_equal(first.images.numpy(), second.images.numpy())
     # touching the data invalidates the cache entry
     face(999).save(tmp_path / "train" / "angry" / "extra.jpg")
     with pytest.raises(AssertionError, match="decoded again"):
         load("fer2013", tmp_path)
+
+
+def test_image_size_is_one_knob_decoded_once(tmp_path, monkeypatch):
+    # FER2013's folders are decoded straight at --image-size (one resampling from the files); the stored
+    # 48×48 .npz is resampled once by the harness; the old per-dataset option is refused with the fix.
+    write_class_folders(tmp_path / "train", FER, per_class=2, size=48)
+    import fewshot_bench.imageio as imageio
+
+    sizes = []
+    original = imageio.decode_images
+
+    def recording(paths, size, channels, skip_corrupt):
+        sizes.append((size, channels))
+        return original(paths, size, channels, skip_corrupt)
+
+    monkeypatch.setattr(imageio, "decode_images", recording)
+    data, _ = load("fer2013", tmp_path, size=32, channels=3)
+    assert sizes == [(32, 3)] and data.images.shape[1:] == (3, 32, 32)
+    default, _ = load("fer2013", tmp_path)
+    assert default.images.shape[1:] == (1, 48, 48)
+    with pytest.raises(ConfigError, match="'size' is a run setting, not a dataset option: use --image-size"):
+        load_dataset(merge(None, {"dataset": "fer2013", "data_root": str(tmp_path), "dataset_options": {"size": 32}}))
 
 
 def test_fer2013_bad_inputs(tmp_path):
@@ -198,7 +220,7 @@ def test_sfew_train_val_folders(tmp_path):
 def test_image_folder_with_split_from_config(tmp_path):
     write_class_folders(tmp_path, ["a", "b", "c", "d"], per_class=3, suffix=".png", mode="RGB", size=30)
     config = merge(None, {"dataset": "image-folder", "data_root": str(tmp_path),
-                          "split": {"train": ["a", "b"], "test": ["c", "d"]}, "dataset_options": {"size": 16}})
+                          "split": {"train": ["a", "b"], "test": ["c", "d"]}, "image_size": 16})
     data = load_dataset(config)
     assert data.class_names == ["a", "b", "c", "d"] and data.images.shape[1:] == (3, 16, 16)
     assert resolve_split(config, data).test == ("c", "d")
@@ -323,14 +345,14 @@ def test_cross_dataset_split_trains_on_one_dataset_and_tests_on_another(tmp_path
     write_fer_csv(tmp_path / "fer" / "fer2013.csv", per_class=25)
     write_rafdb(tmp_path / "raf")
     parts = f"fer2013={tmp_path / 'fer'};rafdb={tmp_path / 'raf'}"
-    config = merge(None, {"dataset": "combined", "dataset_options": {"parts": parts, "size": 32}})
+    config = merge(None, {"dataset": "combined", "dataset_options": {"parts": parts}, "image_size": 32})
     data = load_dataset(config)
     assert "fer2013/happy" in data.class_names and "rafdb/angry" in data.class_names
     assert data.images.shape[1:] == (1, 32, 32)
     split = resolve_split(config, data)
     assert split.train == ("fer2013/happy", "fer2013/neutral", "fer2013/sad", "fer2013/surprise")
     assert split.test == ("rafdb/angry", "rafdb/disgust", "rafdb/fear")
-    args = ["run", "--dataset", "combined", "--dataset-option", f"parts={parts}", "--dataset-option", "size=32",
+    args = ["run", "--dataset", "combined", "--dataset-option", f"parts={parts}", "--image-size", "32",
             "--methods", "protonet", "--shots", "1", "--query", "2", "--train-episodes", "2", "--test-episodes", "3",
             "--output-dir", str(tmp_path / "runs"), "--run-id", "cross", "--device", "cpu"]
     assert main(args) == 0

@@ -55,7 +55,7 @@ def test_example_plugin_package_is_installed_and_runs(tmp_path, capsys):
     assert main(["list", "methods"]) == 0
     assert re.search(r"cosine\s.*package fewshot-bench-cosine 0.1.0", capsys.readouterr().out)
     args = ["run", "--methods", "cosine,protonet", "--shots", "1", "--train-episodes", "3", "--test-episodes", "5",
-            "--query", "3", "--dataset-option", "total=400", "--dataset-option", "size=24", "--device", "cpu",
+            "--query", "3", "--dataset-option", "total=400", "--image-size", "24", "--device", "cpu",
             "--output-dir", str(tmp_path), "--run-id", "example"]
     assert main(args) == 0
     import json

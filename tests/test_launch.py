@@ -32,7 +32,7 @@ def bench(*args, check=True, **kwargs):
 
 
 TINY = ["--shots", "1,2", "--query", "3", "--test-episodes", "8", "--dataset-option", "total=500",
-        "--dataset-option", "size=24", "--device", "cpu"]
+        "--image-size", "24", "--device", "cpu"]
 
 
 def test_local_jobs_match_the_sequential_run_cell_for_cell(tmp_path):
@@ -142,7 +142,7 @@ def test_slurm_array_is_submitted_with_the_requested_parameters(tmp_path, monkey
     config.write_text("launcher: slurm\nslurm: {partition: gpu, time_min: 45, gpus: 1, cpus: 8, mem_gb: 32, "
                       "array_parallelism: 2, account: fsl}\n")
     args = ["run", "--config", str(config), "--methods", "protonet,crn", "--shots", "1", "--query", "3",
-            "--dataset-option", "total=500", "--dataset-option", "size=24", "--output-dir", str(tmp_path / "runs"),
+            "--dataset-option", "total=500", "--image-size", "24", "--output-dir", str(tmp_path / "runs"),
             "--run-id", "cluster", "--slurm-cpus", "6"]
     assert main(args) == 0
     out = capsys.readouterr().out
@@ -164,7 +164,7 @@ def main_output(args, capsys):
 def test_slurm_is_refused_cleanly_where_there_is_no_cluster(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     args = ["run", "--launcher", "slurm", "--methods", "protonet", "--shots", "1", "--query", "3",
-            "--dataset-option", "total=500", "--dataset-option", "size=24", "--output-dir", str(tmp_path)]
+            "--dataset-option", "total=500", "--image-size", "24", "--output-dir", str(tmp_path)]
     assert main(args) == 3
     assert "cannot submit to Slurm here" in capsys.readouterr().err
 

@@ -19,7 +19,7 @@ MAML = "maml[inner_steps=1,inner_lr=0.4]"
 @pytest.fixture(scope="module")
 def short_runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("chance")
-    common = dict(dataset_options={"total": 1500, "size": 32}, shots=[5], query=5, test_episodes=200)
+    common = dict(dataset_options={"total": 1500}, image_size=32, shots=[5], query=5, test_episodes=200)
     rows = {}
     for methods, episodes, run_id in ((METRIC_METHODS, 150, "metric"), ([MAML], 400, "maml")):
         flags = tiny_run_flags(tmp, methods=methods, train_episodes=episodes, run_id=run_id, **common)

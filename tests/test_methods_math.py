@@ -197,6 +197,9 @@ def test_crn_loss_adds_weighted_js_term():
     ("rn-encoder", 48, (64, 10, 10)),
     ("rn-encoder", 64, (64, 14, 14)),  # the CRN authors' code (CSRN) at 64 px
     ("rn-encoder", 84, (64, 19, 19)),
+    ("resnet12", 84, (640, 5, 5)),     # MetaOptNet / FEAT: 640-d maps of 5×5 at 84 px
+    ("resnet12", 28, (640, 1, 1)),
+    ("resnet18", 84, (512, 3, 3)),     # torchvision's trunk
 ])
 def test_backbones_give_the_papers_feature_sizes(backbone, side, expected):
     from fewshot_bench.backbones import feature_shape

@@ -112,3 +112,19 @@ def test_host_memory_fallback_gathers_the_same_episodes():
     assert torch.equal(a.support, b.support) and torch.equal(a.query, b.query)
     expected = (dataset.images[episode.support[0]].float() / 255 - 0.5) / 0.25
     assert torch.allclose(a.support[0], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("backbone", ["resnet12", "resnet18"])
+@pytest.mark.parametrize("spec", ["protonet", "matchingnet", "maml[inner_steps=1]", "relationnet", "crn"])
+def test_every_method_runs_on_the_deeper_backbones(spec, backbone):
+    shape = (1, 28, 28)
+    name, _, rest = spec.partition("[")
+    options = rest.rstrip("]")
+    model = build(f"{name}[{options + ',' if options else ''}backbone={backbone}]", shape)
+    tasks = patterned_tasks(1, shot=2, query=2, seed=0)
+    loss = model.meta_batch_loss(tasks)
+    loss.backward()
+    assert torch.isfinite(loss) and any(p.grad is not None for p in model.backbone.parameters())
+    model.eval()
+    scores = model.predict(tasks[0].support, tasks[0].support_labels, tasks[0].query, 3)
+    assert scores.shape == (6, 3) and torch.isfinite(scores).all()

@@ -120,7 +120,7 @@ def test_plugin_file_is_listed_with_its_path_and_runs(tmp_path, capsys):
     assert "nearest-neighbour-test" in out and "my_nn.py" in out
     flags = tiny_run_flags(tmp_path, shots=[1])
     args = ["run", "--plugin", str(plugin), "--methods", "nearest-neighbour-test,protonet"]
-    for key in ("shots", "query", "train_episodes", "test_episodes", "output_dir", "run_id", "device"):
+    for key in ("shots", "query", "train_episodes", "test_episodes", "output_dir", "run_id", "device", "image_size"):
         value = flags[key]
         args += [f"--{key.replace('_', '-')}", ",".join(map(str, value)) if isinstance(value, list) else str(value)]
     for key, value in flags["dataset_options"].items():
@@ -150,7 +150,7 @@ def test_plugin_files_of_earlier_cells_survive_cells_added_with_another_plugin(t
 
     flags = tiny_run_flags(tmp_path, shots=[1])
     common = ["--shots", "1", "--query", "3", "--train-episodes", "2", "--test-episodes", "4", "--device", "cpu",
-              "--output-dir", flags["output_dir"], "--run-id", "grown",
+              "--output-dir", flags["output_dir"], "--run-id", "grown", "--image-size", "24",
               *[arg for k, v in flags["dataset_options"].items() for arg in ("--dataset-option", f"{k}={v}")]]
     files = []
     for name in ("first", "second"):

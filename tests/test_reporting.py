@@ -263,3 +263,29 @@ def test_the_leaderboard_and_run_summaries_share_one_aggregator(tmp_path):
     setting = document["settings"][0]
     assert setting["seeds"] == 3 and setting["seed_ci95"] == pytest.approx(summary[0]["seed_ci95"])
     assert "t(0.975" in document["intervals"]["seed_ci95"] and "settings_hash" in setting
+
+
+def test_feature_maps_show_the_class_maps_of_every_relation_style_variant(tmp_path, capsys):
+    from conftest import tiny_run_flags
+    from fewshot_bench.cli.main import main
+    from fewshot_bench.config import merge
+    from fewshot_bench.engine.runner import run
+    from fewshot_bench.reporting.feature_maps import class_map_rows
+
+    flags = tiny_run_flags(tmp_path, methods=["crn", "crn[js_weight=0]", "protonet"], shots=[2], train_episodes=2)
+    run(merge(None, flags))
+    folder = tmp_path / "runs" / "tiny"
+    names, shot, seed, rows = class_map_rows(folder, load_cells([folder]))
+    assert (shot, seed) == (2, 0) and len(names) == 3
+    assert [label for label, _, _ in rows] == ["crn", "crn[js_weight=0]"]  # ProtoNet has no class maps
+    for _, maps, js in rows:
+        assert maps.shape[0] == 3 and maps.dim() == 4 and 0.0 <= js <= 1.0
+    assert rows[0][1].abs().sum() != rows[1][1].abs().sum()  # each variant's own trained weights
+    assert main(["plot", str(folder), "--feature-maps", "--out", str(tmp_path / "fig")]) == 0
+    assert (tmp_path / "fig" / "feature_maps.png").stat().st_size > 1000
+    only_protonet = tiny_run_flags(tmp_path, methods=["protonet"], shots=[1], train_episodes=2, run_id="p")
+    run(merge(None, only_protonet))
+    capsys.readouterr()
+    assert main(["plot", str(tmp_path / "runs" / "p"), "--feature-maps"]) == 3
+    err = capsys.readouterr().err
+    assert "no finished CRN or Relation Network cell" in err and err.count("\n") == 1

@@ -163,4 +163,64 @@ def test_the_repository_card_parses_and_names_existing_configs():
     for section in card.sections:
         for run in section.runs:
             config = merge(run.config_path, {})
-            assert config.run_id and config.run_id.startswith("reproduce-")
+            if run.records is not None:  # committed records: the card reads them, whatever the config's run id
+                assert (run.records / "config.yaml").is_file() and any((run.records / "cells").glob("*.json"))
+            else:
+                assert config.run_id and config.run_id.startswith("reproduce-")
+
+
+def test_published_records_regenerate_the_card_and_the_leaderboard(tmp_path, capsys):
+    flags = tiny_run_flags(tmp_path, methods=["protonet", "crn"], shots=[1], run_id="card-run")
+    config = write_config(tmp_path / "tiny.yaml", **flags)
+    runs = tmp_path / "runs"
+    assert main(["run", "--config", str(config), "--threads", "1"]) == 0
+    assert main(["leaderboard", str(runs), "--out", str(tmp_path / "from-run.csv")]) == 0
+    records = tmp_path / "records" / "card-run"
+    assert main(["publish", "card-run", "--output-dir", str(runs), "--out", str(records)]) == 0
+    kept = sorted(str(p.relative_to(records)) for p in records.rglob("*") if p.is_file())
+    assert {"config.yaml", "environment.json", "plan.json"} <= set(kept)
+    assert {p.split("/")[0] for p in kept} == {"config.yaml", "environment.json", "plan.json", "cells", "episodes"}
+    assert any(p.startswith("cells/protonet") for p in kept) and any(p.startswith("episodes/") for p in kept)
+    assert (runs / "card-run" / "checkpoints").is_dir()  # what the record leaves out
+    import shutil
+    shutil.rmtree(runs)  # the card and the leaderboard need only the records
+    card = write_card(tmp_path / "card.yaml", [{"config": "tiny.yaml", "budget": "reduced",
+                                                "records": "records/card-run"}],
+                      [{"method": "protonet", "way": 3, "shot": 1, "mean": 99.0, "source": "paper"}])
+    out, board = tmp_path / "card.md", tmp_path / "board.csv"
+    assert main(["card", str(card), "--out", str(out), "--leaderboard", str(board)]) == 0
+    text = out.read_text()
+    cell = json.loads(next((records / "cells").glob("protonet*.json")).read_text())
+    assert f"| protonet | 3 | 1 | 99.00 | paper | {cell['mean']:.2f} ± " in text
+    assert text.count("| current |") == 2 and "Stale rows" not in text
+    assert f"bench publish card-run --out {records.as_posix()}" in text
+    assert board.read_bytes() == (tmp_path / "from-run.csv").read_bytes()
+    # a record computed by other code is marked stale, one without a code version as unknown
+    cell["code_version"] = "code:000000000000"
+    next((records / "cells").glob("protonet*.json")).write_text(json.dumps(cell))
+    crn_path = next((records / "cells").glob("crn*.json"))
+    crn = json.loads(crn_path.read_text())
+    crn.pop("code_version")
+    crn["method_version"] = "0.1.0"
+    crn_path.write_text(json.dumps(crn))
+    assert main(["card", str(card), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| **stale** |" in text and "**Stale rows: 1** — " in text and "protonet 3-way 1-shot" in text
+    assert "| unknown |" in text and "recorded no code version" in text
+
+
+def test_publish_refuses_what_is_not_a_run_or_is_the_run_itself(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["publish", str(tmp_path / "empty"), "--out", str(tmp_path / "r")]) == 3
+    assert "no run" in capsys.readouterr().err
+    flags = tiny_run_flags(tmp_path, methods=["protonet"], shots=[1], run_id="one", train_episodes=2)
+    assert main(["run", "--config", str(write_config(tmp_path / "t.yaml", **flags)), "--threads", "1"]) == 0
+    capsys.readouterr()
+    run = tmp_path / "runs" / "one"
+    assert main(["publish", str(run), "--out", str(run)]) == 3
+    assert "is the run folder itself" in capsys.readouterr().err
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    assert main(["publish", str(run), "--out", str(tmp_path / "taken")]) == 3
+    assert "is not a run record" in capsys.readouterr().err
+    assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"

@@ -69,7 +69,7 @@ def test_sigkill_of_a_real_bench_run_then_resume(tmp_path):
     def command(run_id):
         return [sys.executable, "-m", "fewshot_bench", "run", "--methods", "protonet", "--shots", "1,2",
                 "--query", "3", "--train-episodes", "60", "--log-interval", "2", "--checkpoint-interval", "4",
-                "--test-episodes", "8", "--dataset-option", "total=500", "--dataset-option", "size=24",
+                "--test-episodes", "8", "--dataset-option", "total=500", "--image-size", "24",
                 "--output-dir", str(tmp_path / "runs"), "--run-id", run_id, "--device", "cpu"]
 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -146,7 +146,7 @@ def test_a_cell_held_by_another_live_process_is_left_to_it(tmp_path, capsys):
 def _tiny_command(tmp_path, run_id, *extra):
     return [sys.executable, "-m", "fewshot_bench", "run", "--methods", "protonet", "--shots", "1,2", "--query", "3",
             "--train-episodes", "60", "--log-interval", "10", "--checkpoint-interval", "4", "--test-episodes", "8",
-            "--dataset-option", "total=500", "--dataset-option", "size=24", "--output-dir", str(tmp_path / "runs"),
+            "--dataset-option", "total=500", "--image-size", "24", "--output-dir", str(tmp_path / "runs"),
             "--run-id", run_id, "--device", "cpu", *extra]
 
 

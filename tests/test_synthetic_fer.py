@@ -38,7 +38,7 @@ def test_images_vary_within_a_class_and_classes_differ_on_average():
 
 
 def test_loaded_through_the_registry_with_the_paper_split_as_default():
-    config = merge(None, {"dataset_options": {"total": 400, "size": 20}})
+    config = merge(None, {"dataset_options": {"total": 400}, "image_size": 20})
     dataset = load_dataset(config)
     assert dataset.class_names == CLASS_NAMES
     assert dataset.images.shape[1:] == (1, 20, 20)
@@ -54,15 +54,15 @@ def test_loaded_through_the_registry_with_the_paper_split_as_default():
 def test_contact_sheet_has_a_row_per_class(tmp_path):
     from fewshot_bench.reporting.contact_sheet import contact_sheet
 
-    dataset = load_dataset(merge(None, {"dataset_options": {"total": 300, "size": 24}}))
+    dataset = load_dataset(merge(None, {"dataset_options": {"total": 300}, "image_size": 24}))
     sheet = contact_sheet(dataset, per_class=5, scale=2)
     assert sheet.height == 7 * (48 + 2)
     assert np.asarray(sheet).std() > 20
 
 
 def test_fingerprint_is_the_content_so_episodes_follow_the_images():
-    config = merge(None, {"dataset_options": {"total": 300, "size": 20}})
+    config = merge(None, {"dataset_options": {"total": 300}, "image_size": 20})
     a = load_dataset(config)
-    b = load_dataset(merge(None, {"dataset_options": {"total": 300, "size": 20, "seed": 1}}))
+    b = load_dataset(merge(None, {"dataset_options": {"total": 300, "seed": 1}, "image_size": 20}))
     assert a.fingerprint == load_dataset(config).fingerprint
     assert a.fingerprint != b.fingerprint

@@ -110,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     plot = sub.add_parser("plot", parents=[common], help="figures of a run (PNG and PDF)")
     plot.add_argument("run", help="a run id or run folder")
     plot.add_argument("--out", help="folder for the figures (default: <run>/figures)")
+    plot.add_argument("--feature-maps", action="store_true",
+                      help="draw the class maps of a test episode for every CRN / RN variant (needs their saved "
+                           "weights and the run's data) instead of the accuracy figures")
+    plot.add_argument("--shot", type=int, help="with --feature-maps: the shot (default: the largest run)")
+    plot.add_argument("--seed", type=int, help="with --feature-maps: the seed (default: the first run)")
     plot.add_argument("--output-dir", default=RunConfig().output_dir)
 
     status = sub.add_parser("status", parents=[common], help="cells of a run: pending, running, done, failed, interrupted")
@@ -127,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("card", nargs="?", default="configs/reproduce/card.yaml",
                       help="card file naming the runs and the published values")
     card.add_argument("--out", default="results/REPRODUCTION.md", help="Markdown file to (re)write")
+    card.add_argument("--leaderboard", metavar="CSV",
+                      help="also (re)write this leaderboard of every run the card names, e.g. results/leaderboard.csv")
+
+    publish = sub.add_parser("publish", parents=[common], help="copy a run's records (config, environment, cells, test "
+                                                               "episodes; no checkpoints) to a folder to commit")
+    publish.add_argument("run", help="a run id or run folder")
+    publish.add_argument("--out", required=True, help="record folder to (re)write, e.g. results/records/<run id>")
+    publish.add_argument("--output-dir", default=RunConfig().output_dir)
 
     datasets = sub.add_parser("datasets", parents=[common], help="inspect datasets")
     dsub = datasets.add_subparsers(dest="datasets_command", metavar="ACTION")
@@ -136,12 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--per-class", type=int, default=12, help="images per class on the contact sheet")
     show.add_argument("--data-root", default=None, help="folder of the dataset, if not built in")
     show.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE")
+    show.add_argument("--image-size", type=int, help="image side (default: the dataset's own)")
+    show.add_argument("--channels", type=int, help="image channels, 1 or 3 (default: the dataset's own)")
     show.add_argument("--plugin", action="append", default=[], metavar="FILE")
     check = dsub.add_parser("check", parents=[common], help="report exact duplicate images, per class and across the split's parts")
     check.add_argument("name", help="dataset name")
     check.add_argument("--data-root", default=None, help="folder of the dataset, if not built in")
     check.add_argument("--split", default=None, help="split preset to check across (default: the dataset's)")
     check.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE")
+    check.add_argument("--image-size", type=int, help="image side (default: the dataset's own)")
+    check.add_argument("--channels", type=int, help="image channels, 1 or 3 (default: the dataset's own)")
     check.add_argument("--plugin", action="append", default=[], metavar="FILE")
     return parser
 
@@ -320,9 +337,15 @@ def command_list(args: argparse.Namespace) -> int:
             continue
         with_options = args.options and kind in ("methods", "datasets")
         columns = [Column(name) for name in ("name", "description", "source", "version")]
+        if kind == "datasets":
+            columns.append(Column("images"))  # the geometry --image-size / --channels replace
         rows = []
         for entry in registries[kind].entries():
             row = [entry.name, entry.description, entry.source, entry.version]
+            if kind == "datasets":
+                size, channels = getattr(entry.obj, "image_size", None), getattr(entry.obj, "image_channels", None)
+                row.append(f"{f'{size}×{size}' if size else 'own size'}, "
+                           f"{ {1: 'gray', 3: 'RGB'}.get(channels, 'own channels') }")
             if with_options:
                 obj = entry.obj
                 options = obj.all_options() if isinstance(obj, type) and issubclass(obj, FewShotMethod) else \
@@ -354,6 +377,7 @@ def command_datasets(args: argparse.Namespace) -> int:
         raise ConfigError("use `bench datasets show NAME [--out sheet.png]` or `bench datasets check NAME`")
     _load_plugins(args.plugin)
     config = merge(None, {"dataset": args.name, "data_root": args.data_root, "dedup": False,
+                          "image_size": args.image_size, "channels": args.channels,
                           "dataset_options": _key_values(args.dataset_option, "--dataset-option") or None})
     dataset = load_dataset(config)
     console = make_console()
@@ -469,7 +493,14 @@ def command_plot(args: argparse.Namespace) -> int:
 
     folder = resolve_run(args.run, args.output_dir)
     cells, rows = _run_cells(folder)
-    paths = plot_run(cells, rows, Path(args.out) if args.out else folder / "figures")
+    out = Path(args.out) if args.out else folder / "figures"
+    if args.feature_maps:
+        from fewshot_bench.reporting.feature_maps import feature_map_figure
+
+        out.mkdir(parents=True, exist_ok=True)
+        paths = feature_map_figure(folder, out, cells, shot=args.shot, seed=args.seed)
+    else:
+        paths = plot_run(cells, rows, out)
     for path in paths:
         make_console().print(str(path))
     return 0
@@ -484,14 +515,31 @@ def command_new(args: argparse.Namespace) -> int:
 
 
 def command_card(args: argparse.Namespace) -> int:
-    from fewshot_bench.reporting.reproduction import load_card, render_card
+    from fewshot_bench.reporting.reproduction import card_sources, load_card, render_card
     from fewshot_bench.fileio import atomic_write_text
 
     card = load_card(args.card)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, render_card(card, f"bench card {args.card} --out {args.out}"))
+    command = f"bench card {args.card} --out {args.out}"
+    if args.leaderboard:
+        command += f" --leaderboard {args.leaderboard}"
+    atomic_write_text(out, render_card(card, command))
     make_console().print(f"wrote {out}")
+    if args.leaderboard:
+        from fewshot_bench.results.leaderboard import write_leaderboard
+
+        rows = write_leaderboard(card_sources(card), Path(args.leaderboard))
+        make_console().print(f"wrote {args.leaderboard}: {len(rows)} rows")
+    return 0
+
+
+def command_publish(args: argparse.Namespace) -> int:
+    from fewshot_bench.results.publish import publish_run
+
+    files = publish_run(resolve_run(args.run, args.output_dir), Path(args.out))
+    size = sum(p.stat().st_size for p in files)
+    make_console().print(f"wrote {args.out}: {len(files)} files, {size / 1e6:.1f} MB")
     return 0
 
 
@@ -503,7 +551,8 @@ def _class_list(names: Sequence[str], limit: int = 10) -> str:
 
 COMMANDS = {"run": command_run, "list": command_list, "datasets": command_datasets,
             "leaderboard": command_leaderboard, "table": command_table, "compare": command_compare,
-            "plot": command_plot, "new": command_new, "status": command_status, "card": command_card}
+            "plot": command_plot, "new": command_new, "status": command_status, "card": command_card,
+            "publish": command_publish}
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -64,11 +64,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
-from fewshot_bench.data import DatasetPlugin, ImageDataset, as_uint8_nchw
-from fewshot_bench.imageio import class_folder_files, decode_images
+from fewshot_bench.data import DatasetPlugin, ImageDataset
+from fewshot_bench.imageio import class_folder_files, decoded_dataset
 from fewshot_bench.options import Option
 from fewshot_bench.registry import register_dataset
 
@@ -78,17 +75,16 @@ class {cls}(DatasetPlugin):
     """{title}: TODO one line shown by `bench list datasets`."""
 
     where_to_get = "TODO: where users download it"
+    # The side and channels images are decoded to unless a run sets --image-size / --channels (None: the
+    # images' own); load() receives the run's choice as options["size"] and options["channels"].
+    image_size, image_channels = 48, 1
     options = (
-        Option("size", int, 48, "image side after decoding"),
-        Option("channels", int, 1, "1 (grayscale) or 3 (RGB)", (1, 3)),
+        Option("skip_corrupt", bool, False, "skip unreadable image files (reported) instead of failing"),
     )
 
     def load(self, root: Path | None, options: dict[str, Any]) -> ImageDataset:
-        items = class_folder_files(root)
-        class_names = sorted({{label for _, label in items}})
-        decoded = decode_images([path for path, _ in items], options["size"], options["channels"])
-        labels = np.array([class_names.index(label) for _, label in items], dtype=np.int64)
-        return ImageDataset(as_uint8_nchw(decoded.images, "{name}"), torch.from_numpy(labels), class_names, "{name}")
+        # <root>/<class>/<images>, decoded (and cached) at options["size"] × options["size"]
+        return decoded_dataset("{name}", class_folder_files(root), options)
 '''
 
 DATASET_PRESETS = '''# Class splits of {name}: TODO name your classes. Train and test classes must be disjoint.

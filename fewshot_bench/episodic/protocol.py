@@ -91,9 +91,16 @@ def dataset_plugin(name: str) -> DatasetPlugin:
 
 
 def load_dataset(config: RunConfig) -> ImageDataset:
-    """Load the configured dataset, remove exact duplicates (``dedup``), then resize and convert it."""
+    """Load the configured dataset at the run's image size — decoded at that size by plugins that decode
+    files, resampled once here (after ``dedup`` removed exact duplicates) for data stored at a fixed size."""
     plugin = dataset_plugin(config.dataset)
+    geometry_keys = sorted({"size", "channels"} & set(config.dataset_options))
+    if geometry_keys and not any(o.name in geometry_keys for o in plugin.options):
+        raise ConfigError(f"'{geometry_keys[0]}' is a run setting, not a dataset option: use --image-size / "
+                          "--channels (config keys image_size, channels) instead of --dataset-option "
+                          f"{geometry_keys[0]}=...")
     options = resolve_options(plugin.options, config.dataset_options, owner=f"dataset '{config.dataset}'")
+    options = plugin.load_options(options, config.image_size, config.channels)
     root = Path(config.data_root).expanduser() if config.data_root else None
     if plugin.needs_root and root is None:
         raise DatasetError(f"dataset '{config.dataset}' needs --data-root (where your copy lives); "

@@ -51,6 +51,12 @@ class CardRun:
 
     config_path: Path
     budget: str
+    records: Path | None = None
+
+    def folder(self) -> Path:
+        """Where the run's cells are read from: its committed records when the card names them, else the
+        config's run folder."""
+        return self.records if self.records is not None else run_folder(merge(self.config_path, {}), self.config_path)
 
 
 @dataclass
@@ -103,7 +109,10 @@ def load_card(path: str | Path) -> Card:
             config = path.parent / _require(entry, "config", here, str)
             if not config.is_file():
                 raise ConfigError(f"{here}: config '{config}' does not exist")
-            runs.append(CardRun(config, budget))
+            records = entry.get("records")
+            if records is not None and not isinstance(records, str):
+                raise ConfigError(f"{here}: 'records' must be a folder path (relative to the card file)")
+            runs.append(CardRun(config, budget, path.parent / records if records else None))
         paper = []
         for entry in raw.get("paper", []) or []:
             if not isinstance(entry, dict):
@@ -117,6 +126,27 @@ def load_card(path: str | Path) -> Card:
         card.sections.append(CardSection(_require(raw, "name", here, str), runs, paper,
                                          str(raw.get("protocol", "")).strip(), str(raw.get("discussion", "")).strip()))
     return card
+
+
+def current_code_version(label: str) -> str | None:
+    """The code version a cell of variant ``label`` would record if computed now (None: not resolvable here,
+    e.g. a plugin that is not loaded)."""
+    from fewshot_bench.method import resolve_variant
+    from fewshot_bench.options import Spec
+    from fewshot_bench.registry import BACKBONES
+    from fewshot_bench.results.provenance import code_version
+
+    try:
+        variant = resolve_variant(Spec.parse(label))
+        return code_version(variant.method_class, BACKBONES.get(variant.option_dict["backbone"]))
+    except ConfigError:
+        return None
+
+
+def card_sources(card: Card) -> list[Path]:
+    """The run folders (or records) behind every section of ``card`` that exist."""
+    return [run.folder() for section in card.sections for run in section.runs
+            if (run.folder() / "config.yaml").is_file()]
 
 
 def run_folder(config: RunConfig, config_path: Path) -> Path:
@@ -168,6 +198,18 @@ class CardRow:
     ours: dict[str, Any] | None
     budget: str
     config_path: Path | None
+    code_now: str | None = None
+
+    @property
+    def code_state(self) -> str:
+        """``current`` when the row's cells were computed by today's code (method, backbone, training path),
+        ``stale`` when that code has changed since, ``unknown`` for cells recorded without a code version."""
+        if self.ours is None:
+            return ""
+        recorded = str(self.ours.get("method_version") or "")
+        if not recorded.startswith("code:") or self.code_now is None:
+            return "unknown"
+        return "current" if recorded == self.code_now else "stale"
 
     @property
     def delta(self) -> float | None:
@@ -216,7 +258,7 @@ def fill_section(section: CardSection) -> SectionResult:
     environments: dict[Path, dict[str, Any]] = {}
     matched: set[int] = set()
     for run in section.runs:
-        folder = run_folder(merge(run.config_path, {}), run.config_path)
+        folder = run.folder()
         if not (folder / "config.yaml").is_file():
             commands.append((run, None, folder))
             continue
@@ -235,7 +277,7 @@ def fill_section(section: CardSection) -> SectionResult:
                 matched.add(paper_index)
             paper = section.paper[paper_index] if paper_index is not None else None
             rows.append(CardRow(row["label"], method, row["way"], row["shot"], paper, row, run.budget,
-                                run.config_path))
+                                run.config_path, current_code_version(row["label"])))
     for index, paper in enumerate(section.paper):
         if index not in matched:
             rows.append(CardRow(paper.variant, paper.method, paper.way, paper.shot, paper, None, "", None))
@@ -287,8 +329,8 @@ def render_section(result: SectionResult) -> str:
     if section.protocol:
         lines += [section.protocol, ""]
     lines += ["| method | way | shot | paper | source | ours | Δ | verdict | test episodes × seeds | "
-              "training | device |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "training | device | code |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in result.rows:
         paper = row.paper
         ours = row.ours
@@ -298,7 +340,8 @@ def render_section(result: SectionResult) -> str:
             f"| {row.label}", str(row.way), str(row.shot),
             _fmt(paper.mean, paper.ci95) if paper else "—", paper.source if paper else "",
             _ours_text(ours), delta, row.verdict, episodes,
-            _budget_text(row), _device(row, result.environments)]) + " |")
+            _budget_text(row), _device(row, result.environments),
+            "**stale**" if row.code_state == "stale" else row.code_state]) + " |")
     compared = [r for r in result.rows if r.ours is not None and r.paper is not None]
     within_ci = [r for r in compared if r.verdict.startswith("matches")]
     within_point = [r for r in compared if r.verdict.startswith("within 1 point")]
@@ -317,6 +360,15 @@ def render_section(result: SectionResult) -> str:
             if paper.note:
                 text += f" {paper.note}"
             lines.append(text)
+    stale = [r for r in result.rows if r.code_state == "stale"]
+    unknown = [r for r in result.rows if r.code_state == "unknown"]
+    if stale:
+        lines += ["", f"**Stale rows: {len(stale)}** — computed by code (method, backbone or training path) that has "
+                      "changed since; rerun them with the commands below: " +
+                      ", ".join(f"{r.label} {r.way}-way {r.shot}-shot" for r in stale) + "."]
+    if unknown:
+        lines += ["", f"Rows whose cells recorded no code version (made before versions were recorded), so the card "
+                      f"cannot tell whether today's code would give them: {len(unknown)}."]
     missing = [r for r in result.rows if r.ours is None]
     if missing:
         lines += ["", "Not run yet: " + ", ".join(f"{r.label} {r.way}-way {r.shot}-shot" for r in missing) + "."]
@@ -324,10 +376,14 @@ def render_section(result: SectionResult) -> str:
         lines += ["", section.discussion]
     lines += ["", "Regenerate these rows:", ""]
     for run, command, folder in result.commands:
-        state = "" if command else " (no run folder yet)"
+        kind = "records" if run.records is not None else "run folder"
+        state = "" if command else " (not run yet)"
         command = command or f"bench run --config {run.config_path.as_posix()} --data-root <your copy>"
-        lines += [f"- {run.budget} budget, run folder `{folder.as_posix()}`{state}:", "", "  ```", f"  {command}",
-                  "  ```"]
+        lines += [f"- {run.budget} budget, {kind} `{folder.as_posix()}`{state}:", "", "  ```", f"  {command}"]
+        if run.records is not None:
+            run_id = merge(run.config_path, {}).run_id
+            lines.append(f"  bench publish {run_id} --out {folder.as_posix()}")
+        lines.append("  ```")
     for folder, board in result.leaderboard.items():
         if board:
             lines += ["", f"Leaderboard rows of `{folder.as_posix()}`:", "", "```csv", render_csv(board).rstrip(),
@@ -338,7 +394,7 @@ def render_section(result: SectionResult) -> str:
 def render_card(card: Card, card_command: str) -> str:
     """The whole card as Markdown."""
     parts = [f"# {card.title}", "",
-             f"Generated by `{card_command}` from the run folders named below and the published values in "
+             f"Generated by `{card_command}` from the run records named below and the published values in "
              f"`{card.path.as_posix()}`; do not edit by hand. {CI_FORMULA}; {SEED_CI_FORMULA}. A row matches when |Δ| is within "
              f"the 95% CI of the difference (ours and the paper's combined; 0 for papers without a CI).", ""]
     if card.intro:

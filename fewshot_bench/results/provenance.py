@@ -10,9 +10,9 @@ finished cells of another version and which every leaderboard row lists.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import inspect
 import subprocess
-import sys
 from pathlib import Path
 
 # The modules every cell runs through, whatever its method.
@@ -54,10 +54,15 @@ def _hash_sources(method_class: type, backbone_factory: object) -> str:
             path = _source_file(klass)
             if path is not None and "torch" not in path.parts:
                 files.add(path)
-    for obj in (backbone_factory, *(sys.modules[name] for name in CORE_MODULES if name in sys.modules)):
-        path = _source_file(obj)
-        if path is not None:
-            files.add(path)
+    backbone_file = _source_file(backbone_factory)
+    if backbone_file is not None:
+        files.add(backbone_file)
+    for name in CORE_MODULES:
+        # Located, not imported: the version must not depend on which modules this process happened to import
+        # (a run imports them all; `bench card` checking a record's version need not).
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.origin:
+            files.add(Path(spec.origin).resolve())
     digest = hashlib.sha256()
     for path in sorted(files, key=lambda p: p.name + str(p)):
         # By file name, not full path: the same code installed elsewhere has the same version.
