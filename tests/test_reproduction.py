@@ -193,6 +193,7 @@ def test_published_records_regenerate_the_card_and_the_leaderboard(tmp_path, cap
     cell = json.loads(next((records / "cells").glob("protonet*.json")).read_text())
     assert f"| protonet | 3 | 1 | 99.00 | paper | {cell['mean']:.2f} ± " in text
     assert text.count("| current |") == 2 and "Stale rows" not in text
+    assert f"| {cell['code_version']} / {cell['settings_hash']} |" in text  # every row names what computed it
     assert f"bench publish card-run --out {records.as_posix()}" in text
     assert board.read_bytes() == (tmp_path / "from-run.csv").read_bytes()
     # a record computed by other code is marked stale, one without a code version as unknown

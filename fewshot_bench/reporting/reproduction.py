@@ -10,6 +10,7 @@ folder or from the card file; the verdicts (match within the CI, within one poin
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -106,13 +107,14 @@ def load_card(path: str | Path) -> Card:
             budget = _require(entry, "budget", here, str)
             if budget not in BUDGETS:
                 raise ConfigError(f"{here}: budget must be one of {', '.join(BUDGETS)}, got '{budget}'")
-            config = path.parent / _require(entry, "config", here, str)
+            # Lexically normalised, so the card names `configs/fer2013-grid.yaml`, not `configs/reproduce/../…`
+            config = Path(os.path.normpath(path.parent / _require(entry, "config", here, str)))
             if not config.is_file():
                 raise ConfigError(f"{here}: config '{config}' does not exist")
             records = entry.get("records")
             if records is not None and not isinstance(records, str):
                 raise ConfigError(f"{here}: 'records' must be a folder path (relative to the card file)")
-            runs.append(CardRun(config, budget, path.parent / records if records else None))
+            runs.append(CardRun(config, budget, Path(os.path.normpath(path.parent / records)) if records else None))
         paper = []
         for entry in raw.get("paper", []) or []:
             if not isinstance(entry, dict):
@@ -316,6 +318,13 @@ def _device(row: CardRow, environments: dict[Path, dict[str, Any]]) -> str:
     return str(row.ours["device"])
 
 
+def _provenance(ours: dict[str, Any] | None) -> str:
+    """The row's code version(s) and settings hash, which name exactly what computed it."""
+    if ours is None:
+        return ""
+    return f"{ours.get('method_version') or '?'} / {ours.get('settings_hash') or '?'}"
+
+
 def _budget_text(row: CardRow) -> str:
     if row.ours is None:
         return ""
@@ -329,8 +338,8 @@ def render_section(result: SectionResult) -> str:
     if section.protocol:
         lines += [section.protocol, ""]
     lines += ["| method | way | shot | paper | source | ours | Δ | verdict | test episodes × seeds | "
-              "training | device | code |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "training | device | code | code version / settings hash |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in result.rows:
         paper = row.paper
         ours = row.ours
@@ -341,7 +350,7 @@ def render_section(result: SectionResult) -> str:
             _fmt(paper.mean, paper.ci95) if paper else "—", paper.source if paper else "",
             _ours_text(ours), delta, row.verdict, episodes,
             _budget_text(row), _device(row, result.environments),
-            "**stale**" if row.code_state == "stale" else row.code_state]) + " |")
+            "**stale**" if row.code_state == "stale" else row.code_state, _provenance(ours)]) + " |")
     compared = [r for r in result.rows if r.ours is not None and r.paper is not None]
     within_ci = [r for r in compared if r.verdict.startswith("matches")]
     within_point = [r for r in compared if r.verdict.startswith("within 1 point")]
@@ -381,7 +390,7 @@ def render_section(result: SectionResult) -> str:
         command = command or f"bench run --config {run.config_path.as_posix()} --data-root <your copy>"
         lines += [f"- {run.budget} budget, {kind} `{folder.as_posix()}`{state}:", "", "  ```", f"  {command}"]
         if run.records is not None:
-            run_id = merge(run.config_path, {}).run_id
+            run_id = merge(run.config_path, {}).run_id or "<run id>"
             lines.append(f"  bench publish {run_id} --out {folder.as_posix()}")
         lines.append("  ```")
     for folder, board in result.leaderboard.items():
