@@ -9,14 +9,18 @@ Meta-train on one dataset's classes and test on another's, e.g. train on FER2013
     split: cross        # or {train: [fer2013/happy, ...], test: [rafdb/angry, ...]}
 
 ``parts`` lists ``name=path`` pairs (separated by ``;``), each read by that dataset's own plugin with its
-default options; images are brought to the run's one geometry (``--image-size`` / ``--channels``, default
-48×48 grayscale); class names are prefixed with
-the part name (``fer2013/happy``). The ``cross`` preset takes the training classes of the first part's
-default split and the test classes of the last part's default split, so the two never share images.
+default options, or ``name=plugin:path`` to give a part your own name (``ckplus=image-folder:~/data/ck``;
+two image folders then stay apart). Images are brought to the run's one geometry (``--image-size`` /
+``--channels``, default 48×48 grayscale); class names are prefixed with the part's name
+(``fer2013/happy``). The ``cross`` preset takes the training classes of the first part's default split and
+the test classes of the last part's, so the two never share images; a part without presets (an image
+folder) uses the CRN paper's emotions, matched by folder name whatever its case (happy, neutral, sad,
+surprise for training; angry, disgust, fear for test).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +33,43 @@ from fewshot_bench.registry import DATASETS, register_dataset
 from fewshot_bench.splits import ClassSplit
 
 
-def parse_parts(text: str) -> list[tuple[str, Path]]:
+# The CRN paper's class-disjoint split, by emotion name: what an image-folder part (CK+, JAFFE, a lab's own
+# data) is split by in the ``cross`` preset.
+PAPER_TRAIN = ("happy", "neutral", "sad", "surprise")
+PAPER_TEST = ("angry", "disgust", "fear")
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of a combined dataset: the user's name for it, the plugin that reads it and where it is."""
+
+    name: str
+    plugin: str
+    path: Path | None
+
+
+def parse_parts(text: str) -> list[Part]:
+    """``name=path`` or ``name=plugin:path`` entries separated by ``;`` (at least two)."""
     parts = []
     for item in filter(None, (p.strip() for p in text.split(";"))):
         if "=" not in item:
-            raise ConfigError(f"combined: part '{item}' must be name=path, e.g. fer2013=~/data/fer2013")
-        name, path = item.split("=", 1)
-        parts.append((name.strip(), Path(path.strip()).expanduser()))
+            raise ConfigError(f"combined: part '{item}' must be name=path or name=plugin:path, e.g. "
+                              "fer2013=~/data/fer2013 or ckplus=image-folder:~/data/ck")
+        name, value = (x.strip() for x in item.split("=", 1))
+        plugin, _, rest = value.partition(":")
+        if rest or (value.endswith(":") and plugin in DATASETS):
+            if plugin not in DATASETS:
+                DATASETS.get(plugin)  # the standard unknown-name error, with the choices
+            path = rest
+        else:
+            plugin, path = name, value
+        parts.append(Part(name, plugin, Path(path).expanduser() if path else None))
     if len(parts) < 2:
         raise ConfigError("combined: option 'parts' needs at least two name=path entries separated by ';'")
+    names = [p.name for p in parts]
+    if len(set(names)) < len(names):
+        raise ConfigError(f"combined: two parts are named '{max(names, key=names.count)}'; name each part "
+                          "(name=plugin:path)")
     return parts
 
 
@@ -54,27 +86,43 @@ class Combined(DatasetPlugin):
 
     def load(self, root: Path | None, options: dict[str, Any]) -> ImageDataset:
         images, labels, names = [], [], []
-        for part, path in parse_parts(options["parts"]):
-            plugin = DATASETS.get(part)()
-            if not path.exists():
-                raise ConfigError(f"combined: data of part '{part}' not found at '{path}'")
-            data = plugin.load(path, plugin.load_options(resolve_options(plugin.options, {}, owner=f"dataset '{part}'"),
-                                                         options["size"], options["channels"]))
+        parts = parse_parts(options["parts"])
+        for part in parts:
+            plugin = DATASETS.get(part.plugin)()
+            if part.path is None and plugin.needs_root:
+                raise ConfigError(f"combined: part '{part.name}' needs a path ({part.name}={part.plugin}:PATH)")
+            if part.path is not None and not part.path.exists():
+                raise ConfigError(f"combined: data of part '{part.name}' not found at '{part.path}'")
+            owner = f"dataset '{part.plugin}' (part '{part.name}')"
+            data = plugin.load(part.path, plugin.load_options(resolve_options(plugin.options, {}, owner=owner),
+                                                              options["size"], options["channels"]))
             data = data.resized(options["size"], options["channels"])  # parts stored at a fixed size
             images.append(data.images)
             labels.append(data.labels + len(names))
-            names.extend(f"{part}/{name}" for name in data.class_names)
+            names.extend(f"{part.name}/{name}" for name in data.class_names)
         return ImageDataset(torch.cat(images), torch.cat(labels), names, "combined",
-                            metadata={"parts": [p for p, _ in parse_parts(options["parts"])]})
+                            metadata={"parts": [p.name for p in parts], "plugins": [p.plugin for p in parts]})
 
     def split_presets(self, dataset: ImageDataset | None = None) -> tuple[str | None, dict[str, ClassSplit]]:
         if dataset is None:
             return "cross", {}
-        parts = dataset.metadata["parts"]
-        first_default, first = DATASETS.get(parts[0])().split_presets()
-        last_default, last = DATASETS.get(parts[-1])().split_presets()
-        if first_default is None or last_default is None:
-            return None, {}
-        train = tuple(f"{parts[0]}/{name}" for name in first[first_default].train)
-        test = tuple(f"{parts[-1]}/{name}" for name in last[last_default].test)
+        parts, plugins = dataset.metadata["parts"], dataset.metadata.get("plugins", dataset.metadata["parts"])
+        train = _part_classes(dataset, parts[0], plugins[0], "train")
+        test = _part_classes(dataset, parts[-1], plugins[-1], "test")
         return "cross", {"cross": ClassSplit(train, test, (), "cross")}
+
+
+def _part_classes(dataset: ImageDataset, part: str, plugin: str, role: str) -> tuple[str, ...]:
+    """The ``role`` (train or test) classes of one part, prefixed: its plugin's default split, or for a part
+    without presets the paper's emotions found among its class names (case-insensitive)."""
+    default, presets = DATASETS.get(plugin)().split_presets()
+    if default is not None and default in presets:
+        return tuple(f"{part}/{name}" for name in getattr(presets[default], role))
+    wanted = PAPER_TRAIN if role == "train" else PAPER_TEST
+    own = {name.split("/", 1)[1].lower(): name for name in dataset.class_names if name.startswith(f"{part}/")}
+    missing = [emotion for emotion in wanted if emotion not in own]
+    if missing:
+        raise ConfigError(f"combined: part '{part}' has no split preset and no class folder named "
+                          f"'{missing[0]}' for the cross split's {role} emotions ({', '.join(wanted)}); rename its "
+                          "folders or give --split {train: [...], test: [...]}")
+    return tuple(own[emotion] for emotion in wanted)

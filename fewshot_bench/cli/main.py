@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -76,6 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trust", action="store_true", help="with --resume: load the plugin files and pickle-reading "
                      "datasets the run's config names without asking")
     _add_run_flags(run)
+
+    cross = sub.add_parser("cross", parents=[common], help="cross-dataset suite: train on each dataset's training "
+                           "emotions, test on every other's unseen ones; prints the train × test matrix")
+    cross.add_argument("datasets", nargs="+", metavar="NAME=PLUGIN:PATH",
+                       help="two or more datasets, each with your name for it: fer2013=fer2013:~/data/fer2013.npz, "
+                            "rafdb=rafdb:~/data/RAF-DB, ckplus=image-folder:~/data/ck (NAME=PATH when NAME is the "
+                            "plugin)")
+    _add_run_flags(cross)
+    cross.add_argument("--format", default="console", metavar="FORMAT",
+                       help="format of the matrix: console, markdown, latex, csv, json, or a plugin's")
 
     lister = sub.add_parser("list", parents=[common], help="list registered methods, datasets, backbones, output formats, or the "
                                          "config keys")
@@ -265,6 +276,38 @@ def command_run(args: argparse.Namespace) -> int:
         _show(_accuracy_report(result.store.load_cells(), result.summary), "console", out)
     out.print(f"results: {result.store.root}")
     return _report_failures(result.failures, config.run_id, err)
+
+
+def command_cross(args: argparse.Namespace) -> int:
+    from fewshot_bench.cli.progress import run_observer
+    from fewshot_bench.engine.cross import cross_runs
+    from fewshot_bench.engine.launch import execute
+    from fewshot_bench.engine.runner import resolve_variants
+    from fewshot_bench.reporting.cross import cross_report
+
+    args.resume, args.trust = None, False
+    prefix = args.run_id or time.strftime("cross-%Y%m%d-%H%M%S")
+    base = _run_config(args)
+    runs = cross_runs(base, args.datasets, prefix)
+    out, err = make_console(), make_console(stderr=True)
+    pairs, failures = [], []
+    for number, pair in enumerate(runs, 1):
+        err.print(f"pair {number}/{len(runs)}: train on {escape(pair.train)}, test on {escape(pair.test)} "
+                  f"(run {pair.config.run_id})")
+        try:
+            config = pair.config
+            total = len(resolve_variants(config)) * len(config.shots) * len(config.seeds)
+            with run_observer(err, total, config.log_interval) as observer:
+                result = execute(config, observer)
+        except KeyboardInterrupt:
+            err.print(f"interrupted: finished pairs and cells are kept; rerun the same command with --run-id {prefix} "
+                      "to continue")
+            return ExitCode.INTERRUPTED
+        pairs.append((pair.train, pair.test, result.summary))
+        failures += result.failures
+    _show(cross_report(pairs), args.format, out)
+    err.print(f"runs: {base.output_dir}/{prefix}-*")  # stderr: stdout holds only the matrix (json, csv, ...)
+    return _report_failures(failures, prefix, err)
 
 
 def _report_failures(failures: Sequence[str], run_id: str, err: Console) -> int:
@@ -552,7 +595,7 @@ def _class_list(names: Sequence[str], limit: int = 10) -> str:
 COMMANDS = {"run": command_run, "list": command_list, "datasets": command_datasets,
             "leaderboard": command_leaderboard, "table": command_table, "compare": command_compare,
             "plot": command_plot, "new": command_new, "status": command_status, "card": command_card,
-            "publish": command_publish}
+            "publish": command_publish, "cross": command_cross}
 
 
 def _interrupt(signum: int, frame: Any) -> None:
