@@ -171,7 +171,10 @@ def test_sigterm_and_ctrl_c_stop_a_run_and_resume_finishes_it(tmp_path, jobs, ct
                    env=env, timeout=300)
     # A shell's background job (how CI may start pytest) ignores SIGINT, and children inherit that: start
     # this one as a foreground command would be, with the default disposition.
-    process = subprocess.Popen(_tiny_command(tmp_path, "stopped", "--jobs", str(jobs)), stdout=subprocess.PIPE,
+    # The same thread count as the straight run, named rather than left to torch's default (which
+    # OMP_NUM_THREADS changes), so the two compute the same bits.
+    process = subprocess.Popen(_tiny_command(tmp_path, "stopped", "--jobs", str(jobs), "--threads", threads),
+                               stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     folder = tmp_path / "runs" / "stopped"
