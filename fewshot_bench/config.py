@@ -172,6 +172,10 @@ class RunConfig:
                                      hashed=False)
     grad_clip: float | None = setting(None, "largest gradient norm per training step, 0 = off (default: each "
                                             "method's; CSRN's code clips CRN at 0.5)", minimum=0.0, hashed=False)
+    pretrain_epochs: int | None = setting(None, "epochs of supervised pre-training on the training classes for every "
+                                                "variant that does not name its own, 0 = none (default: each "
+                                                "method's; Baseline, Baseline++, SimpleShot and FEAT pre-train, the "
+                                                "others do not)", minimum=0, hashed=False)
     val_episodes: int = setting(0, "validation episodes for model selection on the split's val classes (0 = off)")
     val_interval: int = setting(500, "validate every this many training episodes", minimum=1)
     seeds: list[int] = setting([0], "seeds, one cell per value (training and test episodes both depend on it)",

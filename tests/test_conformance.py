@@ -11,9 +11,10 @@ from fewshot_bench.registry import DATASETS, METHODS
 from fewshot_bench.testing import ConformanceError, check_dataset, check_method
 
 
-@pytest.mark.parametrize("name", ["protonet", "matchingnet", "maml", "relationnet", "crn"])
+@pytest.mark.parametrize("name", ["protonet", "matchingnet", "maml", "relationnet", "crn", "baseline", "baselinepp",
+                                  "simpleshot", "feat"])
 def test_every_builtin_method_conforms(name):
-    options = {"inner_steps": 1} if name == "maml" else {}
+    options = {"inner_steps": 1} if name == "maml" else {"finetune_epochs": 5} if name.startswith("baseline") else {}
     check_method(METHODS.get(name), options)
 
 

@@ -69,7 +69,8 @@ def test_episode_loop_never_synchronises_with_the_gpu(spec):
 
 
 GRAPH_METHODS = ["protonet", "matchingnet", "maml[inner_steps=2]", "maml[inner_steps=2,first_order=true]",
-                 "relationnet", "crn", "crn[dap=false]"]
+                 "relationnet", "crn", "crn[dap=false]", "feat", "simpleshot", "baseline[finetune_epochs=3]",
+                 "baselinepp[finetune_epochs=3]"]
 
 
 @pytest.fixture

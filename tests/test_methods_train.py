@@ -13,7 +13,8 @@ from fewshot_bench.options import Spec
 
 METHODS = ["protonet", "matchingnet", "maml[inner_steps=2]", "relationnet", "crn", "crn[dap=false]",
            "crn[js_weight=0]", "crn[multiply_raw=true]", "crn[backbone=conv4]", "crn[js_pairs=class-query]",
-           "crn[raw_scores=true]", "crn[dap=false,js_map=mean,js_scale=standardise,js_temperature=0.5]"]
+           "crn[raw_scores=true]", "crn[dap=false,js_map=mean,js_scale=standardise,js_temperature=0.5]",
+           "baseline[finetune_epochs=2]", "baselinepp[finetune_epochs=2]", "simpleshot", "feat", "feat[pool=mean]"]
 SHAPES = [(1, 28, 28), (1, 48, 48), (3, 84, 84)]
 
 
@@ -115,7 +116,8 @@ def test_host_memory_fallback_gathers_the_same_episodes():
 
 
 @pytest.mark.parametrize("backbone", ["resnet12", "resnet18"])
-@pytest.mark.parametrize("spec", ["protonet", "matchingnet", "maml[inner_steps=1]", "relationnet", "crn"])
+@pytest.mark.parametrize("spec", ["protonet", "matchingnet", "maml[inner_steps=1]", "relationnet", "crn",
+                                  "baseline[finetune_epochs=2]", "simpleshot", "feat"])
 def test_every_method_runs_on_the_deeper_backbones(spec, backbone):
     shape = (1, 28, 28)
     name, _, rest = spec.partition("[")

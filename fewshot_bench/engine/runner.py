@@ -20,14 +20,16 @@ from fewshot_bench.config import keys as config_keys
 from fewshot_bench.console import logger, warn
 from fewshot_bench.device import choose_device, prepare_device
 from fewshot_bench.engine.evaluation import evaluate
-from fewshot_bench.engine.training import TrainSettings, train
+from fewshot_bench.engine.pretraining import PretrainResult, base_mean, pretrain, pretrain_key, weights_digest
+from fewshot_bench.engine.training import TrainHistory, TrainSettings, train
 from fewshot_bench.episodic.episodes import EpisodeSet
 from fewshot_bench.episodic.protocol import Protocol, prepare
 from fewshot_bench.episodic.tasks import TaskBuilder, channel_statistics
 from fewshot_bench.errors import CellsFailed, ConfigError, RecordError
 from fewshot_bench.fileio import locked
-from fewshot_bench.method import COMMON_OPTIONS, MethodVariant, parameter_count, resolve_variant
+from fewshot_bench.method import COMMON_OPTIONS, TRAINING_OPTIONS, MethodVariant, parameter_count
 from fewshot_bench.options import Spec
+from fewshot_bench.pretraining import PRETRAIN_MODULES, PretrainedMethod, PretrainRecipe, recipe_of, resolve
 from fewshot_bench.registry import BACKBONES, METHODS
 from fewshot_bench.results.provenance import code_version, git_state
 from fewshot_bench.results.store import CellCheckpoint, CellRecord, RunStore, SummaryRow, environment_info
@@ -68,19 +70,24 @@ class RunResult:
 
 
 def resolve_variants(config: RunConfig) -> list[MethodVariant]:
-    """The run's method variants; with ``backbone`` (or ``lr``, ``lr_step``, ``lr_gamma``, ``grad_clip``) set,
-    every variant that does not name its own takes the run's value (and its label says so where it differs
-    from the method's default)."""
+    """The run's method variants; with ``backbone`` (or ``lr``, ``lr_step``, ``lr_gamma``, ``grad_clip``,
+    ``pretrain_epochs``) set, every variant that does not name its own takes the run's value (and its label says
+    so where it differs from the method's default)."""
     specs = [Spec.from_config(item) for item in config.methods]
-    shared = {key: getattr(config, key) for key in COMMON_OPTIONS if getattr(config, key) not in (None, "")}
+    shared = {key: getattr(config, key) for key in (*COMMON_OPTIONS, *RUN_PRETRAIN_KEYS)
+              if getattr(config, key) not in (None, "")}
     specs = [replace(spec, options=(*spec.options, *((k, v) for k, v in shared.items() if k not in spec.option_dict)))
              for spec in specs]
-    variants = [resolve_variant(spec) for spec in specs]
+    variants = [resolve(spec) for spec in specs]
     labels = [v.label for v in variants]
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:
         raise ConfigError(f"method variant '{duplicates[0]}' is listed twice; remove the repeat")
     return variants
+
+
+# Pre-training keys a run may set for all its variants (the budget; the rest of a recipe is per variant).
+RUN_PRETRAIN_KEYS = ("pretrain_epochs",)
 
 
 def cell_id(label: str, way: int, shot: int, query: int, seed: int) -> str:
@@ -189,7 +196,7 @@ class CellRunner:
 
     def _report_stale(self, cell: Cell, record: CellRecord) -> None:
         """Warn when a finished cell kept by this run was computed by other code or under other settings."""
-        now = code_version(cell.variant.method_class, BACKBONES.get(cell.variant.option_dict["backbone"]))
+        now = cell_code_version(cell.variant)
         then = record.get("code_version")
         if then is not None and then != now:
             warn(f"cell {cell.cell_id} was computed by other code ({then}; now {now}); it is kept as it is — "
@@ -234,7 +241,8 @@ class CellRunner:
             observer.cell_started(cell.variant.label, cell.shot, cell.seed, self.config.train_episodes,
                                   self.config.test_episodes)
             record = run_cell(cell.variant, self.protocol, self.builder, self.settings, cell.shot, cell.seed,
-                              test_episodes, val_episodes, self.device, observer, self.store.checkpoint(cell.cell_id))
+                              test_episodes, val_episodes, self.device, observer, self.store.checkpoint(cell.cell_id),
+                              self.store.pretrained_dir)
         except Exception as exc:
             self.store.mark_failed(cell.cell_id, f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
             raise
@@ -329,24 +337,64 @@ def merge_with_folder(store: RunStore, config: RunConfig) -> RunConfig:
     return replace(config, **{key: sorted(v) if SETTINGS[key].item is int else v for key, v in joined.items()})
 
 
+def cell_code_version(variant: MethodVariant) -> str:
+    """The code version of a variant's cells: its method, backbone and the core path, plus the pre-training
+    stage's modules for variants that pre-train (or whose method is built on the stage)."""
+    staged = recipe_of(variant) is not None or issubclass(variant.method_class, PretrainedMethod)
+    return code_version(variant.method_class, BACKBONES.get(variant.option_dict["backbone"]),
+                        PRETRAIN_MODULES if staged else ())
+
+
+def run_pretraining(method, variant: MethodVariant, recipe: PretrainRecipe, protocol: Protocol, builder: TaskBuilder,
+                    settings: TrainSettings, seed: int, version: str, device: torch.device,
+                    folder: Path | None) -> PretrainResult:
+    """The cell's pre-training stage on every image of the training classes, shared through ``folder`` with
+    the run's other cells that would pre-train the same backbone."""
+    train_ids = sorted(protocol.train_ids)
+    indices = np.flatnonzero(np.isin(protocol.labels, train_ids))
+    targets = np.searchsorted(train_ids, protocol.labels[indices])
+    facts = {"recipe": {k: v for k, v in vars(recipe).items() if k != "source"}, "method": variant.name,
+             "options": {k: v for k, v in variant.options if k not in TRAINING_OPTIONS},
+             "initial_backbone": weights_digest(method.backbone), "classes": train_ids,
+             "data": protocol.dataset.fingerprint, "image_shape": protocol.dataset.image_shape, "seed": seed,
+             "amp": settings.amp and device.type == "cuda", "augment": settings.augment, "device": device.type,
+             "code": version}
+    return pretrain(method, builder, recipe, indices=indices, targets=targets, key=pretrain_key(facts),
+                    folder=folder, seed=seed, amp=settings.amp, augment=settings.augment)
+
+
 def run_cell(variant: MethodVariant, protocol: Protocol, builder: TaskBuilder, settings: TrainSettings,
              shot: int, seed: int, test_episodes, val_episodes, device: torch.device,
-             observer: RunObserver, checkpoint: CellCheckpoint | None = None) -> CellRecord:
-    """Train one variant for one (shot, seed) and evaluate it on the setting's fixed test episodes."""
-    version = code_version(variant.method_class, BACKBONES.get(variant.option_dict["backbone"]))  # before training
+             observer: RunObserver, checkpoint: CellCheckpoint | None = None,
+             pretrained_dir: Path | None = None) -> CellRecord:
+    """Train one variant for one (shot, seed) — pre-training first where the variant asks for it — and evaluate
+    it on the setting's fixed test episodes."""
+    version = cell_code_version(variant)  # before training
     if checkpoint is not None:
         checkpoint.code_version = version
     torch.manual_seed(seed)
     settings = replace(settings, seed=seed, **variant.training)
     method = variant.build(protocol.dataset.image_shape).to(device)
+    recipe = recipe_of(variant)
+    pretraining = None
+    if recipe is not None:
+        pretraining = run_pretraining(method, variant, recipe, protocol, builder, settings, seed, version, device,
+                                      pretrained_dir)
+    if hasattr(method, "set_base_mean"):
+        method.set_base_mean(base_mean(method, builder, np.flatnonzero(np.isin(protocol.labels, protocol.train_ids))))
     compiled = bool(settings.compile_backend) and method.compilable
     if compiled:
         # In place, so parameter names (checkpoints, functional calls) stay those of the plain module.
         method.backbone.compile(backend=settings.compile_backend)
-    history = train(method, protocol.train_sampler(shot, seed), builder, settings,
-                    allowed_class_ids=protocol.train_ids, labels=protocol.labels,
-                    class_names=protocol.class_names, val_episodes=val_episodes,
-                    progress=observer.trained, checkpointer=checkpoint)
+    if getattr(method, "meta_trained", True):
+        history = train(method, protocol.train_sampler(shot, seed), builder, settings,
+                        allowed_class_ids=protocol.train_ids, labels=protocol.labels,
+                        class_names=protocol.class_names, val_episodes=val_episodes,
+                        progress=observer.trained, checkpointer=checkpoint)
+    else:
+        # Baseline, Baseline++, SimpleShot: their papers do no episodic training after pre-training.
+        settings = replace(settings, episodes=0)
+        history = TrainHistory(step_mode="none")
     result = evaluate(method, builder, test_episodes, progress=observer.evaluated, amp=settings.amp,
                       cuda_graphs=settings.cuda_graphs and not compiled)
     if checkpoint is not None:
@@ -368,6 +416,8 @@ def run_cell(variant: MethodVariant, protocol: Protocol, builder: TaskBuilder, s
         "seed": seed,
         "params": parameter_count(method),
         "train_episodes": settings.episodes,
+        "pretraining": None if pretraining is None else {**{k: v for k, v in vars(recipe).items() if k != "source"},
+                                                         **vars(pretraining)},
         "train_seconds": round(history.seconds, 3),
         "eval_seconds": round(result.seconds, 3),
         "device": str(device),

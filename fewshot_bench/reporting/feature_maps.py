@@ -17,7 +17,7 @@ import torch
 from fewshot_bench.config import merge
 from fewshot_bench.engine.runner import CellRunner, cell_id
 from fewshot_bench.errors import ConfigError
-from fewshot_bench.method import resolve_variant
+from fewshot_bench.pretraining import resolve
 from fewshot_bench.options import Spec
 from fewshot_bench.reporting.plots import _pyplot, _save
 from fewshot_bench.results.store import RunStore
@@ -50,7 +50,7 @@ def class_map_rows(run: Path, cells: Sequence[dict[str, Any]], shot: int | None 
 
     def relation_style(label: str) -> bool:
         try:
-            return issubclass(resolve_variant(Spec.parse(label)).method_class, RelationStyleMethod)
+            return issubclass(resolve(Spec.parse(label)).method_class, RelationStyleMethod)
         except ConfigError:  # a plugin variant that is not loaded here
             return False
 
@@ -70,7 +70,7 @@ def class_map_rows(run: Path, cells: Sequence[dict[str, Any]], shot: int | None 
     names = [runner.protocol.class_names[i] for i in runner.episodes(shot, seed)[1][0].class_ids]
     rows = []
     for cell in chosen:
-        variant = resolve_variant(Spec.parse(cell["label"]))
+        variant = resolve(Spec.parse(cell["label"]))
         method = variant.build(runner.protocol.dataset.image_shape)
         path = store.checkpoint(cell_id(cell["label"], cell["way"], cell["shot"], cell["query"], cell["seed"])).path
         method.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])

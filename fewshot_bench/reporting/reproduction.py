@@ -133,14 +133,12 @@ def load_card(path: str | Path) -> Card:
 def current_code_version(label: str) -> str | None:
     """The code version a cell of variant ``label`` would record if computed now (None: not resolvable here,
     e.g. a plugin that is not loaded)."""
-    from fewshot_bench.method import resolve_variant
+    from fewshot_bench.engine.runner import cell_code_version
     from fewshot_bench.options import Spec
-    from fewshot_bench.registry import BACKBONES
-    from fewshot_bench.results.provenance import code_version
+    from fewshot_bench.pretraining import resolve
 
     try:
-        variant = resolve_variant(Spec.parse(label))
-        return code_version(variant.method_class, BACKBONES.get(variant.option_dict["backbone"]))
+        return cell_code_version(resolve(Spec.parse(label)))
     except ConfigError:
         return None
 

@@ -2,7 +2,8 @@
 
 The package version (0.1.0) stays the same across every commit that changes a method, so it cannot tell
 two cells apart. ``code_version`` hashes the source files a cell's numbers depend on: the method's module
-and those of its base classes, the backbone's module, and the core training and evaluation path. Editing
+and those of its base classes, the backbone's module, the core training and evaluation path, and for cells
+that pre-train the pre-training stage's modules (so adding the stage changed no other cell's version). Editing
 any of them (a plugin file too) gives new cells a new version, which the run reports when it meets
 finished cells of another version and which every leaderboard row lists.
 """
@@ -33,21 +34,21 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-_VERSIONS: dict[tuple[type, object], str] = {}
+_VERSIONS: dict[tuple[type, object, tuple[str, ...]], str] = {}
 
 
-def code_version(method_class: type, backbone_factory: object) -> str:
+def code_version(method_class: type, backbone_factory: object, extra_modules: tuple[str, ...] = ()) -> str:
     """``code:`` + 12 hex digits of the sha256 over the sources behind a cell (see the module docstring).
 
     Read once per (method, backbone) and process, at its first cell's start: an edit made while a run is
     going does not relabel the cells that code computed (the next process sees it)."""
-    key = (method_class, backbone_factory)
+    key = (method_class, backbone_factory, tuple(extra_modules))
     if key not in _VERSIONS:
-        _VERSIONS[key] = _hash_sources(method_class, backbone_factory)
+        _VERSIONS[key] = _hash_sources(method_class, backbone_factory, tuple(extra_modules))
     return _VERSIONS[key]
 
 
-def _hash_sources(method_class: type, backbone_factory: object) -> str:
+def _hash_sources(method_class: type, backbone_factory: object, extra_modules: tuple[str, ...] = ()) -> str:
     files = set()
     for klass in method_class.__mro__:
         if klass.__module__ not in ("builtins", "torch.nn.modules.module"):
@@ -57,7 +58,8 @@ def _hash_sources(method_class: type, backbone_factory: object) -> str:
     backbone_file = _source_file(backbone_factory)
     if backbone_file is not None:
         files.add(backbone_file)
-    for name in CORE_MODULES:
+    # Modules a method declares it computes with besides its classes' files (shared helpers, heads).
+    for name in (*CORE_MODULES, *extra_modules, *getattr(method_class, "code_modules", ())):
         # Located, not imported: the version must not depend on which modules this process happened to import
         # (a run imports them all; `bench card` checking a record's version need not).
         spec = importlib.util.find_spec(name)

@@ -6,6 +6,7 @@ Layout of ``results/runs/<run-id>/``::
     environment.json       versions, device, git commit, host, start time
     episodes/<setting>.npz the fixed test episodes of each setting (class ids + item indices)
     cells/<cell>.json      one finished cell: variant, setting, seed, per-episode accuracies, timings
+    pretrained/<key>.pt    backbones pre-trained by the supervised stage, shared by the cells of one key
     accuracies.csv         every test episode of every cell (long format)
     summary.csv            one row per (variant, setting): mean, ci95 (episodes), seed_ci95 (seeds), std, ...
 """
@@ -105,6 +106,7 @@ class CellRecord(TypedDict, total=False):
     seed: int
     params: int
     train_episodes: int
+    pretraining: dict[str, Any] | None
     train_seconds: float
     eval_seconds: float
     device: str
@@ -309,6 +311,11 @@ class RunStore:
 
     def checkpoint(self, cell_id: str) -> "CellCheckpoint":
         return CellCheckpoint(self.root / "checkpoints" / f"{cell_id}.pt")
+
+    @property
+    def pretrained_dir(self) -> Path:
+        """Where the run keeps its pre-trained backbones (and their partial checkpoints), one file per key."""
+        return self.root / "pretrained"
 
     def load_cell(self, cell_id: str) -> CellRecord:
         """A finished cell's record; RecordError (one line naming the file) when it is damaged."""

@@ -1,0 +1,138 @@
+"""Baseline and Baseline++ (Chen, Liu, Kira, Wang & Huang, ICLR 2019: "A Closer Look at Few-shot Classification").
+
+Registered as ``baseline`` and ``baselinepp`` (Baseline++). Both pre-train the backbone as an ordinary classifier over the training classes and do no episodic training.
+At test time the backbone is frozen and a new classifier over the episode's classes is fitted on the support
+embeddings, then scores the queries. Baseline's classifier is linear (softmax); Baseline++'s is the cosine
+classifier (scaled cosine similarity with weight-normalised class vectors), in pre-training and at test time.
+
+The fitting follows Chen et al.'s code (``set_forward_adaptation``): 100 passes over the support set in
+random order, mini-batches of 4, SGD with learning rate 0.01, momentum 0.9, dampening 0.9 and weight decay
+0.001. The classifier's initial weights and the batch orders are drawn from generators seeded by the episode
+size, so a prediction depends only on the episode (the conformance kit's determinism; an identical schedule
+for every episode of a setting), never on how many episodes came before.
+
+@inproceedings{chen2019closer,
+  title     = {A Closer Look at Few-shot Classification},
+  author    = {Chen, Wei-Yu and Liu, Yen-Cheng and Kira, Zsolt and Wang, Yu-Chiang Frank and Huang, Jia-Bin},
+  booktitle = {International Conference on Learning Representations},
+  year      = {2019}
+}
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import torch
+import torch.nn.functional as F
+
+from fewshot_bench.heads import cosine_scale
+from fewshot_bench.options import Option
+from fewshot_bench.pretraining import PretrainedMethod, PretrainRecipe
+from fewshot_bench.registry import register_method
+
+_CLOSER_LOOK = ("Chen et al. 2019: Adam 1e-3, batch 16, 400 epochs (their mini-ImageNet and CUB budget), "
+                "constant rate")
+
+
+class FineTunedClassifier(PretrainedMethod):
+    """Shared by Baseline and Baseline++: a frozen pre-trained backbone and a classifier fitted per episode."""
+
+    meta_trained = False
+    conv4_pool = "flatten"  # Chen et al.'s Conv-4 flattens its 64×5×5 maps (1600-d)
+    head = "linear"
+    options = (
+        Option("finetune_epochs", int, 100, "passes over the support set when fitting the episode's classifier",
+               minimum=1),
+        Option("finetune_batch", int, 4, "support images per fitting step", minimum=1),
+        Option("finetune_lr", float, 0.01, "SGD learning rate of the fitting (momentum 0.9, dampening 0.9, "
+               "weight decay 0.001)", minimum=0.0),
+        PretrainedMethod.pool_option("flatten"),
+    )
+
+    def __init__(self, backbone, image_shape: tuple[int, int, int], **options) -> None:
+        super().__init__(backbone, image_shape, **options)
+        self._draws: dict[tuple, torch.Tensor] = {}
+
+    def _draw(self, key: tuple, make) -> torch.Tensor:
+        """A tensor drawn once from a generator seeded by ``key`` and kept on the device: the first (eager) call
+        makes it, so a captured CUDA graph only reads it."""
+        if key not in self._draws:
+            seed = zlib.crc32(repr(key[:-1]).encode())  # not hash(): str hashes change from process to process
+            self._draws[key] = make(torch.Generator().manual_seed(seed)).to(key[-1])
+        return self._draws[key]
+
+    def _initial(self, n_way: int, dim: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        # nn.Linear's default initialisation: uniform within ±1/sqrt(fan_in), for weights and bias alike.
+        bound = 1.0 / math.sqrt(dim)
+        both = self._draw(("init", n_way, dim, device),
+                          lambda g: torch.rand(n_way, dim + 1, generator=g) * 2 * bound - bound)
+        return both[:, :dim], both[:, dim]
+
+    def _orders(self, n: int, device: torch.device) -> torch.Tensor:
+        epochs = self.config["finetune_epochs"]
+        return self._draw(("order", n, epochs, device),
+                          lambda g: torch.stack([torch.randperm(n, generator=g) for _ in range(epochs)]))
+
+    def _scores(self, parameters: list[torch.Tensor], embeddings: torch.Tensor, n_way: int) -> torch.Tensor:
+        if self.head == "cosine":
+            direction, gain = parameters
+            weight = gain.unsqueeze(1) * direction / direction.norm(dim=1, keepdim=True)
+            normalised = embeddings / (embeddings.norm(dim=1, keepdim=True) + 1e-5)
+            return cosine_scale(n_way) * normalised @ weight.t()
+        weight, bias = parameters
+        return embeddings @ weight.t() + bias
+
+    def _fit(self, support: torch.Tensor, labels: torch.Tensor, n_way: int) -> list[torch.Tensor]:
+        """The episode's classifier fitted on the (detached) support embeddings with Chen et al.'s SGD."""
+        weight, bias = self._initial(n_way, support.shape[1], support.device)
+        if self.head == "cosine":
+            # Weight normalisation starts with each class's gain at its vector's norm (torch's weight_norm).
+            parameters = [weight.clone(), weight.norm(dim=1)]
+        else:
+            parameters = [weight.clone(), bias.clone()]
+        lr, momentum, dampening, decay = self.config["finetune_lr"], 0.9, 0.9, 0.001
+        buffers: list[torch.Tensor | None] = [None] * len(parameters)
+        batch = self.config["finetune_batch"]
+        with torch.enable_grad():
+            for order in self._orders(len(support), support.device):
+                for start in range(0, len(support), batch):
+                    chosen = order[start:start + batch]
+                    parameters = [p.detach().requires_grad_() for p in parameters]
+                    loss = F.cross_entropy(self._scores(parameters, support[chosen], n_way), labels[chosen])
+                    grads = torch.autograd.grad(loss, parameters)
+                    stepped = []
+                    for i, (p, g) in enumerate(zip(parameters, grads)):
+                        g = g + decay * p.detach()
+                        # torch.optim.SGD's momentum: the first step takes the gradient as it is.
+                        buffers[i] = g if buffers[i] is None else momentum * buffers[i] + (1 - dampening) * g
+                        stepped.append(p.detach() - lr * buffers[i])
+                    parameters = stepped
+        return parameters
+
+    def predict_features(self, support_features: torch.Tensor, support_labels: torch.Tensor,
+                         query_features: torch.Tensor, n_way: int) -> torch.Tensor:
+        support = self.embedding(support_features).float().detach()
+        classifier = self._fit(support, support_labels, n_way)
+        return self._scores(classifier, self.embedding(query_features).float(), n_way)
+
+
+@register_method("baseline")
+class Baseline(FineTunedClassifier):
+    """Baseline (Chen et al. 2019): softmax pre-training, a linear classifier fitted on each episode's support."""
+
+    paper = "Chen, Liu, Kira, Wang & Huang. A Closer Look at Few-shot Classification. ICLR 2019."
+    pretraining = PretrainRecipe(epochs=400, batch=16, optimiser="adam", lr=1e-3, weight_decay=0.0, milestones="",
+                                 head="linear", source=_CLOSER_LOOK + ", softmax classifier")
+    head = "linear"
+
+
+@register_method("baselinepp")
+class BaselinePlusPlus(FineTunedClassifier):
+    """Baseline++ (Chen et al. 2019): cosine-classifier pre-training and a cosine classifier fitted per episode."""
+
+    paper = "Chen, Liu, Kira, Wang & Huang. A Closer Look at Few-shot Classification. ICLR 2019."
+    pretraining = PretrainRecipe(epochs=400, batch=16, optimiser="adam", lr=1e-3, weight_decay=0.0, milestones="",
+                                 head="cosine", source=_CLOSER_LOOK + ", cosine classifier")
+    head = "cosine"
