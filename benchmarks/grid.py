@@ -54,7 +54,7 @@ def report(folder: Path) -> list[dict]:
     print(f"\n{'cell':<40} {'device':<8} {'train ep/s':>10} {'eval ep/s':>10}  steps (train / eval)")
     for cell in cells:
         print(f"{cell['label'] + ' ' + str(cell['shot']) + '-shot seed ' + str(cell['seed']):<40} {cell['device']:<8} "
-              f"{cell['train_episodes'] / cell['train_seconds']:>10.1f} "
+              f"{cell['train_episodes'] / cell['train_seconds'] if cell['train_seconds'] else 0:>10.1f} "
               f"{len(cell['accuracies']) / cell['eval_seconds']:>10.1f}  "
               f"{cell.get('train_steps', '?')} / {cell.get('eval_steps', '?')}")
     if cells:
