@@ -39,6 +39,12 @@ def _check_run_id(value: str) -> None:
                           "go with --output-dir")
 
 
+def _check_dataset_name(value: str) -> None:
+    if not value.strip() or value != value.strip() or len(value) > 60 or any(c in value for c in "\n\r\t/\\"):
+        raise ConfigError(f"config key 'dataset_name' must be a short name without slashes or line breaks (at "
+                          f"most 60 characters), got {value!r}; e.g. --dataset-name ckplus")
+
+
 def setting(default: Any, help: str, *, role: str = RESULT, minimum: int | None = None, why: str = "",
             choices: tuple[str, ...] | None = None, check: Callable[[Any], Any] | None = None, flag: bool = True,
             hashed: bool = True) -> Any:
@@ -136,6 +142,10 @@ class RunConfig:
     plugins: list[str] = setting([], "plugin files to load (methods, datasets, backbones); also loaded by job "
                                      "workers; in a YAML file, relative to that file", role=GRID, flag=False)
     dataset: str = setting("synthetic-fer", "dataset name (see `bench list datasets`)")
+    dataset_name: str | None = setting(None, "your name for the data, shown in tables, plots, the leaderboard and the "
+                                             "default run id instead of the plugin's (e.g. ckplus for an image-folder "
+                                             "dataset); changes nothing that is computed", hashed=False,
+                                       check=_check_dataset_name)
     data_root: str | None = setting(None, "folder (or file) holding the dataset, for datasets that are not built in",
                                     hashed=False)
     dataset_options: dict = setting({}, "options of the dataset plugin (mapping; flag --dataset-option KEY=VALUE)",

@@ -1,7 +1,5 @@
 """The supervised pre-training stage, and the methods built on it (Baseline, Baseline++, SimpleShot, FEAT)."""
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -187,3 +185,15 @@ def test_feat_attention_learns_lr_mul_times_faster_and_its_regulariser_counts():
     off = variant_model("feat[balance=0]").eval()
     on = variant_model("feat").eval()
     assert off.loss(task) < on.loss(task)  # the regulariser adds a positive cross-entropy
+
+
+def test_the_cli_says_a_baseline_cell_does_no_episodic_training(tmp_path, capsys):
+    from fewshot_bench.cli.main import main
+    from test_cli_run import cli_args
+
+    flags = tiny_run_flags(tmp_path, shots=[1], test_episodes=3, pretrain_epochs=1)
+    assert main(["run", "--methods", "baseline[finetune_epochs=2],protonet"] + cli_args(flags)) == 0
+    captured = capsys.readouterr()
+    log = captured.out + captured.err
+    assert "baseline[finetune_epochs=2,pretrain_epochs=1] 1-shot seed 0: no episodic training, then 3 test" in log
+    assert "protonet[pretrain_epochs=1] 1-shot seed 0: training 4 episodes, then 3 test" in log

@@ -272,7 +272,7 @@ def command_run(args: argparse.Namespace) -> int:
                   f"continue with `bench run --resume {config.run_id}`")
         return ExitCode.INTERRUPTED
     if result.summary:
-        out.print(f"[bold]{escape(config.dataset)}[/], split '{escape(str(result.summary[0]['split']))}'")
+        out.print(f"[bold]{escape(config.dataset_name or config.dataset)}[/], split '{escape(str(result.summary[0]['split']))}'")
         _show(_accuracy_report(result.store.load_cells(), result.summary), "console", out)
     out.print(f"results: {result.store.root}")
     return _report_failures(result.failures, config.run_id, err)

@@ -43,6 +43,6 @@ def cross_runs(base: RunConfig, parts: list[str], run_id: str) -> list[CrossRun]
                 continue
             pair_id = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{run_id}-{train}-to-{test}")
             runs.append(CrossRun(train, test, replace(
-                base, dataset="combined", split="cross", run_id=pair_id,
+                base, dataset="combined", dataset_name=f"{train}-to-{test}", split="cross", run_id=pair_id,
                 dataset_options={"parts": f"{train_entry};{test_entry}"})))
     return runs

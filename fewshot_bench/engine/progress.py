@@ -42,8 +42,9 @@ class LogLinesObserver:
         self.train_total, self.test_total = train_episodes, test_episodes
         self.trained_count = self.tested = 0
         self.baseline: tuple[int, float] | None = None
-        logger.info(f"cell {self.cells_done + 1}/{self.total_cells}: {self.label}: training {train_episodes} "
-                    f"episodes, then {test_episodes} test episodes")
+        training = f"training {train_episodes} episodes" if train_episodes else "no episodic training"
+        logger.info(f"cell {self.cells_done + 1}/{self.total_cells}: {self.label}: {training}, then {test_episodes} "
+                    "test episodes")
 
     def trained(self, episodes: int, loss: float | None) -> None:
         self.trained_count += episodes

@@ -99,7 +99,8 @@ def cell_id(label: str, way: int, shot: int, query: int, seed: int) -> str:
 def default_run_id(config: RunConfig) -> str:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     names = "-".join(dict.fromkeys(Spec.from_config(m).name for m in config.methods))
-    return f"{stamp}-{config.dataset}-{names}"[:80]
+    dataset = re.sub(r"[^A-Za-z0-9_.-]+", "-", config.dataset_name or config.dataset)
+    return f"{stamp}-{dataset}-{names}"[:80]
 
 
 @dataclass(frozen=True)
@@ -238,8 +239,10 @@ class CellRunner:
         self.store.mark_running(cell.cell_id)
         try:
             setting, test_episodes, val_episodes = self.episodes(cell.shot, cell.seed)
-            observer.cell_started(cell.variant.label, cell.shot, cell.seed, self.config.train_episodes,
-                                  self.config.test_episodes)
+            # Methods without episodic training (Baseline, SimpleShot) train 0 episodes: the bar says so.
+            meta_trained = getattr(cell.variant.method_class, "meta_trained", True)
+            observer.cell_started(cell.variant.label, cell.shot, cell.seed,
+                                  self.config.train_episodes if meta_trained else 0, self.config.test_episodes)
             record = run_cell(cell.variant, self.protocol, self.builder, self.settings, cell.shot, cell.seed,
                               test_episodes, val_episodes, self.device, observer, self.store.checkpoint(cell.cell_id),
                               self.store.pretrained_dir)
@@ -251,7 +254,8 @@ class CellRunner:
             raise
         logger.debug(f"cell {cell.cell_id}: {record['code_version']}, settings {self.settings_hash}, training steps "
                      f"{record['train_steps']}, test steps {record['eval_steps']}, {record['params']} parameters")
-        record.update(cell=cell.cell_id, dataset=self.config.dataset, split=self.protocol.split.name,
+        record.update(cell=cell.cell_id, dataset=self.config.dataset_name or self.config.dataset,
+                      split=self.protocol.split.name,
                       test_episodes_file=f"episodes/{setting}.npz", test_episodes_sha=test_episodes.fingerprint(),
                       settings=self.result_settings, settings_hash=self.settings_hash,
                       dedup=self.protocol.dataset.metadata.get("dedup"))

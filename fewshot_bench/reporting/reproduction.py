@@ -326,7 +326,9 @@ def _provenance(ours: dict[str, Any] | None) -> str:
 def _budget_text(row: CardRow) -> str:
     if row.ours is None:
         return ""
-    return f"{row.ours['train_episodes']} episodes ({row.budget})"
+    pretrain = row.ours.get("pretrain_epochs") or 0
+    stage = f"{pretrain} pre-training epochs + " if pretrain else ""
+    return f"{stage}{row.ours['train_episodes']} episodes ({row.budget})"
 
 
 def render_section(result: SectionResult) -> str:

@@ -116,6 +116,8 @@ def aggregate(frame: pd.DataFrame, keys: Sequence[str]) -> list[dict[str, Any]]:
             "ci95": summary.ci95, "std": summary.std, "episodes": summary.n_episodes, "seeds": summary.n_seeds,
             "seed_std": summary.seed_std, "seed_ci95": summary.seed_ci95, "params": _plain(first["params"]),
             "train_episodes": _plain(first["train_episodes"]),
+            # epochs of the supervised pre-training stage (an option of variants that pre-train), else 0
+            "pretrain_epochs": int(_plain(first.get("option.pretrain_epochs"), None) or 0),
             "train_seconds": float(np.mean(group["train_seconds"].astype(float))),
             "eval_seconds": float(np.mean(group["eval_seconds"].astype(float))),
             "device": _plain(last["device"]), "torch": env("torch"), "python": env("python"),

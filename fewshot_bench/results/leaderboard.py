@@ -24,7 +24,7 @@ from fewshot_bench.results.frames import aggregate, cells_frame
 from fewshot_bench.results.store import RunStore
 
 COLUMNS = ["dataset", "split", "way", "shot", "query", "label", "method", "backbone", "settings_hash", "mean", "ci95", "std",
-           "episodes", "seeds", "seed_std", "seed_ci95", "params", "train_episodes", "train_seconds", "eval_seconds", "device",
+           "episodes", "seeds", "seed_std", "seed_ci95", "params", "train_episodes", "pretrain_epochs", "train_seconds", "eval_seconds", "device",
            "torch", "python", "fewshot_bench", "method_version", "git_commit", "train_way", "train_query", "lr",
            "test_episodes_sha", "run_ids", "timestamp"]
 SETTING = ("dataset", "split", "way", "shot", "query")
@@ -114,6 +114,7 @@ def read_leaderboard(path: Path) -> list[dict[str, Any]]:
         for row in csv.DictReader(handle):
             for key in ("way", "shot", "query", "episodes", "seeds", "params", "train_episodes"):
                 row[key] = int(row[key])
+            row["pretrain_epochs"] = int(row.get("pretrain_epochs") or 0)  # missing from older leaderboards
             for key in ("mean", "ci95", "std", "seed_std", "seed_ci95", "train_seconds", "eval_seconds"):
                 row[key] = float(row.get(key) or "nan")  # seed_ci95 is missing from older leaderboards
             rows.append(row)
