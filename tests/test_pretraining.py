@@ -107,11 +107,14 @@ def test_a_killed_pretraining_resumes_to_the_same_backbone_and_cells_share_it(tm
 
 
 def test_a_run_pretrains_once_per_key_and_records_the_stage(tmp_path):
-    config = RunConfig(methods=["baseline", "simpleshot", "protonet"], **tiny_run_flags(tmp_path, pretrain_epochs=1,
-                                                                                         test_episodes=4))
+    # the four new methods beside CRN in one run; the run key gives every variant but CRN one epoch
+    methods = ["baseline", "baselinepp[finetune_epochs=2]", "simpleshot", "feat", "crn[pretrain_epochs=0]", "protonet"]
+    config = RunConfig(methods=methods, **tiny_run_flags(tmp_path, pretrain_epochs=1, test_episodes=4))
     result = run(config)
     assert not result.failures
     cells = {(c["label"], c["shot"]): c for c in result.store.load_cells()}
+    assert cells[("crn", 1)]["pretraining"] is None and cells[("crn", 1)]["train_episodes"] == 4
+    assert cells[("feat[pretrain_epochs=1]", 2)]["train_episodes"] == 4  # FEAT meta-trains after the stage
     baseline = [cells[("baseline[pretrain_epochs=1]", shot)] for shot in (1, 2)]
     assert [c["train_episodes"] for c in baseline] == [0, 0]  # Chen et al. do no episodic training
     assert [c["pretraining"]["reused"] for c in baseline] == [False, True]
@@ -119,8 +122,8 @@ def test_a_run_pretrains_once_per_key_and_records_the_stage(tmp_path):
     assert baseline[0]["pretraining"]["optimiser"] == "adam" and baseline[0]["pretraining"]["batch"] == 16
     protonet = cells[("protonet[pretrain_epochs=1]", 1)]
     assert protonet["train_episodes"] == 4 and protonet["pretraining"]["epochs"] == 1
-    keys = {c["pretraining"]["key"] for c in cells.values()}
-    assert len(list((result.store.pretrained_dir).glob("*.pt"))) == len(keys) == 3
+    keys = {c["pretraining"]["key"] for c in cells.values() if c["pretraining"]}
+    assert len(list((result.store.pretrained_dir).glob("*.pt"))) == len(keys) == 5
     # SimpleShot's centring vector is the training classes' mean embedding, saved with its weights
     saved = torch.load(result.store.checkpoint(
         next(p.stem for p in (result.store.root / "cells").glob("simpleshot*.json"))).path, weights_only=True)

@@ -10,9 +10,10 @@ train × test matrix.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
+
 from fewshot_bench.config import RunConfig
+from fewshot_bench.engine.runner import slug
 from fewshot_bench.errors import ConfigError
 
 
@@ -41,7 +42,7 @@ def cross_runs(base: RunConfig, parts: list[str], run_id: str) -> list[CrossRun]
         for test, test_entry in entries.items():
             if train == test:
                 continue
-            pair_id = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{run_id}-{train}-to-{test}")
+            pair_id = slug(f"{run_id}-{train}-to-{test}")
             runs.append(CrossRun(train, test, replace(
                 base, dataset="combined", dataset_name=f"{train}-to-{test}", split="cross", run_id=pair_id,
                 dataset_options={"parts": f"{train_entry};{test_entry}"})))

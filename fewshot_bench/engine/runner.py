@@ -90,17 +90,21 @@ def resolve_variants(config: RunConfig) -> list[MethodVariant]:
 RUN_PRETRAIN_KEYS = ("pretrain_epochs",)
 
 
+def slug(text: str) -> str:
+    """``text`` as a file-name part: every run of other characters than letters, digits, ``_``, ``.`` and ``-``
+    becomes one ``-`` (cell ids, default run ids, the cross-dataset suite's pair runs)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
+
+
 def cell_id(label: str, way: int, shot: int, query: int, seed: int) -> str:
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-")
     digest = hashlib.sha256(label.encode()).hexdigest()[:6]
-    return f"{slug}-{digest}__{way}w{shot}s{query}q__seed{seed}"
+    return f"{slug(label)}-{digest}__{way}w{shot}s{query}q__seed{seed}"
 
 
 def default_run_id(config: RunConfig) -> str:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     names = "-".join(dict.fromkeys(Spec.from_config(m).name for m in config.methods))
-    dataset = re.sub(r"[^A-Za-z0-9_.-]+", "-", config.dataset_name or config.dataset)
-    return f"{stamp}-{dataset}-{names}"[:80]
+    return f"{stamp}-{slug(config.dataset_name or config.dataset)}-{names}"[:80]
 
 
 @dataclass(frozen=True)

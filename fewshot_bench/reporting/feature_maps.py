@@ -19,7 +19,7 @@ from fewshot_bench.engine.runner import CellRunner, cell_id
 from fewshot_bench.errors import ConfigError
 from fewshot_bench.pretraining import resolve
 from fewshot_bench.options import Spec
-from fewshot_bench.reporting.plots import _pyplot, _save
+from fewshot_bench.reporting.plots import pyplot, save_figure
 from fewshot_bench.results.store import RunStore
 
 
@@ -83,7 +83,7 @@ def feature_map_figure(run: Path, out: Path, cells: Sequence[dict[str, Any]], sh
                        seed: int | None = None) -> list[Path]:
     """Draw ``class_map_rows`` as feature_maps.png / .pdf in ``out``."""
     names, shot, seed, rows = class_map_rows(run, cells, shot, seed)
-    plt = _pyplot()
+    plt = pyplot()
     n_way = len(names)
     fig, axes = plt.subplots(len(rows), n_way, figsize=(1.9 * n_way, 2.0 * len(rows)), squeeze=False)
     for r, (label, maps, js) in enumerate(rows):
@@ -100,4 +100,4 @@ def feature_map_figure(run: Path, out: Path, cells: Sequence[dict[str, Any]], sh
         axes[r][0].set_ylabel(f"{label}\nmean JS {js:.3f}", fontsize=8)
     fig.suptitle(f"class maps (channel mean, each scaled to its range) of test episode 0, {n_way}-way {shot}-shot, "
                  f"seed {seed}", fontsize=9)
-    return _save(fig, out, "feature_maps")
+    return save_figure(fig, out, "feature_maps")

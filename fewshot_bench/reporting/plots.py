@@ -15,7 +15,8 @@ OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (no display needed) with the harness's figure style."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -25,19 +26,19 @@ def _pyplot():
     return plt
 
 
-def _save(fig, out: Path, name: str) -> list[Path]:
+def save_figure(fig, out: Path, name: str) -> list[Path]:
     """Write ``fig`` as ``name``.png and .pdf into ``out``, then close it (figures hold memory until closed)."""
     paths = []
     for suffix in (".png", ".pdf"):
         path = out / f"{name}{suffix}"
         fig.savefig(path, dpi=150, bbox_inches="tight")
         paths.append(path)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return paths
 
 
 def accuracy_vs_shots(rows: Sequence[dict[str, Any]], out: Path) -> list[Path]:
-    plt = _pyplot()
+    plt = pyplot()
     labels = list(dict.fromkeys(r["label"] for r in rows))
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for i, label in enumerate(labels):
@@ -52,11 +53,11 @@ def accuracy_vs_shots(rows: Sequence[dict[str, Any]], out: Path) -> list[Path]:
     ax.set_xticks(sorted({r["shot"] for r in rows}))
     ax.set_title(f"{rows[0]['dataset']}: {way}-way accuracy, mean ± 95% CI", fontsize=10)
     ax.legend(fontsize=8, frameon=False, loc="best")
-    return _save(fig, out, "accuracy_vs_shots")
+    return save_figure(fig, out, "accuracy_vs_shots")
 
 
 def training_curves(cells: Sequence[dict[str, Any]], out: Path) -> list[Path]:
-    plt = _pyplot()
+    plt = pyplot()
     shots = sorted({c["shot"] for c in cells})
     has_val = any(c["val_curve"]["episode"] for c in cells)
     fig, axes = plt.subplots(1 + has_val, len(shots), figsize=(4.2 * len(shots), 3.4 * (1 + has_val)), squeeze=False)
@@ -83,11 +84,11 @@ def training_curves(cells: Sequence[dict[str, Any]], out: Path) -> list[Path]:
     axes[0][-1].legend(fontsize=8, frameon=False)
     fig.suptitle("Training curves (each method's own loss: CE, NLL or MSE + terms)", fontsize=10)
     fig.tight_layout()
-    return _save(fig, out, "training_curves")
+    return save_figure(fig, out, "training_curves")
 
 
 def per_class_accuracy(cells: Sequence[dict[str, Any]], out: Path) -> list[Path]:
-    plt = _pyplot()
+    plt = pyplot()
     shots = sorted({c["shot"] for c in cells})
     labels = list(dict.fromkeys(c["label"] for c in cells))
     classes = sorted({name for c in cells for name in c["class_accuracy"]})
@@ -110,7 +111,7 @@ def per_class_accuracy(cells: Sequence[dict[str, Any]], out: Path) -> list[Path]
         ax.set_ylim(0, 100)
     axes[0][-1].legend(fontsize=8, frameon=False, loc="upper right")
     fig.tight_layout()
-    return _save(fig, out, "per_class_accuracy")
+    return save_figure(fig, out, "per_class_accuracy")
 
 
 def plot_run(cells: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]], out: Path) -> list[Path]:
