@@ -159,7 +159,7 @@ def test_a_config_without_run_id_cannot_be_found(tmp_path, capsys):
 
 def test_the_repository_card_parses_and_names_existing_configs():
     card = load_card(REPO / "configs" / "reproduce" / "card.yaml")
-    assert [s.name.split()[0] for s in card.sections] == ["Omniglot", "FER2013"]
+    assert [s.name.split()[0] for s in card.sections] == ["Omniglot", "miniImageNet", "FER2013"]
     for section in card.sections:
         for run in section.runs:
             config = merge(run.config_path, {})
