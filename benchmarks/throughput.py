@@ -66,37 +66,41 @@ def load_setting(name: str, fer_path: str | None):
 def measure_ours(method: str, setting: str, fer_path: str | None, shot: int, n_train: int, n_test: int,
                  device: str, seed: int) -> dict[str, Any]:
     from fewshot_bench.device import prepare_device
+    from fewshot_bench.engine.cell import run_cell
+    from fewshot_bench.engine.training import TrainSettings
     from fewshot_bench.episodic.episodes import check_episodes
-    from fewshot_bench.engine.evaluation import evaluate
-    from fewshot_bench.method import resolve_variant
-    from fewshot_bench.options import Spec
     from fewshot_bench.episodic.tasks import TaskBuilder, channel_statistics
-    from fewshot_bench.engine.training import TrainSettings, train
+    from fewshot_bench.options import Spec
+    from fewshot_bench.pretraining import resolve
 
     config, protocol = load_setting(setting, fer_path)
     dev = torch.device(device)
     prepare_device(dev)  # what the runner does
-    train_idx = np.flatnonzero(np.isin(protocol.labels, protocol.train_ids))
-    mean, std = channel_statistics(protocol.dataset.images, train_idx)
+    mean, std = channel_statistics(protocol.dataset.images, protocol.training_images().indices)
     builder = TaskBuilder(protocol.dataset, dev, mean, std)
     seed_everything(seed)
-    model = resolve_variant(Spec.parse(method)).build(protocol.dataset.image_shape).to(dev)
-    # The runner's own training loop (CUDA-graph replays on a GPU). Like the peers' loops, its first
-    # `warmup` episodes are not timed: on a GPU they are the eager warm-up steps and the capture.
-    warmup, seen, started = 3, [0], [0.0]
+    variant = resolve(Spec.parse(method))  # pre-training options too (protonet[pretrain_epochs=2])
+    # The runner's own cell pipeline (CUDA-graph replays on a GPU). Like the peers' loops, its first `warmup`
+    # training episodes are not timed: on a GPU they are the eager warm-up steps and the capture.
+    warmup = 3 if variant.method_class.meta_trained else 0
+    marks = {"seen": 0, "started": time.perf_counter(), "trained": None}
 
-    def count(episodes: int, _loss) -> None:
-        seen[0] += episodes
-        if seen[0] == warmup:
-            _sync(dev)
-            started[0] = time.perf_counter()
+    class Timer:
+        def trained(self, episodes: int, _loss) -> None:
+            marks["seen"] += episodes
+            if marks["seen"] == warmup:
+                _sync(dev)
+                marks["started"] = time.perf_counter()
+            if marks["seen"] == n_train + warmup:
+                _sync(dev)
+                marks["trained"] = time.perf_counter()
 
-    history = train(model, protocol.train_sampler(shot, seed), builder,
-                    TrainSettings(episodes=n_train + warmup, log_interval=n_train + warmup, amp=True, seed=seed),
-                    allowed_class_ids=protocol.train_ids, labels=protocol.labels, class_names=protocol.class_names,
-                    progress=count)
-    _sync(dev)
-    train_s = time.perf_counter() - started[0]
+        def evaluated(self, episodes: int) -> None: ...
+
+    settings = TrainSettings(episodes=n_train + warmup, log_interval=n_train + warmup, amp=True, seed=seed)
+    record = run_cell(variant, protocol, builder, settings, shot, seed, shared_test_episodes(protocol, shot, n_test),
+                      None, dev, Timer())
+    train_s = (marks["trained"] or marks["started"]) - marks["started"]
     # Share of that time the host spends building episodes (sampling, checks, staging), measured apart.
     sampler = protocol.train_sampler(shot, seed + 1)
     _sync(dev)
@@ -107,9 +111,8 @@ def measure_ours(method: str, setting: str, fer_path: str | None, shot: int, n_t
         builder.stage_episodes([episode])
     _sync(dev)
     data_time = time.perf_counter() - t0
-    result = evaluate(model, builder, shared_test_episodes(protocol, shot, n_test))
-    report = _report(n_train, train_s, n_test, result.seconds, data_time, dev, result.accuracies)
-    report["steps"] = f"{history.step_mode}/{result.step_mode}"
+    report = _report(n_train, train_s, n_test, record["eval_seconds"], data_time, dev, np.asarray(record["accuracies"]))
+    report["steps"] = f"{record['train_steps']}/{record['eval_steps']}"
     return report
 
 
@@ -320,6 +323,8 @@ def class_by_class(episode) -> list[int]:
 
 
 def _report(n_train, train_s, n_test, eval_s, data_s, device, accuracies) -> dict[str, Any]:
+    if train_s <= 0:  # a method without episodic training (Baseline, SimpleShot): no training speed to report
+        train_s = float("nan")
     return {
         "train_eps": n_train / train_s, "eval_eps": n_test / eval_s, "s_per_1000": 1000 * train_s / n_train,
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -357,28 +362,32 @@ def soak(episodes: int, size: int) -> None:
     from fewshot_bench.method import resolve_variant
     from fewshot_bench.options import Spec
     from fewshot_bench.episodic.tasks import TaskBuilder, channel_statistics
-    from fewshot_bench.engine.training import TrainSettings, train
+    from fewshot_bench.engine.cell import run_cell
+    from fewshot_bench.engine.training import TrainSettings
 
     protocol = prepare(merge(None, {"image_size": size}))
-    train_idx = np.flatnonzero(np.isin(protocol.labels, protocol.train_ids))
-    builder = TaskBuilder(protocol.dataset, torch.device("cpu"), *channel_statistics(protocol.dataset.images, train_idx))
-    model = resolve_variant(Spec.parse("protonet")).build(protocol.dataset.image_shape)
+    builder = TaskBuilder(protocol.dataset, torch.device("cpu"),
+                          *channel_statistics(protocol.dataset.images, protocol.training_images().indices))
     marks = []
 
-    def progress(n, loss):
-        progress.done += n
-        if progress.done % 1000 == 0:
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            rss = current_rss_mb()
-            marks.append(rss)
-            print(f"  after {progress.done:>6} episodes: RSS {rss:7.1f} MB (peak {peak:7.1f} MB)", flush=True)
+    class Memory:
+        done = 0
 
-    progress.done = 0
-    train(model, protocol.train_sampler(1, 0), builder, TrainSettings(episodes=episodes, log_interval=100),
-          allowed_class_ids=protocol.train_ids, labels=protocol.labels, class_names=protocol.class_names,
-          progress=progress)
+        def trained(self, n, loss):
+            self.done += n
+            if self.done % 1000 == 0:
+                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                rss = current_rss_mb()
+                marks.append(rss)
+                print(f"  after {self.done:>6} episodes: RSS {rss:7.1f} MB (peak {peak:7.1f} MB)", flush=True)
+
+        def evaluated(self, n): ...
+
+    memory = Memory()
+    run_cell(resolve_variant(Spec.parse("protonet")), protocol, builder, TrainSettings(episodes=episodes, log_interval=100),
+             1, 0, protocol.test_episodes(1, 0, 1), None, torch.device("cpu"), memory)
     if len(marks) > 1:
-        print(f"RSS growth from episode 1000 to episode {progress.done}: {marks[-1] - marks[0]:+.1f} MB")
+        print(f"RSS growth from episode 1000 to episode {memory.done}: {marks[-1] - marks[0]:+.1f} MB")
 
 
 def current_rss_mb() -> float:
@@ -463,7 +472,7 @@ def main() -> None:
             print(f"{setting:<14} skipped: {args.fer2013} not found")
             continue
         for method in args.methods.split(","):
-            peer = PEER[method.split("[")[0]]
+            peer = PEER.get(method.split("[")[0])  # methods without a peer implementation are measured alone
             if peer == "easyfsl" and not have_easyfsl:
                 peer = None
             impls = ["ours"] + ([peer] if peer else [])

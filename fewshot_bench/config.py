@@ -27,8 +27,9 @@ LOGISTICS = "logistics"
 ROLES = {
     RESULT: "decides what a cell measures: recorded in every cell's settings hash, fixed for a run folder",
     GRID: "which cells a run has: joined over the invocations that write one run folder",
-    NUMERICS: "how cells are computed: results may differ in the last floating-point bits, nothing more; may "
-              "differ between invocations of one run",
+    NUMERICS: "how cells are computed: may differ between invocations of one run; the device kind and the "
+              "effective precision they lead to (bf16 autocast on CUDA, float32 elsewhere) are recorded with every "
+              "cell, and cells that differ in them are never pooled",
     LOGISTICS: "where a run is written and how it is launched and logged: never changes a number",
 }
 

@@ -21,16 +21,21 @@ run setting (``batch_episodes``), off by default.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fewshot_bench.errors import ConfigError, MethodContractError
 from fewshot_bench.options import Option, Spec, format_label, resolve_options
+from fewshot_bench.recipes import PRETRAIN_OPTIONS, Optimisation, PretrainRecipe, recipe_from_options
 from fewshot_bench.registry import BACKBONES, METHODS
+
+__all__ = ["FewShotMethod", "MethodVariant", "Optimisation", "ParameterGroup", "PretrainRecipe", "Task",
+           "TrainingClasses", "check_scores", "resolve_variant"]
 
 
 @dataclass
@@ -57,42 +62,50 @@ class Task:
 BACKBONE_OPTION = "backbone"
 
 
-@dataclass(frozen=True)
-class Optimisation:
-    """A method's training recipe as its paper (or the reference code) states it: Adam's learning rate, a step
-    schedule and gradient clipping. Every method gets these as options (``protonet[lr_step=0]``), and the run
-    keys ``lr``/``lr_step``/``lr_gamma``/``grad_clip`` set them for every variant that does not name its own.
-
-    Attributes:
-        lr: Adam's learning rate.
-        lr_step: training episodes between two multiplications of the learning rate by ``lr_gamma``
-            (0: constant).
-        lr_gamma: the decay factor.
-        grad_clip: largest gradient norm per step (0: no clipping).
-        source: where these values come from, shown by ``bench list methods --options``.
-    """
-
-    lr: float = 1e-3
-    lr_step: int = 2000
-    lr_gamma: float = 0.5
-    grad_clip: float = 0.0
-    source: str = "the harness's default (ProtoNet's schedule)"
-
-    def as_options(self) -> tuple[Option, ...]:
-        where = f"; the method's recipe: {self.source}" if self.source else ""
-        return (
-            Option("lr", float, self.lr, "Adam learning rate" + where, minimum=0.0),
-            Option("lr_step", int, self.lr_step, "training episodes between learning-rate decays (0: constant)",
-                   minimum=0),
-            Option("lr_gamma", float, self.lr_gamma, "learning-rate decay factor", minimum=0.0),
-            Option("grad_clip", float, self.grad_clip, "largest gradient norm per step (0: no clipping)", minimum=0.0),
-        )
-
-
 # The options every method has besides its own: the backbone and its training recipe. Each is also a run key
 # that, when set, applies to every variant that does not name it.
 TRAINING_OPTIONS = ("lr", "lr_step", "lr_gamma", "grad_clip")
 COMMON_OPTIONS = (BACKBONE_OPTION, *TRAINING_OPTIONS)
+
+
+@dataclass(frozen=True)
+class ParameterGroup:
+    """Parameters that train at their own multiple of the variant's learning rate (``lr_scale``), e.g. FEAT's
+    attention at 10× (Ye et al. give it its own optimiser group). The schedule decays every group alike."""
+
+    params: list[nn.Parameter]
+    lr_scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class TrainingClasses:
+    """The training classes' images as the fit stage hands them to ``fit_training_classes``.
+
+    Attributes:
+        class_ids: the dataset's ids of the training classes, sorted.
+        indices: (N,) dataset indices of every image of those classes.
+        targets: (N,) their class as 0..C-1 in ``class_ids`` order.
+        load: images at some ``indices`` as a normalised (n, C, H, W) tensor on the method's device, in the
+            given memory format.
+    """
+
+    class_ids: tuple[int, ...]
+    indices: np.ndarray
+    targets: np.ndarray
+    load: Callable[[np.ndarray, torch.memory_format], torch.Tensor]
+
+    def mean_embedding(self, method: "FewShotMethod", batch: int = 512) -> torch.Tensor:
+        """The mean of ``method.embedding`` over every image (SimpleShot's centring vector), in eval mode, in
+        batches of ``batch`` in index order (float32 sums)."""
+        method.eval()
+        total = None
+        with torch.no_grad():
+            for start in range(0, len(self.indices), batch):
+                maps = method.backbone(self.load(self.indices[start:start + batch], method.memory_format))
+                part = method.embedding(maps).float().sum(0)
+                total = part if total is None else total + part
+        method.train()
+        return total / len(self.indices)
 
 
 class FewShotMethod(nn.Module):
@@ -102,11 +115,32 @@ class FewShotMethod(nn.Module):
     ``optimisation`` (learning rate, schedule, clipping; default: Adam 1e-3 halved every 2000 episodes), and implement
     ``predict``; they override ``loss`` when their training objective is not cross-entropy on the scores.
     The constructor receives the built backbone, the input image shape and the resolved options.
+
+    What else a method does is declared here, with defaults, and the cell pipeline (``fewshot_bench.stages``)
+    is chosen from these declarations — the engine never probes a method for attributes:
+
+    * ``pretraining``: the paper's supervised pre-training recipe (None: the method does not declare one; any
+      variant can still ask for the stage with ``pretrain_epochs``);
+    * ``meta_trained``: whether the method trains on episodes (Baseline and SimpleShot do not);
+    * ``transductive``: whether ``predict`` uses the query set as a whole (recorded with every cell, so a table
+      can tell such results apart; the scores must still follow the queries when they are permuted);
+    * ``fits_training_classes`` with the hook ``fit_training_classes``: statistics of the training classes
+      taken after training (SimpleShot's mean embedding);
+    * ``class_map_figure`` with the hook ``episode_class_maps``: the class maps the feature-map figure draws;
+    * hooks with defaults: ``embedding`` (feature maps to vectors, used by the pre-training head),
+      ``parameter_groups`` (per-group learning rates), ``clip_groups`` (per-group gradient clipping);
+    * ``code_modules``: modules besides the class's own files that compute its numbers (exact provenance).
     """
 
     options: ClassVar[tuple[Option, ...]] = ()
     default_backbone: ClassVar[str] = "conv4"
     optimisation: ClassVar[Optimisation] = Optimisation()
+    pretraining: ClassVar[PretrainRecipe | None] = None
+    meta_trained: ClassVar[bool] = True
+    transductive: ClassVar[bool] = False
+    fits_training_classes: ClassVar[bool] = False
+    class_map_figure: ClassVar[bool] = False
+    code_modules: ClassVar[tuple[str, ...]] = ()
     paper: ClassVar[str] = ""
     # Layout of the images the runner hands to the method: channels-last convolutions are faster with
     # oneDNN on CPU and with tensor cores on CUDA for batched episodes; tiny-batch loops (MAML's inner
@@ -166,6 +200,27 @@ class FewShotMethod(nn.Module):
         head = [p for p in self.parameters() if id(p) not in in_backbone]
         return [group for group in (backbone, head) if group]
 
+    def parameter_groups(self) -> list[ParameterGroup]:
+        """The optimiser's parameter groups (default: every parameter at the variant's learning rate)."""
+        return [ParameterGroup(list(self.parameters()))]
+
+    def embedding(self, feature_maps: torch.Tensor) -> torch.Tensor:
+        """(N, D) embeddings from the backbone's feature maps (default: flattened), what a pre-training head and
+        ``TrainingClasses.mean_embedding`` work on."""
+        return feature_maps.flatten(1)
+
+    def fit_training_classes(self, training: TrainingClasses) -> None:
+        """Take what the method needs from the training classes after training (declared by
+        ``fits_training_classes``; the fit stage calls it once per cell)."""
+        raise NotImplementedError(f"{type(self).__name__} declares fits_training_classes but does not implement "
+                                  "fit_training_classes")
+
+    def episode_class_maps(self, task: Task) -> tuple[torch.Tensor, float]:
+        """(n_way, C, h, w) class maps of ``task`` as the method compares queries with them, and one number
+        summarising how far apart they are (declared by ``class_map_figure``; the feature-map figure)."""
+        raise NotImplementedError(f"{type(self).__name__} declares class_map_figure but does not implement "
+                                  "episode_class_maps")
+
     @classmethod
     def has_feature_head(cls) -> bool:
         """Whether the method splits into backbone + head (implements ``predict_features``)."""
@@ -192,9 +247,11 @@ class FewShotMethod(nn.Module):
 
     @classmethod
     def all_options(cls) -> tuple[Option, ...]:
-        """The method's declared options plus those every method has: the backbone and the training recipe."""
+        """The method's declared options plus those every method has: the backbone and the training recipe, and
+        the pre-training options when the method declares a pre-training recipe."""
         backbone = Option(BACKBONE_OPTION, str, cls.default_backbone, "feature extractor (see `bench list backbones`)")
-        return (*cls.options, backbone, *cls.optimisation.as_options())
+        staged = cls.pretraining.as_options() if cls.pretraining is not None else ()
+        return (*cls.options, backbone, *cls.optimisation.as_options(), *staged)
 
 
 @dataclass(frozen=True)
@@ -204,6 +261,8 @@ class MethodVariant:
     name: str
     options: tuple[tuple[str, Any], ...]
     label: str
+    # The class itself for a variant of a class that is not registered (the conformance kit checks those too).
+    unregistered_class: type[FewShotMethod] | None = field(default=None, compare=False, repr=False)
 
     @property
     def option_dict(self) -> dict[str, Any]:
@@ -211,7 +270,7 @@ class MethodVariant:
 
     @property
     def method_class(self) -> type[FewShotMethod]:
-        return METHODS.get(self.name)
+        return self.unregistered_class or METHODS.get(self.name)
 
     @property
     def training(self) -> dict[str, Any]:
@@ -233,12 +292,29 @@ class MethodVariant:
             raise ConfigError(f"{image_shape[1]}×{image_shape[2]} images are too small for backbone '{name}' of "
                               f"{self.label}; use larger images (--image-size) or another backbone")
 
-    def build(self, image_shape: tuple[int, int, int]) -> FewShotMethod:
-        options = {k: v for k, v in self.option_dict.items() if k not in TRAINING_OPTIONS}
-        backbone_name = options.pop(BACKBONE_OPTION)
-        backbone = BACKBONES.get(backbone_name)(image_shape[0])
-        method = self.method_class(backbone, image_shape, **options)
-        return method.to(memory_format=method.memory_format)
+    @property
+    def pretraining(self) -> PretrainRecipe | None:
+        """The variant's pre-training recipe, or None when it does not pre-train (no recipe, or 0 epochs)."""
+        return recipe_from_options(self.option_dict)
+
+    def build(self, image_shape: tuple[int, int, int], seed: int | None = None) -> FewShotMethod:
+        """The variant's method for images of ``image_shape``, its weights drawn after ``torch.manual_seed(seed)``
+        when a seed is given (the one way a cell, the conformance kit and the figures build a method)."""
+        return build_method(self.method_class, self.option_dict, image_shape, seed)
+
+
+def build_method(cls: type[FewShotMethod], options: dict[str, Any], image_shape: tuple[int, int, int],
+                 seed: int | None = None) -> FewShotMethod:
+    """``cls`` with resolved ``options`` (every option of ``all_options``) for images of ``image_shape``: the
+    backbone by name, the recipe options left to the stages; weights drawn after ``torch.manual_seed(seed)`` when
+    a seed is given."""
+    options = {k: v for k, v in options.items() if k not in TRAINING_OPTIONS and k not in PRETRAIN_OPTIONS}
+    backbone_name = options.pop(BACKBONE_OPTION)
+    if seed is not None:
+        torch.manual_seed(seed)
+    backbone = BACKBONES.get(backbone_name)(image_shape[0])
+    method = cls(backbone, image_shape, **options)
+    return method.to(memory_format=method.memory_format)
 
 
 def check_scores(method: "FewShotMethod", scores: torch.Tensor, n_query: int, n_way: int) -> None:

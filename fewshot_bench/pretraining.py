@@ -13,86 +13,19 @@ The stage itself (the loop, its checkpoints and the cache of pre-trained backbon
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import torch
 
-from fewshot_bench.errors import ConfigError
-from fewshot_bench.heads import HEADS
 from fewshot_bench.method import FewShotMethod, MethodVariant, Optimisation, resolve_variant
 from fewshot_bench.options import Option, Spec, format_label, resolve_options
+from fewshot_bench.recipes import DEFAULT_RECIPE, PRETRAIN_OPTIONS, PretrainRecipe
 from fewshot_bench.registry import METHODS
-
-# The modules a pre-trained cell's numbers also depend on (its code version hashes them).
-PRETRAIN_MODULES = ("fewshot_bench.pretraining", "fewshot_bench.engine.pretraining", "fewshot_bench.heads")
-
-
-@dataclass(frozen=True)
-class PretrainRecipe:
-    """How a method's backbone is pre-trained on the training classes, as its paper states it.
-
-    Attributes:
-        epochs: passes over the training classes' images (0: no pre-training).
-        batch: images per mini-batch.
-        optimiser: ``adam`` or ``sgd`` (momentum 0.9).
-        lr: learning rate.
-        weight_decay: L2 penalty of the optimiser.
-        milestones: epochs after which the learning rate is multiplied by ``gamma`` (comma-separated; empty:
-            constant).
-        gamma: the decay factor.
-        head: the classifier over the training classes: ``linear`` (softmax) or ``cosine`` (Baseline++).
-        source: where these values come from, shown by ``bench list methods --options``.
-    """
-
-    epochs: int = 0
-    batch: int = 128
-    optimiser: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 5e-4
-    milestones: str = "30,50,80"
-    gamma: float = 0.1
-    head: str = "linear"
-    source: str = ("the harness's default, Ye et al.'s Conv-4 pre-training (FEAT): Adam 1e-3, weight decay 5e-4, "
-                   "batch 128, ×0.1 after epochs 30, 50 and 80")
-
-    def as_options(self) -> tuple[Option, ...]:
-        where = f"; the method's recipe: {self.source}" if self.source else ""
-        return (
-            Option("pretrain_epochs", int, self.epochs, "epochs of supervised pre-training on the training classes "
-                   "(0: none)" + where, minimum=0),
-            Option("pretrain_batch", int, self.batch, "pre-training mini-batch size", minimum=1),
-            Option("pretrain_optimiser", str, self.optimiser, "pre-training optimiser (sgd: momentum 0.9)",
-                   ("adam", "sgd")),
-            Option("pretrain_lr", float, self.lr, "pre-training learning rate", minimum=0.0),
-            Option("pretrain_weight_decay", float, self.weight_decay, "pre-training weight decay", minimum=0.0),
-            Option("pretrain_milestones", str, self.milestones, "pre-training epochs after which the learning rate "
-                   "is multiplied by pretrain_gamma (comma-separated; empty: constant)"),
-            Option("pretrain_gamma", float, self.gamma, "pre-training learning-rate decay factor", minimum=0.0),
-            Option("pretrain_head", str, self.head, "classifier over the training classes during pre-training",
-                   HEADS),
-        )
-
-    def milestone_epochs(self) -> list[int]:
-        """``milestones`` as sorted epoch numbers."""
-        try:
-            epochs = sorted(int(part) for part in self.milestones.replace(" ", "").split(",") if part)
-        except ValueError:
-            raise ConfigError(f"pretrain_milestones '{self.milestones}' is not a comma-separated list of epochs; "
-                              "write e.g. pretrain_milestones=30,50") from None
-        if any(epoch < 1 for epoch in epochs):
-            raise ConfigError(f"pretrain_milestones '{self.milestones}' names an epoch below 1; epochs count from 1")
-        return epochs
-
-
-DEFAULT_RECIPE = PretrainRecipe()
-PRETRAIN_OPTIONS = tuple(option.name for option in DEFAULT_RECIPE.as_options())
-_FIELD_OF = {option: field.name for option, field in zip(PRETRAIN_OPTIONS, fields(PretrainRecipe))}
 
 
 def declares_pretraining(method_class: type[FewShotMethod]) -> bool:
-    """Whether the method declares its own pre-training recipe (its options include the stage's)."""
-    return "pretrain_epochs" in {option.name for option in method_class.all_options()}
+    """Whether the method declares its own pre-training recipe (its options then include the stage's)."""
+    return method_class.pretraining is not None
 
 
 def resolve(spec: Spec) -> MethodVariant:
@@ -100,7 +33,7 @@ def resolve(spec: Spec) -> MethodVariant:
     (with the default recipe). Without pre-training options the variant is ``resolve_variant``'s."""
     cls = METHODS.get(spec.name)
     given = {key: value for key, value in spec.options if key in PRETRAIN_OPTIONS}
-    if not given or not isinstance(cls, type) or declares_pretraining(cls):
+    if not given or not isinstance(cls, type) or not issubclass(cls, FewShotMethod) or declares_pretraining(cls):
         return resolve_variant(spec)
     plain = resolve_variant(Spec(spec.name, tuple((k, v) for k, v in spec.options if k not in PRETRAIN_OPTIONS)))
     declared = DEFAULT_RECIPE.as_options()
@@ -111,12 +44,7 @@ def resolve(spec: Spec) -> MethodVariant:
 
 def recipe_of(variant: MethodVariant) -> PretrainRecipe | None:
     """The variant's pre-training recipe, or None when it does not pre-train (no recipe, or 0 epochs)."""
-    options = variant.option_dict
-    if not options.get("pretrain_epochs"):
-        return None
-    recipe = PretrainRecipe(**{_FIELD_OF[name]: options[name] for name in PRETRAIN_OPTIONS}, source="")
-    recipe.milestone_epochs()  # a malformed list fails before any training
-    return recipe
+    return variant.pretraining
 
 
 def method_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -129,16 +57,15 @@ class PretrainedMethod(FewShotMethod):
 
     Subclasses set ``pretraining`` to their paper's recipe, and ``meta_trained = False`` when the paper does
     no episodic training after it (Baseline, Baseline++, SimpleShot: the runner then skips meta-training and
-    the cell records 0 training episodes). ``embedding`` turns the backbone's feature maps into the vectors
+    the cell records 0 training episodes). ``embedding`` (the contract's hook) turns the backbone's feature maps into the vectors
     the pre-training head (and the method) works on, by the ``pool`` option: ``flatten``, global ``mean`` or
     ``max`` pooling, or ``auto`` — the subclass's ``conv4_pool`` for Conv-4 (what its paper did with a Conv-4)
     and mean pooling for residual networks (every paper here average-pools its ResNets). A method that needs
-    statistics of the training classes' embeddings after the stage (SimpleShot's mean) implements
-    ``set_base_mean``.
+    statistics of the training classes' embeddings after training (SimpleShot's mean) declares
+    ``fits_training_classes`` and implements ``fit_training_classes``.
     """
 
-    pretraining: ClassVar[PretrainRecipe] = PretrainRecipe(epochs=100)
-    meta_trained: ClassVar[bool] = True
+    pretraining: ClassVar[PretrainRecipe | None] = PretrainRecipe(epochs=100)
     # Without episodic training the meta-training recipe is never used; its options say so.
     optimisation: ClassVar[Optimisation] = Optimisation(source="used only if the method meta-trains")
     conv4_pool: ClassVar[str] = "flatten"
@@ -153,10 +80,6 @@ class PretrainedMethod(FewShotMethod):
 
             pool = self.conv4_pool if isinstance(backbone, (Conv4, RelationEncoder)) else "mean"
         self.pool = pool
-
-    @classmethod
-    def all_options(cls) -> tuple[Option, ...]:
-        return (*super().all_options(), *cls.pretraining.as_options())
 
     @staticmethod
     def pool_option(conv4_pool: str) -> Option:

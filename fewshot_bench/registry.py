@@ -35,6 +35,7 @@ if TYPE_CHECKING:  # for the registries' types only: those modules import this o
     from fewshot_bench.data import DatasetPlugin
     from fewshot_bench.method import FewShotMethod
     from fewshot_bench.report import ReportFormat
+    from fewshot_bench.stages import Stage
 
 T = TypeVar("T")
 
@@ -236,12 +237,15 @@ BACKBONES: Registry[Callable[[int], nn.Module]] = Registry("backbone", "fewshot_
                                                            "fewshot_bench.backbones")
 
 FORMATS: Registry[type[ReportFormat]] = Registry("report format", "fewshot_bench.formats", "fewshot_bench.formats")
+# The steps of a cell's pipeline (pre-training, meta-training, ...), each applied where a variant declares it.
+STAGES: Registry[type[Stage]] = Registry("stage", "fewshot_bench.stages", "fewshot_bench.stages")
 
 register_method = METHODS.register
 register_dataset = DATASETS.register
 register_backbone = BACKBONES.register
 register_format = FORMATS.register
-PLUGIN_REGISTRIES = (METHODS, DATASETS, BACKBONES, FORMATS)
+register_stage = STAGES.register
+PLUGIN_REGISTRIES = (METHODS, DATASETS, BACKBONES, FORMATS, STAGES)
 
 _loaded_files: dict[Path, str] = {}
 

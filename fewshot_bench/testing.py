@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from fewshot_bench.data import DatasetPlugin, ImageDataset
-from fewshot_bench.method import TRAINING_OPTIONS, FewShotMethod, Task
+from fewshot_bench.method import FewShotMethod, Task, build_method
 from fewshot_bench.options import Option, resolve_options
-from fewshot_bench.registry import BACKBONES
+from fewshot_bench.registry import BACKBONES, METHODS
 
 
 class ConformanceError(AssertionError):
@@ -45,10 +45,7 @@ def _task(shape: tuple[int, int, int], n_way: int, shot: int, query: int, seed: 
 
 def _build(cls: type[FewShotMethod], shape: tuple[int, int, int], options: dict[str, Any], seed: int) -> FewShotMethod:
     resolved = resolve_options(cls.all_options(), options, owner=f"method '{cls.__name__}'")
-    resolved = {k: v for k, v in resolved.items() if k not in TRAINING_OPTIONS}
-    backbone_name = resolved.pop("backbone")
-    torch.manual_seed(seed)
-    return cls(BACKBONES.get(backbone_name)(shape[0]), shape, **resolved)
+    return build_method(cls, resolved, shape, seed)
 
 
 # Episode shapes every method is checked on: several ways (a method hard-coding one N fails) and shots.
@@ -123,6 +120,94 @@ def _episode_checks(cls: type, name: str, image_shape: tuple[int, int, int], opt
               "never train it")
 
 
+def _hooks_check(cls: type[FewShotMethod], name: str, image_shape: tuple[int, int, int],
+                 options: dict[str, Any]) -> None:
+    """The contract's hooks with defaults, whatever the method overrides: parameter groups, embedding, and the
+    class maps where the method declares ``class_map_figure``."""
+    model = _build(cls, image_shape, options, seed=0)
+    seen: dict[int, int] = {}
+    for group in model.parameter_groups():
+        if not (isinstance(group.lr_scale, (int, float)) and 0 < group.lr_scale < float("inf")):
+            _fail(f"{name}.parameter_groups gives a group an lr_scale of {group.lr_scale!r}; use a positive number")
+        for parameter in group.params:
+            seen[id(parameter)] = seen.get(id(parameter), 0) + 1
+    for parameter_name, parameter in model.named_parameters():
+        if seen.get(id(parameter), 0) != 1:
+            _fail(f"{name}.parameter_groups puts parameter '{parameter_name}' in {seen.get(id(parameter), 0)} groups; "
+                  "every parameter belongs to exactly one group (or it never trains, or trains twice)")
+    task = _task(image_shape, 3, 2, 2, seed=5)
+    with torch.no_grad():
+        embedded = model.embedding(model.backbone(task.support))
+    if embedded.dim() != 2 or embedded.shape[0] != len(task.support):
+        _fail(f"{name}.embedding must turn (N, C, h, w) feature maps into (N, D) vectors, got "
+              f"{tuple(embedded.shape)} for N = {len(task.support)}")
+    if cls.class_map_figure:
+        try:
+            maps, summary = model.eval().episode_class_maps(task)
+        except Exception as exc:
+            _fail(f"{name} declares class_map_figure but episode_class_maps failed ({type(exc).__name__}: {exc})")
+        if maps.shape[0] != task.n_way or not torch.isfinite(maps).all() or not np.isfinite(summary):
+            _fail(f"{name}.episode_class_maps must return finite (n_way, C, h, w) maps and a finite number, got "
+                  f"{tuple(maps.shape)} and {summary!r}")
+
+
+def _tiny_protocol(image_shape: tuple[int, int, int], seed: int = 0):
+    """Six classes of patterned images (three for training, three for test), small enough for seconds."""
+    from fewshot_bench.episodic.protocol import Protocol
+    from fewshot_bench.splits import ClassSplit
+
+    rng = np.random.default_rng(seed)
+    n_classes, per_class = 6, 8
+    labels = np.repeat(np.arange(n_classes), per_class)
+    prototypes = rng.integers(0, 256, size=(n_classes, *image_shape))
+    noise = rng.normal(0, 40, size=(len(labels), *image_shape))
+    images = np.clip(prototypes[labels] + noise, 0, 255).astype(np.uint8)
+    names = [f"class{i}" for i in range(n_classes)]
+    dataset = ImageDataset(torch.from_numpy(images), torch.from_numpy(labels), names, "conformance",
+                           fingerprint=f"conformance-{seed}-{'x'.join(map(str, image_shape))}")
+    split = ClassSplit(tuple(names[:3]), tuple(names[3:]), (), "conformance")
+    return Protocol(dataset, split, [0, 1, 2], [], [3, 4, 5], way=3, train_way=3, query=2, train_query=2,
+                    labels=labels)
+
+
+def _pipeline_check(cls: type[FewShotMethod], name: str, image_shape: tuple[int, int, int],
+                    options: dict[str, Any]) -> None:
+    """A whole cell through the harness's own pipeline (``run_cell``) on a tiny problem: every stage the
+    method declares runs (pre-training for one epoch where it declares a recipe, meta-training where it is
+    ``meta_trained``, ``fit_training_classes`` where declared) and the cell ends with finite numbers."""
+    from fewshot_bench.engine.cell import run_cell
+    from fewshot_bench.engine.training import TrainSettings
+    from fewshot_bench.episodic.tasks import TaskBuilder, channel_statistics
+    from fewshot_bench.method import MethodVariant
+
+    staged = {"pretrain_epochs": 1, "pretrain_batch": 8} if cls.pretraining is not None else {}
+    resolved = resolve_options(cls.all_options(), {**options, **staged}, owner=f"method '{cls.__name__}'")
+    registered = getattr(cls, "registered_name", None)
+    registered = registered if registered in METHODS and METHODS.get(registered) is cls else None
+    variant = MethodVariant(registered or cls.__name__, tuple(resolved.items()), registered or cls.__name__,
+                            None if registered else cls)
+    protocol = _tiny_protocol(image_shape)
+    device = torch.device("cpu")
+    builder = TaskBuilder(protocol.dataset, device,
+                          *channel_statistics(protocol.dataset.images, protocol.training_images().indices))
+    settings = TrainSettings(episodes=2, log_interval=1, checkpoint_interval=100, amp=False, cuda_graphs=False)
+    try:
+        record = run_cell(variant, protocol, builder, settings, 2, 0, protocol.test_episodes(2, 0, 2), None, device)
+    except Exception as exc:
+        _fail(f"{name} fails in the harness's cell pipeline ({type(exc).__name__}: {exc}); every stage it declares "
+              "(pre-training, meta-training, fit_training_classes, evaluation) must run on any episode shape")
+    expected = {"pretrain": cls.pretraining is not None, "meta_train": cls.meta_trained,
+                "fit_training_classes": cls.fits_training_classes, "evaluate": True}
+    for stage, wanted in expected.items():
+        if (stage in record["stages"]) != wanted:
+            _fail(f"{name}: the cell pipeline {'skipped' if wanted else 'ran'} the '{stage}' stage, but the method "
+                  f"declares {'it' if wanted else 'no such stage'}; check its class attributes")
+    numbers = [*record["loss_curve"]["loss"], *record["accuracies"]]
+    if not all(np.isfinite(numbers)):
+        _fail(f"{name} gives non-finite losses or accuracies in the cell pipeline ({numbers}); check for "
+              "divisions by zero and logs of zero")
+
+
 def check_method(cls: type, options: dict[str, Any] | None = None,
                  image_shape: tuple[int, int, int] = (1, 28, 28)) -> None:
     """Verify that ``cls`` fulfils the method contract; raises ConformanceError explaining any failure.
@@ -137,7 +222,9 @@ def check_method(cls: type, options: dict[str, Any] | None = None,
     reaches the parameters; predictions do not depend on the query order (permuting the queries permutes
     the scores), so a method cannot peek at the layout the harness uses to build episodes; they do depend
     on the support set (swapping two classes' support images changes them); and neither ``predict`` nor
-    ``loss`` edits the episode's tensors in place. A method that implements ``predict_features`` (batched
+    ``loss`` edits the episode's tensors in place; its hooks keep the contract (every parameter in exactly one
+    optimiser group, ``embedding`` gives (N, D) vectors, declared class maps are finite); and a whole cell runs
+    through the harness's own pipeline with every stage the method declares. A method that implements ``predict_features`` (batched
     episodes) must agree with ``predict`` and give the same meta-batch loss batched and looped when batch
     norm uses running statistics (eval mode).
     """
@@ -158,6 +245,8 @@ def check_method(cls: type, options: dict[str, Any] | None = None,
     query = 4
     for n_way, shot in CHECKED_EPISODES:
         _episode_checks(cls, name, image_shape, options, n_way, shot, query)
+    _hooks_check(cls, name, image_shape, options)
+    _pipeline_check(cls, name, image_shape, options)
     n_way = 3
     if cls.has_feature_head():
         model = _build(cls, image_shape, options, seed=0).eval()

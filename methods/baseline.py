@@ -118,13 +118,22 @@ class FineTunedClassifier(PretrainedMethod):
         return self._scores(classifier, self.embedding(query_features).float(), n_way)
 
 
+_CLOSER_LOOK_PAPER = "Chen, Liu, Kira, Wang & Huang. A Closer Look at Few-shot Classification. ICLR 2019."
+
+
+def closer_look_recipe(head: str) -> PretrainRecipe:
+    """Chen et al.'s pre-training with the ``head`` their variant uses (softmax ``linear`` or ``cosine``)."""
+    classifier = "softmax classifier" if head == "linear" else "cosine classifier"
+    return PretrainRecipe(epochs=400, batch=16, optimiser="adam", lr=1e-3, weight_decay=0.0, milestones="", head=head,
+                          source=f"{_CLOSER_LOOK}, {classifier}")
+
+
 @register_method("baseline")
 class Baseline(FineTunedClassifier):
     """Baseline (Chen et al. 2019): softmax pre-training, a linear classifier fitted on each episode's support."""
 
-    paper = "Chen, Liu, Kira, Wang & Huang. A Closer Look at Few-shot Classification. ICLR 2019."
-    pretraining = PretrainRecipe(epochs=400, batch=16, optimiser="adam", lr=1e-3, weight_decay=0.0, milestones="",
-                                 head="linear", source=_CLOSER_LOOK + ", softmax classifier")
+    paper = _CLOSER_LOOK_PAPER
+    pretraining = closer_look_recipe("linear")
     head = "linear"
 
 
@@ -132,7 +141,6 @@ class Baseline(FineTunedClassifier):
 class BaselinePlusPlus(FineTunedClassifier):
     """Baseline++ (Chen et al. 2019): cosine-classifier pre-training and a cosine classifier fitted per episode."""
 
-    paper = "Chen, Liu, Kira, Wang & Huang. A Closer Look at Few-shot Classification. ICLR 2019."
-    pretraining = PretrainRecipe(epochs=400, batch=16, optimiser="adam", lr=1e-3, weight_decay=0.0, milestones="",
-                                 head="cosine", source=_CLOSER_LOOK + ", cosine classifier")
+    paper = _CLOSER_LOOK_PAPER
+    pretraining = closer_look_recipe("cosine")
     head = "cosine"

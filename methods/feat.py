@@ -15,10 +15,8 @@ every 2000 episodes (20 epochs of 100), the attention at 10× the rate (``lr_mul
 use ``balance`` 0.01 and ``temperature2`` 64. Dropout as in their code: 0.1 on the attention weights, 0.5 on
 the attention output.
 
-``lr_mul`` is implemented as a reparametrisation: the attention's parameters are stored divided by ``lr_mul``
-and multiplied by it in the forward pass. Adam's steps do not depend on the gradient's scale, so each stored
-value moves as far as with the base rate and the parameter itself ``lr_mul`` times as far — Ye et al.'s
-separate learning rate, with the harness's one optimiser.
+``lr_mul`` is the attention's own learning rate as a multiple of the variant's: the attention's parameters are
+their own optimiser group (``parameter_groups``), as in Ye et al.'s code; the schedule decays both groups alike.
 
 @inproceedings{ye2020fewshot,
   title     = {Few-Shot Learning via Embedding Adaptation with Set-to-Set Functions},
@@ -36,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fewshot_bench.method import Optimisation, Task
+from fewshot_bench.method import Optimisation, ParameterGroup, Task
 from fewshot_bench.methods.protonet import class_means, squared_euclidean
 from fewshot_bench.options import Option
 from fewshot_bench.pretraining import PretrainedMethod, PretrainRecipe
@@ -47,23 +45,23 @@ class SetToSet(nn.Module):
     """FEAT's set-to-set function: one-head scaled dot-product self-attention over a set of d-dimensional
     embeddings, then a linear map, dropout, the residual and layer normalisation."""
 
-    def __init__(self, dim: int, lr_mul: float) -> None:
+    def __init__(self, dim: int) -> None:
         super().__init__()
-        self.dim, self.lr_mul = dim, lr_mul
+        self.dim = dim
         # Ye et al.'s initialisation: normal with std sqrt(2 / (d_model + d_k)) for the projections, Xavier normal
         # for the output map (same std here since d_k = d_model), nn.Linear's uniform bias, layer norm 1 / 0.
         std = math.sqrt(2.0 / (dim + dim))
-        stored = {
+        initial = {
             "query": torch.randn(dim, dim) * std, "key": torch.randn(dim, dim) * std,
             "value": torch.randn(dim, dim) * std, "out": torch.randn(dim, dim) * std,
             "out_bias": (torch.rand(dim) * 2 - 1) / math.sqrt(dim),
             "norm_weight": torch.ones(dim), "norm_bias": torch.zeros(dim),
         }
-        self.stored = nn.ParameterDict({name: nn.Parameter(value / lr_mul) for name, value in stored.items()})
+        self.weights = nn.ParameterDict({name: nn.Parameter(value) for name, value in initial.items()})
 
     def forward(self, sets: torch.Tensor) -> torch.Tensor:
         """(B, L, d) sets of L embeddings -> (B, L, d) adapted embeddings."""
-        p = {name: value * self.lr_mul for name, value in self.stored.items()}
+        p = self.weights
         q, k, v = sets @ p["query"].t(), sets @ p["key"].t(), sets @ p["value"].t()
         attention = torch.softmax(q @ k.transpose(1, 2) / math.sqrt(self.dim), dim=2)
         attention = F.dropout(attention, 0.1, self.training)
@@ -97,7 +95,13 @@ class FEAT(PretrainedMethod):
 
     def __init__(self, backbone, image_shape: tuple[int, int, int], **options) -> None:
         super().__init__(backbone, image_shape, **options)
-        self.adapt = SetToSet(self.embedding_dim(), self.config["lr_mul"])
+        self.adapt = SetToSet(self.embedding_dim())
+
+    def parameter_groups(self) -> list[ParameterGroup]:
+        """The backbone at the variant's learning rate, the attention at ``lr_mul`` times it (Ye et al.)."""
+        attention = {id(p) for p in self.adapt.parameters()}
+        rest = [p for p in self.parameters() if id(p) not in attention]
+        return [ParameterGroup(rest), ParameterGroup(list(self.adapt.parameters()), self.config["lr_mul"])]
 
     def _adapted_prototypes(self, support: torch.Tensor, labels: torch.Tensor, n_way: int) -> torch.Tensor:
         return self.adapt(class_means(support, labels, n_way).unsqueeze(0)).squeeze(0)

@@ -103,6 +103,7 @@ class RelationStyleMethod(FewShotMethod):
     """Shared machinery of RN and CRN: encoder maps, a relation module, and MSE on relation scores."""
 
     default_backbone = "rn-encoder"
+    class_map_figure = True
     # Sung et al.'s code: Adam 1e-3 for encoder and relation module, each halved every 100,000 episodes, and
     # the gradient norm of each clipped at 0.5 (the runner clips the backbone and the head separately).
     optimisation = Optimisation(lr=1e-3, lr_step=100_000, lr_gamma=0.5, grad_clip=0.5,
@@ -116,6 +117,19 @@ class RelationStyleMethod(FewShotMethod):
 
     def class_maps(self, grouped: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def episode_class_maps(self, task: Task) -> tuple[torch.Tensor, float]:
+        """The class maps the relation module compares queries with (the feature-map figure), and their mean
+        pairwise Jensen–Shannon divergence computed as CRN's distance loss does (the quantity it pushes up)."""
+        from fewshot_bench.methods.crn import js_divergence, map_distributions
+
+        with torch.no_grad():
+            grouped = group_by_class(self.backbone(task.support), task.support_labels, task.n_way)
+            maps = self.class_maps(grouped).float()
+        p = map_distributions(maps)
+        n = len(p)
+        divergence = js_divergence(p.unsqueeze(1).expand(n, n, -1), p.unsqueeze(0).expand(n, n, -1))
+        return maps, float(divergence.sum() / (n * (n - 1)))
 
     def scores_and_classes(self, support_maps, support_labels, query_maps, n_way):
         grouped = group_by_class(support_maps, support_labels, n_way)

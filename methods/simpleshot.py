@@ -4,8 +4,9 @@ Classification for Few-Shot Learning").
 The backbone is pre-trained as a softmax classifier over the training classes; there is no episodic
 training. A query goes to the nearest class centroid (Euclidean) of the support embeddings after a feature
 transformation: ``CL2N`` (the paper's best) subtracts the mean embedding of the training classes' images and
-L2-normalises; ``L2N`` only normalises; ``UN`` leaves the embeddings as they are. The mean is computed by the
-runner after the pre-training stage, over every image of the training classes, and saved with the weights.
+L2-normalises; ``L2N`` only normalises; ``UN`` leaves the embeddings as they are. The mean is taken by the fit
+stage after training (``fit_training_classes``), over every image of the training classes, and saved with the
+weights.
 
 @article{wang2019simpleshot,
   title   = {SimpleShot: Revisiting Nearest-Neighbor Classification for Few-Shot Learning},
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+from fewshot_bench.method import TrainingClasses
 from fewshot_bench.methods.protonet import class_means, squared_euclidean
 from fewshot_bench.options import Option
 from fewshot_bench.pretraining import PretrainedMethod, PretrainRecipe
@@ -36,6 +38,7 @@ class SimpleShot(PretrainedMethod):
                                  source="Wang et al. 2019: SGD 0.1 (momentum 0.9), weight decay 1e-4, batch 256, "
                                         "90 epochs, ×0.1 after 45 and 66 (mini-ImageNet)")
     meta_trained = False
+    fits_training_classes = True
     conv4_pool = "flatten"  # the Conv-4 of ProtoNet/MatchingNet that SimpleShot reuses: flattened maps
     code_modules = ("fewshot_bench.heads", "fewshot_bench.methods.protonet")
     options = (
@@ -48,8 +51,12 @@ class SimpleShot(PretrainedMethod):
         super().__init__(backbone, image_shape, **options)
         self.register_buffer("base_mean", torch.zeros(self.embedding_dim()))
 
+    def fit_training_classes(self, training: TrainingClasses) -> None:
+        """Store the mean embedding of the training classes' images (CL2N's centre)."""
+        self.set_base_mean(training.mean_embedding(self))
+
     def set_base_mean(self, mean: torch.Tensor) -> None:
-        """Store the mean embedding of the training classes' images (the runner calls it after pre-training)."""
+        """Store ``mean`` as the centre of the CL2N transformation."""
         self.base_mean.copy_(mean)
 
     def transform(self, embeddings: torch.Tensor) -> torch.Tensor:

@@ -11,11 +11,19 @@ from fewshot_bench.registry import DATASETS, METHODS
 from fewshot_bench.testing import ConformanceError, check_dataset, check_method
 
 
-@pytest.mark.parametrize("name", ["protonet", "matchingnet", "maml", "relationnet", "crn", "baseline", "baselinepp",
-                                  "simpleshot", "feat"])
+# Options that keep a method's check fast; a method not named here is checked with its defaults.
+FAST_OPTIONS = {"maml": {"inner_steps": 1}, "baseline": {"finetune_epochs": 5}, "baselinepp": {"finetune_epochs": 5}}
+BUILTIN_METHODS = [entry.name for entry in METHODS.entries() if entry.source == "built-in"]
+
+
+def test_the_builtin_list_comes_from_the_registry():
+    assert {"protonet", "matchingnet", "maml", "relationnet", "crn", "baseline", "baselinepp", "simpleshot",
+            "feat"} <= set(BUILTIN_METHODS)
+
+
+@pytest.mark.parametrize("name", BUILTIN_METHODS)
 def test_every_builtin_method_conforms(name):
-    options = {"inner_steps": 1} if name == "maml" else {"finetune_epochs": 5} if name.startswith("baseline") else {}
-    check_method(METHODS.get(name), options)
+    check_method(METHODS.get(name), FAST_OPTIONS.get(name, {}))
 
 
 @pytest.mark.parametrize("options", [{"js_pairs": "class-query"}, {"raw_scores": True},
@@ -103,7 +111,39 @@ class EditsSupportInPlace(ProtoNet):
         return super().predict(support, support_labels, query, n_way)
 
 
+class GroupsTwice(ProtoNet):
+    """Puts the backbone in two optimiser groups (it would take two steps per episode)."""
+
+    def parameter_groups(self):
+        from fewshot_bench.method import ParameterGroup
+
+        return [ParameterGroup(list(self.parameters())), ParameterGroup(list(self.backbone.parameters()), 10.0)]
+
+
+class DeclaresAFitItLacks(ProtoNet):
+    """Declares the fit stage without implementing its hook."""
+
+    fits_training_classes = True
+
+
+class DeclaresMapsItLacks(ProtoNet):
+    """Declares the feature-map figure without implementing its hook."""
+
+    class_map_figure = True
+
+
+class EmbeddingKeepsMaps(ProtoNet):
+    """Returns feature maps from ``embedding`` instead of vectors."""
+
+    def embedding(self, feature_maps):
+        return feature_maps
+
+
 @pytest.mark.parametrize("broken, message", [
+    (GroupsTwice, "puts parameter 'backbone.*' in 2 groups"),
+    (DeclaresAFitItLacks, "fails in the harness's cell pipeline .*declares fits_training_classes"),
+    (DeclaresMapsItLacks, "declares class_map_figure but episode_class_maps failed"),
+    (EmbeddingKeepsMaps, r"embedding must turn \(N, C, h, w\) feature maps into \(N, D\) vectors"),
     (HardCodedThreeWay, "predict failed on a 5-way 5-shot episode in train mode"),
     (IgnoresSupport, "ignores the support set"),
     (EditsSupportInPlace, "modified the support tensor in place"),

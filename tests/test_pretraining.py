@@ -8,13 +8,14 @@ import torch.nn.functional as F
 from conftest import tiny_run_flags
 from fewshot_bench.config import RunConfig
 from fewshot_bench.engine import pretraining as stage
-from fewshot_bench.engine.runner import cell_code_version, resolve_variants, run
+from fewshot_bench.engine.runner import resolve_variants, run
+from fewshot_bench.results.provenance import cell_code_version
 from fewshot_bench.episodic.tasks import TaskBuilder
 from fewshot_bench.errors import ConfigError
 from fewshot_bench.methods.protonet import ProtoNet
 from fewshot_bench.options import Spec
 from fewshot_bench.pretraining import PretrainRecipe, recipe_of, resolve
-from fewshot_bench.registry import BACKBONES
+from fewshot_bench.registry import BACKBONES, STAGES
 from fewshot_bench.results.provenance import code_version
 from test_methods_train import patterned_dataset
 
@@ -38,12 +39,13 @@ def variant_model(spec):
 def test_any_method_takes_the_stage_and_plain_variants_stay_as_they_were():
     plain = resolve(Spec.parse("protonet"))
     assert recipe_of(plain) is None and not any(k.startswith("pretrain") for k in plain.option_dict)
-    # the code version of a variant that does not pre-train is the one it had before the stage existed
-    assert cell_code_version(plain) == code_version(ProtoNet, BACKBONES.get("conv4"))
+    # the code version names the source of the method, its backbone, every stage and the core path
+    stages = tuple(entry.obj for entry in STAGES.entries())
+    assert cell_code_version(plain) == code_version(ProtoNet, BACKBONES.get("conv4"), stages)
     staged = resolve(Spec.parse("protonet[pretrain_epochs=3,pretrain_head=cosine]"))
     assert staged.label == "protonet[pretrain_epochs=3,pretrain_head=cosine]"
     assert recipe_of(staged) == PretrainRecipe(epochs=3, head="cosine", source="")
-    assert cell_code_version(staged) != cell_code_version(plain)
+    assert cell_code_version(staged) == cell_code_version(plain)  # same code; the options are in the label
     # the run key applies to every variant that does not name its own; methods with a recipe keep theirs
     variants = resolve_variants(RunConfig(methods=["protonet", "baseline[pretrain_epochs=7]", "simpleshot"],
                                           pretrain_epochs=2))
@@ -174,15 +176,20 @@ def test_simpleshot_is_nearest_centroid_on_centred_normalised_embeddings():
 
 
 def test_feat_attention_learns_lr_mul_times_faster_and_its_regulariser_counts():
+    from fewshot_bench.engine.training import make_optimiser
+
     model = variant_model("feat").train()
-    effective = {k: v.detach() * 10 for k, v in model.adapt.stored.items()}
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimiser = make_optimiser(model, lr=1e-3)  # the training loop's optimiser: FEAT's two parameter groups
+    assert [group["lr"] for group in optimiser.param_groups] == [1e-3, pytest.approx(1e-2)]
     from test_methods_train import patterned_tasks
     task = patterned_tasks(1, 2, 3, seed=0)[0]
     model.loss(task).backward()
     optimiser.step()
-    moved = max((v.detach() * 10 - effective[k]).abs().max().item() for k, v in model.adapt.stored.items())
-    assert moved == pytest.approx(10 * 1e-3, rel=0.05)  # Adam's first step is lr per stored value
+    moved = {name: (p.detach() - before[name]).abs().max().item() for name, p in model.named_parameters()}
+    # Adam's first step moves every parameter by its group's rate: 10× for the attention.
+    assert max(v for k, v in moved.items() if k.startswith("adapt.")) == pytest.approx(1e-2, rel=0.05)
+    assert max(v for k, v in moved.items() if k.startswith("backbone.")) == pytest.approx(1e-3, rel=0.05)
     assert all(p.grad is not None for p in model.backbone.parameters())
     torch.manual_seed(1)
     off = variant_model("feat[balance=0]").eval()

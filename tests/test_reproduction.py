@@ -69,8 +69,17 @@ def card_setup(tmp_path):
     return write_card(tmp_path / "card.yaml", [{"config": "toy.yaml", "budget": "reduced"}], PAPER)
 
 
+class AllCurrent:
+    """Every row computed by today's code (what decides it is tested in test_fingerprint.py)."""
+
+    def row_state(self, records):
+        from fewshot_bench.fingerprint.status import CURRENT, RecordState
+
+        return RecordState(CURRENT)
+
+
 def test_rows_are_paired_with_the_paper_by_method_way_and_shot(card_setup):
-    result = fill_section(load_card(card_setup).sections[0])
+    result = fill_section(load_card(card_setup).sections[0], AllCurrent())
     verdicts = {row.label: row.verdict for row in result.rows}
     assert verdicts == {
         "protonet": "matches (within CI)",
@@ -196,7 +205,13 @@ def test_published_records_regenerate_the_card_and_the_leaderboard(tmp_path, cap
     assert f"| {cell['code_version']} / {cell['settings_hash']} |" in text  # every row names what computed it
     assert f"bench publish card-run --out {records.as_posix()}" in text
     assert board.read_bytes() == (tmp_path / "from-run.csv").read_bytes()
-    # a record computed by other code is marked stale, one without a code version as unknown
+    # a record of other code whose fingerprint differs from today's is stale; one without a code version (or
+    # without a committed fingerprint of its code) is unverified
+    from fewshot_bench.fingerprint.book import FingerprintBook
+
+    book = FingerprintBook(tmp_path / "fingerprints")
+    book.write("protonet", "code:000000000000", {"A": {"losses": [9.0]}, "B": {"losses": [9.0]}}, "gpu", None)
+    book.save()
     cell["code_version"] = "code:000000000000"
     next((records / "cells").glob("protonet*.json")).write_text(json.dumps(cell))
     crn_path = next((records / "cells").glob("crn*.json"))
@@ -204,10 +219,12 @@ def test_published_records_regenerate_the_card_and_the_leaderboard(tmp_path, cap
     crn.pop("code_version")
     crn["method_version"] = "0.1.0"
     crn_path.write_text(json.dumps(crn))
-    assert main(["card", str(card), "--out", str(out)]) == 0
+    assert main(["card", str(card), "--out", str(out), "--fingerprints", str(tmp_path / "fingerprints")]) == 0
     text = out.read_text()
-    assert "| **stale** |" in text and "**Stale rows: 1** — " in text and "protonet 3-way 1-shot" in text
-    assert "| unknown |" in text and "recorded no code version" in text
+    assert "| **stale** |" in text and "**Stale rows: 1** — " in text
+    assert "- protonet 3-way 1-shot: protonet behaves differently from bench fingerprint --write at code:000000000000: " \
+           "A.accuracies: (missing) vs [" in text
+    assert "| **unverified** |" in text and "- crn 3-way 1-shot: the record names no code version" in text
 
 
 def test_publish_refuses_what_is_not_a_run_or_is_the_run_itself(tmp_path, capsys):

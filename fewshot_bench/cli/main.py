@@ -145,6 +145,23 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("--out", default="results/REPRODUCTION.md", help="Markdown file to (re)write")
     card.add_argument("--leaderboard", metavar="CSV",
                       help="also (re)write this leaderboard of every run the card names, e.g. results/leaderboard.csv")
+    card.add_argument("--fingerprints", default="results/fingerprints", metavar="DIR",
+                      help="committed behavioural fingerprints that decide whether a row is current (default: "
+                           "%(default)s)")
+
+    fingerprint = sub.add_parser("fingerprint", parents=[common],
+                                 help="behavioural fingerprints: does today's code compute what the published records' "
+                                      "code computed?")
+    fingerprint.add_argument("card", nargs="?", default="configs/reproduce/card.yaml",
+                             help="card whose records' variants are fingerprinted (with every built-in method)")
+    fingerprint.add_argument("--fingerprints", default="results/fingerprints", metavar="DIR",
+                             help="folder of the committed fingerprints (default: %(default)s)")
+    fingerprint.add_argument("--variants", help="fingerprint these variants instead (separated by ';')")
+    fingerprint.add_argument("--write", action="store_true",
+                             help="record today's fingerprints under today's code versions (commit the file)")
+    fingerprint.add_argument("--check", action="store_true",
+                             help="exit 1 unless every variant's fingerprint under today's code version is committed "
+                                  "and matches the code (what CI runs)")
 
     publish = sub.add_parser("publish", parents=[common], help="copy a run's records (config, environment, cells, test "
                                                                "episodes; no checkpoints) to a folder to commit")
@@ -558,22 +575,72 @@ def command_new(args: argparse.Namespace) -> int:
 
 
 def command_card(args: argparse.Namespace) -> int:
-    from fewshot_bench.reporting.reproduction import card_sources, load_card, render_card
+    from fewshot_bench.fingerprint.book import FingerprintBook
+    from fewshot_bench.fingerprint.status import CodeStates
+    from fewshot_bench.reporting.reproduction import card_labels, card_sources, load_card, render_card
     from fewshot_bench.fileio import atomic_write_text
 
     card = load_card(args.card)
+    states = CodeStates(FingerprintBook.load(args.fingerprints))
+    states.prepare(card_labels(card))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     command = f"bench card {args.card} --out {args.out}"
     if args.leaderboard:
         command += f" --leaderboard {args.leaderboard}"
-    atomic_write_text(out, render_card(card, command))
+    atomic_write_text(out, render_card(card, command, states))
     make_console().print(f"wrote {out}")
     if args.leaderboard:
         from fewshot_bench.results.leaderboard import write_leaderboard
 
         rows = write_leaderboard(card_sources(card), Path(args.leaderboard))
         make_console().print(f"wrote {args.leaderboard}: {len(rows)} rows")
+    return 0
+
+
+def command_fingerprint(args: argparse.Namespace) -> int:
+    from fewshot_bench.fingerprint.book import FingerprintBook
+    from fewshot_bench.fingerprint.compare import compare
+    from fewshot_bench.fingerprint.status import probe_now
+    from fewshot_bench.options import Spec
+    from fewshot_bench.pretraining import resolve
+    from fewshot_bench.registry import METHODS
+    from fewshot_bench.reporting.reproduction import card_labels, load_card
+    from fewshot_bench.results.provenance import cell_code_version, git_state, gpu_paths_version
+
+    if args.variants:
+        labels = [label.strip() for label in args.variants.split(";") if label.strip()]
+    else:
+        builtin = [entry.name for entry in METHODS.entries() if entry.source == "built-in"]
+        labels = list(dict.fromkeys([*card_labels(load_card(args.card)), *builtin]))
+    book = FingerprintBook.load(args.fingerprints)
+    versions = {label: cell_code_version(resolve(Spec.parse(label))) for label in labels}
+    now = probe_now(labels)
+    commit, dirty = git_state()
+    gpu_paths = gpu_paths_version()
+    problems = 0
+    table = Table("variant", "code version now", "committed fingerprint", box=None)
+    for label in labels:
+        known = book.known(label, versions[label])
+        if not known:
+            verdict = "none at this code version"
+            problems += 1
+        else:
+            differences = compare(known[0].fingerprint, {k: now[label][k] for k in ("A", "B")})
+            verdict = "matches" if not differences else f"DIFFERS: {'; '.join(differences[:2])}"
+            problems += bool(differences)
+        table.add_row(escape(label), versions[label], escape(verdict))
+        if args.write:
+            book.write(label, versions[label], now[label], gpu_paths, None if dirty else commit)
+    make_console().print(table)
+    if args.write:
+        make_console().print(f"wrote {book.save()}: {len(labels)} variants under today's code versions")
+        return 0
+    if args.check and problems:
+        print(f"error: {problems} variant(s) have no committed fingerprint at today's code version or one that differs "
+              f"from today's behaviour; if the change is intended, run `bench fingerprint --write` and commit "
+              f"{args.fingerprints}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -595,7 +662,7 @@ def _class_list(names: Sequence[str], limit: int = 10) -> str:
 COMMANDS = {"run": command_run, "list": command_list, "datasets": command_datasets,
             "leaderboard": command_leaderboard, "table": command_table, "compare": command_compare,
             "plot": command_plot, "new": command_new, "status": command_status, "card": command_card,
-            "publish": command_publish, "cross": command_cross}
+            "publish": command_publish, "cross": command_cross, "fingerprint": command_fingerprint}
 
 
 def _interrupt(signum: int, frame: Any) -> None:

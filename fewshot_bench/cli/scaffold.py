@@ -41,6 +41,20 @@ class {cls}(FewShotMethod):
     options = (
         Option("temperature", float, 10.0, "multiplier of the cosine similarities", minimum=0.0),
     )
+    # What else the method does is declared here; the harness picks a cell's stages from these and never probes
+    # for anything else. Uncomment what differs from these defaults (docs/plugins.md, "What a method declares").
+    # optimisation = Optimisation(lr=1e-3, lr_step=2000, lr_gamma=0.5, grad_clip=0.0, source="TODO the paper")
+    # pretraining = None              # PretrainRecipe(epochs=..., ...): the paper's supervised pre-training stage
+    # meta_trained = True             # False: no episodic training (Baseline, SimpleShot)
+    # fits_training_classes = False   # True: implement fit_training_classes(training), called once after training
+    # class_map_figure = False        # True: implement episode_class_maps(task), drawn by the feature-map figure
+    # transductive = False            # True: predict uses the query set as a whole
+    # compilable = True               # False: --compile leaves the backbone alone (swapped-in weights)
+    # code_modules = ()               # modules besides this file whose code computes the method's numbers
+    # Hooks with defaults, to override when they differ: embedding(feature_maps) -> (N, D) (flattened maps; the
+    # pre-training head uses it), parameter_groups() -> [ParameterGroup(params, lr_scale)] (one group at the
+    # variant's learning rate), clip_groups() (the backbone, then the rest, clipped separately by grad_clip).
+    # Optimisation, PretrainRecipe, ParameterGroup and TrainingClasses come from fewshot_bench.method.
 
     def predict_features(self, support_features: torch.Tensor, support_labels: torch.Tensor,
                          query_features: torch.Tensor, n_way: int) -> torch.Tensor:

@@ -17,7 +17,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from fewshot_bench.episodic.tasks import TaskBuilder
 from fewshot_bench.fileio import atomic_write_bytes, locked
 from fewshot_bench.heads import make_head
 from fewshot_bench.method import FewShotMethod
-from fewshot_bench.pretraining import PretrainRecipe
+from fewshot_bench.recipes import PretrainRecipe
 
 
 @dataclass
@@ -62,11 +62,6 @@ def weights_digest(module: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def _embed(method: FewShotMethod) -> Callable[[torch.Tensor], torch.Tensor]:
-    embedding = getattr(method, "embedding", None)
-    return embedding if embedding is not None else (lambda maps: maps.flatten(1))
-
-
 def _save(path: Path, state: dict[str, Any]) -> None:
     buffer = io.BytesIO()
     torch.save(state, buffer)
@@ -77,8 +72,9 @@ def _load(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # a torn or foreign file costs the stage's progress, never the run
+        # Tensors and plain containers only: a pickle planted in a run folder must not run on resume.
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a torn, foreign or unsafe file costs the stage's progress, never the run
         warn(f"pre-training checkpoint '{path}' is unreadable ({type(exc).__name__}); pre-training restarts")
         return None
 
@@ -110,7 +106,7 @@ def _pretrain(method: FewShotMethod, builder: TaskBuilder, recipe: PretrainRecip
               targets: np.ndarray, key: str, folder: Path | None, seed: int, amp: bool, augment: bool,
               log_every: int | None) -> PretrainResult:
     device = builder.device
-    backbone, embed = method.backbone, _embed(method)
+    backbone, embed = method.backbone, method.embedding
     n_classes = int(targets.max()) + 1
     backbone.eval()
     with torch.no_grad():
@@ -184,17 +180,3 @@ def _pretrain(method: FewShotMethod, builder: TaskBuilder, recipe: PretrainRecip
                             **({"augment_rng": augmenter.state()} if augmenter is not None else {})})
     result.seconds = round(time.perf_counter() - start, 3)
     return result
-
-
-def base_mean(method: FewShotMethod, builder: TaskBuilder, indices: np.ndarray, batch: int = 512) -> torch.Tensor:
-    """The mean embedding of the images at ``indices`` (SimpleShot's centring vector), in eval mode."""
-    embed = _embed(method)
-    method.eval()
-    total = None
-    with torch.no_grad():
-        for start in range(0, len(indices), batch):
-            features = embed(method.backbone(builder.gather(indices[start:start + batch], method.memory_format)))
-            part = features.float().sum(0)
-            total = part if total is None else total + part
-    method.train()
-    return total / len(indices)

@@ -5,33 +5,29 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 import traceback
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Protocol as TypingProtocol
 
-import numpy as np
 import torch
 
 from fewshot_bench.config import GRID, RESULT, SETTINGS, RunConfig, dump, load_yaml
 from fewshot_bench.config import keys as config_keys
 from fewshot_bench.console import logger, warn
 from fewshot_bench.device import choose_device, prepare_device
-from fewshot_bench.engine.evaluation import evaluate
-from fewshot_bench.engine.pretraining import PretrainResult, base_mean, pretrain, pretrain_key, weights_digest
-from fewshot_bench.engine.training import TrainHistory, TrainSettings, train
+from fewshot_bench.engine.cell import run_cell
+from fewshot_bench.engine.training import TrainSettings
 from fewshot_bench.episodic.episodes import EpisodeSet
 from fewshot_bench.episodic.protocol import Protocol, prepare
 from fewshot_bench.episodic.tasks import TaskBuilder, channel_statistics
 from fewshot_bench.errors import CellsFailed, ConfigError, RecordError
 from fewshot_bench.fileio import locked
-from fewshot_bench.method import COMMON_OPTIONS, TRAINING_OPTIONS, MethodVariant, parameter_count
+from fewshot_bench.method import COMMON_OPTIONS, MethodVariant
 from fewshot_bench.options import Spec
-from fewshot_bench.pretraining import PRETRAIN_MODULES, PretrainedMethod, PretrainRecipe, recipe_of, resolve
-from fewshot_bench.registry import BACKBONES, METHODS
-from fewshot_bench.results.provenance import code_version, git_state
+from fewshot_bench.pretraining import resolve
+from fewshot_bench.results.provenance import cell_code_version
 from fewshot_bench.results.store import CellCheckpoint, CellRecord, RunStore, SummaryRow, environment_info
 
 
@@ -167,8 +163,7 @@ class CellRunner:
         self.device = device or choose_device(config.device)
         prepare_device(self.device)
         self.protocol = protocol or prepare(config)
-        train_indices = np.flatnonzero(np.isin(self.protocol.labels, self.protocol.train_ids))
-        mean, std = channel_statistics(self.protocol.dataset.images, train_indices)
+        mean, std = channel_statistics(self.protocol.dataset.images, self.protocol.training_images().indices)
         self.builder = TaskBuilder(self.protocol.dataset, self.device, mean, std)
         self.settings = TrainSettings.from_config(config)
         logger.debug(f"run {store.run_id}: {self.protocol.dataset.name} {tuple(self.protocol.dataset.images.shape)} "
@@ -244,9 +239,9 @@ class CellRunner:
         try:
             setting, test_episodes, val_episodes = self.episodes(cell.shot, cell.seed)
             # Methods without episodic training (Baseline, SimpleShot) train 0 episodes: the bar says so.
-            meta_trained = getattr(cell.variant.method_class, "meta_trained", True)
             observer.cell_started(cell.variant.label, cell.shot, cell.seed,
-                                  self.config.train_episodes if meta_trained else 0, self.config.test_episodes)
+                                  self.config.train_episodes if cell.variant.method_class.meta_trained else 0,
+                                  self.config.test_episodes)
             record = run_cell(cell.variant, self.protocol, self.builder, self.settings, cell.shot, cell.seed,
                               test_episodes, val_episodes, self.device, observer, self.store.checkpoint(cell.cell_id),
                               self.store.pretrained_dir)
@@ -343,112 +338,3 @@ def merge_with_folder(store: RunStore, config: RunConfig) -> RunConfig:
     # Grid keys are joined: earlier cells (and the plugin files defining their methods) stay in the config.
     joined = {key: [v for v in previous[key] if v not in current[key]] + current[key] for key in config_keys(GRID)}
     return replace(config, **{key: sorted(v) if SETTINGS[key].item is int else v for key, v in joined.items()})
-
-
-def cell_code_version(variant: MethodVariant) -> str:
-    """The code version of a variant's cells: its method, backbone and the core path, plus the pre-training
-    stage's modules for variants that pre-train (or whose method is built on the stage)."""
-    staged = recipe_of(variant) is not None or issubclass(variant.method_class, PretrainedMethod)
-    return code_version(variant.method_class, BACKBONES.get(variant.option_dict["backbone"]),
-                        PRETRAIN_MODULES if staged else ())
-
-
-def run_pretraining(method, variant: MethodVariant, recipe: PretrainRecipe, protocol: Protocol, builder: TaskBuilder,
-                    settings: TrainSettings, seed: int, version: str, device: torch.device,
-                    folder: Path | None) -> PretrainResult:
-    """The cell's pre-training stage on every image of the training classes, shared through ``folder`` with
-    the run's other cells that would pre-train the same backbone."""
-    train_ids = sorted(protocol.train_ids)
-    indices = np.flatnonzero(np.isin(protocol.labels, train_ids))
-    targets = np.searchsorted(train_ids, protocol.labels[indices])
-    facts = {"recipe": {k: v for k, v in vars(recipe).items() if k != "source"}, "method": variant.name,
-             "options": {k: v for k, v in variant.options if k not in TRAINING_OPTIONS},
-             "initial_backbone": weights_digest(method.backbone), "classes": train_ids,
-             "data": protocol.dataset.fingerprint, "image_shape": protocol.dataset.image_shape, "seed": seed,
-             "amp": settings.amp and device.type == "cuda", "augment": settings.augment, "device": device.type,
-             "code": version}
-    return pretrain(method, builder, recipe, indices=indices, targets=targets, key=pretrain_key(facts),
-                    folder=folder, seed=seed, amp=settings.amp, augment=settings.augment)
-
-
-def run_cell(variant: MethodVariant, protocol: Protocol, builder: TaskBuilder, settings: TrainSettings,
-             shot: int, seed: int, test_episodes, val_episodes, device: torch.device,
-             observer: RunObserver, checkpoint: CellCheckpoint | None = None,
-             pretrained_dir: Path | None = None) -> CellRecord:
-    """Train one variant for one (shot, seed) — pre-training first where the variant asks for it — and evaluate
-    it on the setting's fixed test episodes."""
-    version = cell_code_version(variant)  # before training
-    if checkpoint is not None:
-        checkpoint.code_version = version
-    torch.manual_seed(seed)
-    settings = replace(settings, seed=seed, **variant.training)
-    method = variant.build(protocol.dataset.image_shape).to(device)
-    recipe = recipe_of(variant)
-    pretraining = None
-    if recipe is not None:
-        pretraining = run_pretraining(method, variant, recipe, protocol, builder, settings, seed, version, device,
-                                      pretrained_dir)
-    if hasattr(method, "set_base_mean"):
-        method.set_base_mean(base_mean(method, builder, np.flatnonzero(np.isin(protocol.labels, protocol.train_ids))))
-    compiled = bool(settings.compile_backend) and method.compilable
-    if compiled:
-        # In place, so parameter names (checkpoints, functional calls) stay those of the plain module.
-        method.backbone.compile(backend=settings.compile_backend)
-    if getattr(method, "meta_trained", True):
-        history = train(method, protocol.train_sampler(shot, seed), builder, settings,
-                        allowed_class_ids=protocol.train_ids, labels=protocol.labels,
-                        class_names=protocol.class_names, val_episodes=val_episodes,
-                        progress=observer.trained, checkpointer=checkpoint)
-    else:
-        # Baseline, Baseline++, SimpleShot: their papers do no episodic training after pre-training.
-        settings = replace(settings, episodes=0)
-        history = TrainHistory(step_mode="none")
-    result = evaluate(method, builder, test_episodes, progress=observer.evaluated, amp=settings.amp,
-                      cuda_graphs=settings.cuda_graphs and not compiled)
-    if checkpoint is not None:
-        checkpoint.save_final({k: v.detach().cpu() for k, v in method.state_dict().items()})
-    return {
-        "label": variant.label,
-        "method": variant.name,
-        "method_source": METHODS.entry(variant.name).source,
-        "method_version": METHODS.entry(variant.name).version,
-        "code_version": version,
-        **dict(zip(("git_commit", "git_dirty"), git_state())),
-        "options": {k: v for k, v in variant.options},
-        "backbone": variant.option_dict["backbone"],
-        "way": protocol.way,
-        "shot": shot,
-        "query": protocol.query,
-        "train_way": protocol.train_way,
-        "train_query": protocol.train_query,
-        "seed": seed,
-        "params": parameter_count(method),
-        "train_episodes": settings.episodes,
-        "pretraining": None if pretraining is None else {**{k: v for k, v in vars(recipe).items() if k != "source"},
-                                                         **vars(pretraining)},
-        "train_seconds": round(history.seconds, 3),
-        "eval_seconds": round(result.seconds, 3),
-        "device": str(device),
-        "threads": torch.get_num_threads(),
-        "compiled": settings.compile_backend if compiled else None,
-        "train_steps": history.step_mode,
-        "eval_steps": result.step_mode,
-        "batched_episodes": settings.batch_episodes and settings.meta_batch > 1 and method.supports_batched_episodes(),
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "loss_curve": {"episode": history.loss_episodes, "loss": history.losses},
-        "val_curve": {"episode": history.val_episodes, "accuracy": history.val_accuracies,
-                      "selected_episode": history.selected_episode},
-        "mean": float(np.mean(result.accuracies) * 100),
-        "accuracies": [round(float(a), 6) for a in result.accuracies],
-        "class_accuracy": _per_class_accuracy(result.class_correct, test_episodes.class_ids, protocol),
-    }
-
-
-def _per_class_accuracy(class_correct: np.ndarray, class_ids: np.ndarray, protocol: Protocol) -> dict[str, float]:
-    """Accuracy on each test class over all episodes (correct queries / queries of that class)."""
-    totals: dict[str, list[float]] = {}
-    for c in sorted(protocol.test_ids):
-        mask = class_ids == c
-        if mask.any():
-            totals[protocol.class_names[c]] = [float(class_correct[mask].sum()), float(mask.sum() * protocol.query)]
-    return {name: correct / seen for name, (correct, seen) in totals.items()}

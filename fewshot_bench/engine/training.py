@@ -73,6 +73,14 @@ class Checkpointer(Protocol):
     def save(self, state: dict[str, Any]) -> None: ...
 
 
+def make_optimiser(method: FewShotMethod, lr: float, fused: bool = False) -> torch.optim.Adam:
+    """Adam over the method's parameter groups, each at its multiple of ``lr``. Fused on CUDA: one kernel for all
+    parameters instead of a chain of small ones (the eager and the graph-replayed step both use it, so they
+    compute the same numbers)."""
+    groups = [{"params": group.params, "lr": lr * group.lr_scale} for group in method.parameter_groups()]
+    return torch.optim.Adam(groups, lr=lr, **({"fused": True} if fused else {}))
+
+
 def train(
     method: FewShotMethod,
     sampler: EpisodeSampler,
@@ -98,9 +106,7 @@ def train(
     """
     history = TrainHistory()
     on_cuda = builder.device.type == "cuda"
-    # Fused Adam on CUDA: one kernel for all parameters instead of a chain of small ones (the eager and the
-    # graph-replayed step both use it, so they compute the same numbers).
-    optimiser = torch.optim.Adam(method.parameters(), lr=settings.lr, **({"fused": True} if on_cuda else {}))
+    optimiser = make_optimiser(method, settings.lr, fused=on_cuda)
     # lr_step counts episodes; the scheduler steps once per optimiser step (a meta-batch). lr_step 0 is a
     # constant rate, kept as a StepLR with factor 1 so every checkpoint has the same scheduler state.
     steps_per_decay = max(1, settings.lr_step // settings.meta_batch)

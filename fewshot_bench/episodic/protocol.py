@@ -23,6 +23,22 @@ from fewshot_bench.splits import ClassSplit
 MAX_ALL_CLASS_TRAIN_WAY = 20
 
 
+@dataclass(frozen=True)
+class TrainingImages:
+    """Every image of a split's training classes: what pre-training, the fit stage and the normalisation
+    statistics see (never an image of a validation or test class).
+
+    Attributes:
+        class_ids: the training classes' dataset ids, sorted.
+        indices: (N,) dataset indices of their images, in dataset order.
+        targets: (N,) each image's class as 0..C-1 in ``class_ids`` order.
+    """
+
+    class_ids: tuple[int, ...]
+    indices: np.ndarray
+    targets: np.ndarray
+
+
 @dataclass
 class Protocol:
     """A loaded dataset with its validated split and the episode sizes of a run."""
@@ -41,6 +57,12 @@ class Protocol:
     @property
     def class_names(self) -> list[str]:
         return self.dataset.class_names
+
+    def training_images(self) -> TrainingImages:
+        """The training classes' images (the one place that computes them)."""
+        class_ids = sorted(self.train_ids)
+        indices = np.flatnonzero(np.isin(self.labels, class_ids))
+        return TrainingImages(tuple(class_ids), indices, np.searchsorted(class_ids, self.labels[indices]))
 
     def train_sampler(self, shot: int, seed: int) -> EpisodeSampler:
         return EpisodeSampler(self.labels, self.train_ids, self.train_way, shot, self.train_query,

@@ -1,10 +1,12 @@
-"""The per-class feature-map figure of relation-style methods (CRN, its ablations, RN): what the class maps
-of one test episode look like with and without the Jensen–Shannon term (../shared/docs/CRN.md asks for it).
+"""The per-class feature-map figure of methods that compare queries with class maps (CRN, its ablations, RN):
+what the class maps of one test episode look like with and without the Jensen–Shannon term
+(../shared/docs/CRN.md asks for it).
 
-Each row is a variant, each column a test class: the class map the relation module compares queries with
-(DAP's mean over the K shots for CRN, the sum for RN and ``crn[dap=false]``), averaged over channels and
-scaled to its own range; the row title gives the mean Jensen–Shannon divergence between the classes' map
-distributions (the quantity CRN's distance loss pushes up), computed as CRN's loss does.
+Each row is a variant, each column a test class: the class map the method compares queries with (its
+``episode_class_maps`` hook: DAP's mean over the K shots for CRN, the sum for RN and ``crn[dap=false]``),
+averaged over channels and scaled to its own range; the row title gives the number the hook returns with the
+maps (for RN and CRN the mean Jensen–Shannon divergence between the classes' map distributions). Which methods
+have a figure is their ``class_map_figure`` declaration.
 """
 
 from __future__ import annotations
@@ -23,39 +25,19 @@ from fewshot_bench.reporting.plots import pyplot, save_figure
 from fewshot_bench.results.store import RunStore
 
 
-def _class_maps(method, task) -> torch.Tensor:
-    """(n_way, C, h, w) class maps of ``task`` as the relation-style ``method`` builds them."""
-    from fewshot_bench.methods.relationnet import group_by_class
-
-    with torch.no_grad():
-        support_maps = method.backbone(task.support)
-        return method.class_maps(group_by_class(support_maps, task.support_labels, task.n_way)).float()
-
-
-def _mean_js(class_maps: torch.Tensor) -> float:
-    from fewshot_bench.methods.crn import js_divergence, map_distributions
-
-    p = map_distributions(class_maps)
-    n = len(p)
-    divergence = js_divergence(p.unsqueeze(1).expand(n, n, -1), p.unsqueeze(0).expand(n, n, -1))
-    return float(divergence.sum() / (n * (n - 1)))
-
-
 def class_map_rows(run: Path, cells: Sequence[dict[str, Any]], shot: int | None = None,
                    seed: int | None = None) -> tuple[list[str], int, int, list[tuple[str, torch.Tensor, float]]]:
     """(class names, shot, seed, rows) for the first test episode of (``shot``, ``seed``): per relation-style
     variant of the run whose final weights were saved, its label, its (n_way, C, h, w) class maps and their
     mean pairwise JS divergence. Defaults: the largest shot and the first seed run."""
-    from fewshot_bench.methods.relationnet import RelationStyleMethod
-
-    def relation_style(label: str) -> bool:
+    def has_class_maps(label: str) -> bool:
         try:
-            return issubclass(resolve(Spec.parse(label)).method_class, RelationStyleMethod)
+            return resolve(Spec.parse(label)).method_class.class_map_figure
         except ConfigError:  # a plugin variant that is not loaded here
             return False
 
     store = RunStore(run)
-    relational = [c for c in cells if relation_style(c["label"])]
+    relational = [c for c in cells if has_class_maps(c["label"])]
     shot = shot if shot is not None else max((c["shot"] for c in relational), default=None)
     seed = seed if seed is not None else min((c["seed"] for c in relational if c["shot"] == shot), default=None)
     chosen = [c for c in relational if c["shot"] == shot and c["seed"] == seed
@@ -74,8 +56,8 @@ def class_map_rows(run: Path, cells: Sequence[dict[str, Any]], shot: int | None 
         method = variant.build(runner.protocol.dataset.image_shape)
         path = store.checkpoint(cell_id(cell["label"], cell["way"], cell["shot"], cell["query"], cell["seed"])).path
         method.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
-        maps = _class_maps(method.eval(), task)
-        rows.append((cell["label"], maps, _mean_js(maps)))
+        maps, divergence = method.eval().episode_class_maps(task)
+        rows.append((cell["label"], maps, divergence))
     return names, shot, seed, rows
 
 

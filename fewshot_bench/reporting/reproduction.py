@@ -13,7 +13,7 @@ import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from fewshot_bench.config import LOGISTICS, SETTINGS, RunConfig, load_yaml, merge
 from fewshot_bench.errors import ConfigError
@@ -130,17 +130,18 @@ def load_card(path: str | Path) -> Card:
     return card
 
 
-def current_code_version(label: str) -> str | None:
-    """The code version a cell of variant ``label`` would record if computed now (None: not resolvable here,
-    e.g. a plugin that is not loaded)."""
-    from fewshot_bench.engine.runner import cell_code_version
-    from fewshot_bench.options import Spec
-    from fewshot_bench.pretraining import resolve
+class StateOfCells(Protocol):
+    """Tells whether cell records are what today's code computes (``fewshot_bench.fingerprint.status``)."""
 
-    try:
-        return cell_code_version(resolve(Spec.parse(label)))
-    except ConfigError:
-        return None
+    def row_state(self, records: list[dict[str, Any]]) -> Any: ...
+
+
+def card_labels(card: Card) -> list[str]:
+    """Every variant label of the records the card's runs name (what its rows' states depend on)."""
+    labels = []
+    for folder in card_sources(card):
+        labels.extend(cell["label"] for cell in load_cells([folder]))
+    return list(dict.fromkeys(labels))
 
 
 def card_sources(card: Card) -> list[Path]:
@@ -198,18 +199,8 @@ class CardRow:
     ours: dict[str, Any] | None
     budget: str
     config_path: Path | None
-    code_now: str | None = None
-
-    @property
-    def code_state(self) -> str:
-        """``current`` when the row's cells were computed by today's code (method, backbone, training path),
-        ``stale`` when that code has changed since, ``unknown`` for cells recorded without a code version."""
-        if self.ours is None:
-            return ""
-        recorded = str(self.ours.get("method_version") or "")
-        if not recorded.startswith("code:") or self.code_now is None:
-            return "unknown"
-        return "current" if recorded == self.code_now else "stale"
+    code_state: str = ""
+    code_detail: str = ""
 
     @property
     def delta(self) -> float | None:
@@ -250,8 +241,19 @@ class SectionResult:
     environments: dict[Path, dict[str, Any]]
 
 
-def fill_section(section: CardSection) -> SectionResult:
-    """Read every run of a section and pair its rows with the published ones."""
+def _row_cells(cells: list[dict[str, Any]], row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The cell records pooled into leaderboard ``row``."""
+    from fewshot_bench.results.numerics import record_numerics
+
+    return [c for c in cells if c.get("label") == row["label"] and c.get("way") == row["way"]
+            and c.get("shot") == row["shot"] and c.get("query") == row["query"]
+            and c.get("settings_hash") == row.get("settings_hash")
+            and record_numerics(c) == {"device_kind": row.get("device_kind"), "precision": row.get("precision")}]
+
+
+def fill_section(section: CardSection, states: StateOfCells) -> SectionResult:
+    """Read every run of a section and pair its rows with the published ones; ``states`` says whether each row's
+    cells are what today's code computes."""
     rows: list[CardRow] = []
     commands: list[tuple[CardRun, str | None, Path]] = []
     boards: dict[Path, list[dict[str, Any]]] = {}
@@ -276,8 +278,9 @@ def fill_section(section: CardSection) -> SectionResult:
             if paper_index is not None:
                 matched.add(paper_index)
             paper = section.paper[paper_index] if paper_index is not None else None
+            state = states.row_state(_row_cells(cells, row))
             rows.append(CardRow(row["label"], method, row["way"], row["shot"], paper, row, run.budget,
-                                run.config_path, current_code_version(row["label"])))
+                                run.config_path, state.state, state.detail))
     for index, paper in enumerate(section.paper):
         if index not in matched:
             rows.append(CardRow(paper.variant, paper.method, paper.way, paper.shot, paper, None, "", None))
@@ -350,7 +353,8 @@ def render_section(result: SectionResult) -> str:
             _fmt(paper.mean, paper.ci95) if paper else "—", paper.source if paper else "",
             _ours_text(ours), delta, row.verdict, episodes,
             _budget_text(row), _device(row, result.environments),
-            "**stale**" if row.code_state == "stale" else row.code_state, _provenance(ours)]) + " |")
+            f"**{row.code_state}**" if row.code_state in ("stale", "unverified") else row.code_state,
+            _provenance(ours)]) + " |")
     compared = [r for r in result.rows if r.ours is not None and r.paper is not None]
     within_ci = [r for r in compared if r.verdict.startswith("matches")]
     within_point = [r for r in compared if r.verdict.startswith("within 1 point")]
@@ -369,15 +373,15 @@ def render_section(result: SectionResult) -> str:
             if paper.note:
                 text += f" {paper.note}"
             lines.append(text)
-    stale = [r for r in result.rows if r.code_state == "stale"]
-    unknown = [r for r in result.rows if r.code_state == "unknown"]
-    if stale:
-        lines += ["", f"**Stale rows: {len(stale)}** — computed by code (method, backbone or training path) that has "
-                      "changed since; rerun them with the commands below: " +
-                      ", ".join(f"{r.label} {r.way}-way {r.shot}-shot" for r in stale) + "."]
-    if unknown:
-        lines += ["", f"Rows whose cells recorded no code version (made before versions were recorded), so the card "
-                      f"cannot tell whether today's code would give them: {len(unknown)}."]
+    for state, what in (("stale", "behave differently under today's code than under the code that computed them "
+                                   "(their variant's fingerprint changed), or ran on a GPU whose code path changed; "
+                                   "rerun them with the commands below"),
+                         ("unverified", "have no committed fingerprint of the code that computed them, so the card "
+                                        "cannot tell whether today's code would give them")):
+        flagged = [r for r in result.rows if r.code_state == state]
+        if flagged:
+            lines += ["", f"**{state.capitalize()} rows: {len(flagged)}** — {what}:", ""]
+            lines += [f"- {r.label} {r.way}-way {r.shot}-shot: {r.code_detail}" for r in flagged]
     missing = [r for r in result.rows if r.ours is None]
     if missing:
         lines += ["", "Not run yet: " + ", ".join(f"{r.label} {r.way}-way {r.shot}-shot" for r in missing) + "."]
@@ -400,13 +404,13 @@ def render_section(result: SectionResult) -> str:
     return "\n".join(lines)
 
 
-def render_card(card: Card, card_command: str) -> str:
-    """The whole card as Markdown."""
+def render_card(card: Card, card_command: str, states: StateOfCells) -> str:
+    """The whole card as Markdown; ``states`` decides each row's code column."""
     parts = [f"# {card.title}", "",
              f"Generated by `{card_command}` from the run records named below and the published values in "
              f"`{card.path.as_posix()}`; do not edit by hand. {CI_FORMULA}; {SEED_CI_FORMULA}. A row matches when |Δ| is within "
              f"the 95% CI of the difference (ours and the paper's combined; 0 for papers without a CI).", ""]
     if card.intro:
         parts += [card.intro.strip(), ""]
-    parts += [render_section(fill_section(section)) + "\n" for section in card.sections]
+    parts += [render_section(fill_section(section, states)) + "\n" for section in card.sections]
     return "\n".join(parts)

@@ -65,9 +65,51 @@ def same_episodes(a: dict[int, str | None], b: dict[int, str | None]) -> bool:
     return all(a.get(seed) is None or b.get(seed) is None or a[seed] == b[seed] for seed in set(a) & set(b))
 
 
+def _numerics(row: dict[str, Any]) -> str:
+    """A row's device kind and precision as a label suffix (empty for rows that lack them)."""
+    return "/".join(str(row[k]) for k in ("device_kind", "precision") if row.get(k))
+
+
+def _suffixes(rows: Sequence[dict[str, Any]], hashes: bool) -> dict[tuple, dict[tuple, str]]:
+    """Per (variant, dataset, way, shot) with several rows, the label suffix of each row's (settings hash,
+    numerics): the short hash when those differ (``hashes``), the device kind and precision when those do,
+    so rows never pooled (``numerics``) are never merged into one table entry either."""
+    seen: dict[tuple, set[tuple[str, str]]] = {}
+    for r in rows:
+        seen.setdefault((r["label"], r["dataset"], r["way"], r["shot"]), set()).add(
+            (str(r.get("settings_hash", "")) if hashes else "", _numerics(r)))
+    suffixes: dict[tuple, dict[tuple, str]] = {}
+    for key, variants in seen.items():
+        if len(variants) > 1:
+            several_hashes = len({h for h, _ in variants}) > 1
+            several_numerics = len({n for _, n in variants}) > 1
+            suffixes[key] = {(h, n): " ".join([*([f"@{h[:8]}"] if several_hashes else []),
+                                               *([n] if several_numerics else [])]) for h, n in variants}
+    return suffixes
+
+
+def _split_labels(rows: Sequence[dict[str, Any]], hashes: bool) -> tuple[list[dict[str, Any]], Any]:
+    """``rows`` with the labels of a variant's several rows per setting told apart (``_suffixes``), and a
+    function giving any row or cell record its label in the table."""
+    suffixes = _suffixes(rows, hashes)
+
+    def label(r: dict[str, Any], numerics: str | None = None) -> str:
+        variants = suffixes.get((r["label"], r["dataset"], r["way"], r["shot"]))
+        if not variants:
+            return r["label"]
+        key = (str(r.get("settings_hash", "")) if hashes else "", _numerics(r) if numerics is None else numerics)
+        return f"{r['label']} {variants[key]}" if key in variants else r["label"]
+
+    return [{**r, "label": label(r)} if suffixes else r for r in rows], label
+
+
 def table_from_cells(cells: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]], test: str = "t",
                      correction: str = "holm") -> AccuracyTable:
-    """A table whose ties come from paired tests on the per-episode accuracies of ``cells``."""
+    """A table whose ties come from paired tests on the per-episode accuracies of ``cells``. A variant whose
+    seeds ran on several kinds of device or in several precisions gets one line for each."""
+    from fewshot_bench.results.numerics import record_numerics
+
+    rows, label_of = _split_labels(rows, hashes=False)
     labels, columns, headers, by_key = _layout(rows)
     table = AccuracyTable(labels, columns, headers, by_key,
                           caption=_caption(rows, f"not significantly different from the best (paired "
@@ -76,7 +118,7 @@ def table_from_cells(cells: Sequence[dict[str, Any]], rows: Sequence[dict[str, A
     per_episode: dict[tuple[str, tuple], dict[int, list[float]]] = {}
     episode_sets: dict[tuple[str, tuple], dict[int, str | None]] = {}
     for cell in cells:
-        key = (cell["label"], (cell["dataset"], cell["way"], cell["shot"]))
+        key = (label_of(cell, _numerics(record_numerics(cell))), (cell["dataset"], cell["way"], cell["shot"]))
         per_episode.setdefault(key, {})[cell["seed"]] = cell["accuracies"]
         episode_sets.setdefault(key, {})[cell["seed"]] = cell.get("test_episodes_sha")
     for column in columns:
@@ -106,12 +148,9 @@ def table_from_cells(cells: Sequence[dict[str, Any]], rows: Sequence[dict[str, A
 def table_from_rows(rows: Sequence[dict[str, Any]]) -> AccuracyTable:
     """A table from aggregated rows only (e.g. the leaderboard): ties are overlapping 95% CIs. A variant with
     rows under several settings (another training budget, say) gets one line per setting, its label
-    suffixed with the settings hash."""
-    seen: dict[tuple, set] = {}
-    for r in rows:
-        seen.setdefault((r["label"], r["dataset"], r["way"], r["shot"]), set()).add(r.get("settings_hash", ""))
-    rows = [{**r, "label": f"{r['label']} @{str(r.get('settings_hash', ''))[:8]}"}
-            if len(seen[(r["label"], r["dataset"], r["way"], r["shot"])]) > 1 else r for r in rows]
+    suffixed with the settings hash; likewise, suffixed with the device kind and precision, for rows that
+    ran on several kinds of device or in several precisions."""
+    rows, _ = _split_labels(rows, hashes=True)
     labels, columns, headers, by_key = _layout(rows)
     table = AccuracyTable(labels, columns, headers, by_key,
                           caption=_caption(rows, "95% CI overlaps the best entry's (no per-episode data)"))

@@ -6,7 +6,7 @@ aggregator behind each run's summary and the leaderboard.
     cells.pivot_table(index="label", columns="shot", values="mean")
 
 A cell row has its identification (run, cell, label, method, dataset, split, way, shot, query, seed,
-backbone), its accuracy (``mean`` in percent over its ``episodes``), its cost, its provenance (settings
+backbone), its numerics (``device_kind`` and ``precision``, see ``numerics``), its accuracy (``mean`` in percent over its ``episodes``), its cost, its provenance (settings
 hash, code version, git commit, test episodes' sha), every result-affecting config value as
 ``config.<key>``, every method option as ``option.<name>`` and the run's environment as ``env.<key>``. The
 per-episode accuracies (fractions) stay in ``accuracies``, a list per row; ``load_episodes`` gives them one
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
+from fewshot_bench.results.numerics import record_numerics
 from fewshot_bench.stats import summarize
 
 if TYPE_CHECKING:
@@ -32,6 +33,9 @@ IDENTITY = ("run_id", "cell", "label", "method", "dataset", "split", "way", "sho
             "train_way", "train_query")
 COST = ("params", "train_episodes", "train_seconds", "eval_seconds", "device", "threads", "train_steps",
         "eval_steps")
+# What the cell's arithmetic ran on and in (``numerics.record_numerics``): part of a result's identity, so
+# every grouping that pools seeds keys on it.
+NUMERICS = ("device_kind", "precision")
 PROVENANCE = ("settings_hash", "code_version", "method_version", "method_source", "git_commit", "git_dirty",
               "test_episodes_sha", "dedup", "finished")
 # Whole numbers that older records may lack: nullable integers, so a missing value does not turn the
@@ -48,14 +52,16 @@ def cells_frame(cells: Iterable[CellRecord]) -> pd.DataFrame:
     rows = []
     for cell in cells:
         row: dict[str, Any] = {key: cell.get(key) for key in (*IDENTITY, *COST, *PROVENANCE)}
+        row.update(record_numerics(cell))
         accuracies = [float(a) for a in cell["accuracies"]]
         row.update(mean=float(np.mean(accuracies) * 100), episodes=len(accuracies), accuracies=accuracies)
         row.update({f"config.{k}": _scalar(v) for k, v in (cell.get("settings") or {}).items()})
         row.update({f"option.{k}": _scalar(v) for k, v in (cell.get("options") or {}).items()})
         row.update({f"env.{k}": _scalar(v) for k, v in (cell.get("environment") or {}).items()})
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=list(dict.fromkeys([*IDENTITY, *COST, *PROVENANCE, "mean", "episodes",
-                                                           "accuracies", *(k for r in rows for k in r)])))
+    frame = pd.DataFrame(rows, columns=list(dict.fromkeys([*IDENTITY, *COST, *NUMERICS, *PROVENANCE, "mean",
+                                                           "episodes", "accuracies",
+                                                           *(k for r in rows for k in r)])))
     return frame.astype({column: "Int64" for column in _INTEGERS})
 
 
@@ -73,10 +79,10 @@ def load_runs(*sources: str | Path) -> pd.DataFrame:
 
 
 def load_episodes(*sources: str | Path) -> pd.DataFrame:
-    """Every test episode of every finished cell: the cell's identification and settings hash, ``episode``
+    """Every test episode of every finished cell: the cell's identification, numerics and settings hash, ``episode``
     (its index in the run's saved test episodes) and ``accuracy`` (a fraction)."""
     cells = load_runs(*sources)
-    keep = [*IDENTITY, "settings_hash", "test_episodes_sha", "accuracies"]
+    keep = [*IDENTITY, *NUMERICS, "settings_hash", "test_episodes_sha", "accuracies"]
     episodes = cells[keep].explode("accuracies", ignore_index=False).rename(columns={"accuracies": "accuracy"})
     episodes.insert(len(keep) - 1, "episode", episodes.groupby(level=0).cumcount())
     return episodes.reset_index(drop=True).astype({"accuracy": float, "episode": int})

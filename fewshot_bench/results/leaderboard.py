@@ -1,10 +1,11 @@
 """The leaderboard: every finished cell under ``results/`` aggregated into one CSV.
 
-One row per (method variant, dataset, split, way, shot, query, backbone). Columns (documented in the
-README): identification, accuracy (mean, ci95 over episodes, std, episodes, seeds, seed_std, seed_ci95 over
-seeds), cost (params,
-train_episodes, train_seconds and eval_seconds per cell), provenance (device, versions, run ids,
-timestamp). Rows are sorted by setting, then best first. When several runs hold the same seed of the same
+One row per (method variant, dataset, split, way, shot, query, backbone, settings hash, device kind,
+precision): seeds that ran on another kind of device or in another precision are never pooled (see
+``numerics``). Columns (documented in the README): identification, accuracy (mean, ci95 over episodes, std,
+episodes, seeds, seed_std, seed_ci95 over seeds), cost (params,
+train_episodes, train_seconds and eval_seconds per cell), provenance (device, device_kind, precision,
+versions, run ids, timestamp). Rows are sorted by setting, then best first. When several runs hold the same seed of the same
 row, the most recently finished cell is used, so rerunning is idempotent and never double-counts.
 """
 
@@ -25,10 +26,11 @@ from fewshot_bench.results.store import RunStore
 
 COLUMNS = ["dataset", "split", "way", "shot", "query", "label", "method", "backbone", "settings_hash", "mean", "ci95", "std",
            "episodes", "seeds", "seed_std", "seed_ci95", "params", "train_episodes", "pretrain_epochs", "train_seconds", "eval_seconds", "device",
-           "torch", "python", "fewshot_bench", "method_version", "git_commit", "train_way", "train_query", "lr",
-           "test_episodes_sha", "run_ids", "timestamp"]
+           "device_kind", "precision", "torch", "python", "fewshot_bench", "method_version", "git_commit", "train_way",
+           "train_query", "lr", "test_episodes_sha", "run_ids", "timestamp"]
 SETTING = ("dataset", "split", "way", "shot", "query")
-KEY = (*SETTING, "label", "backbone", "settings_hash")
+# The numerics (device kind, precision) are part of a result's identity: never pooled across.
+KEY = (*SETTING, "label", "backbone", "settings_hash", "device_kind", "precision")
 
 
 def cell_settings_hash(cell: dict[str, Any]) -> str:
@@ -115,6 +117,8 @@ def read_leaderboard(path: Path) -> list[dict[str, Any]]:
             for key in ("way", "shot", "query", "episodes", "seeds", "params", "train_episodes"):
                 row[key] = int(row[key])
             row["pretrain_epochs"] = int(row.get("pretrain_epochs") or 0)  # missing from older leaderboards
+            for key in ("device_kind", "precision"):
+                row.setdefault(key, "")  # missing from older leaderboards (which lack the amp setting to derive them)
             for key in ("mean", "ci95", "std", "seed_std", "seed_ci95", "train_seconds", "eval_seconds"):
                 row[key] = float(row.get(key) or "nan")  # seed_ci95 is missing from older leaderboards
             rows.append(row)

@@ -8,7 +8,8 @@ Layout of ``results/runs/<run-id>/``::
     cells/<cell>.json      one finished cell: variant, setting, seed, per-episode accuracies, timings
     pretrained/<key>.pt    backbones pre-trained by the supervised stage, shared by the cells of one key
     accuracies.csv         every test episode of every cell (long format)
-    summary.csv            one row per (variant, setting): mean, ci95 (episodes), seed_ci95 (seeds), std, ...
+    summary.csv            one row per (variant, setting, device kind, precision): mean, ci95 (episodes),
+                           seed_ci95 (seeds), std, ...
 """
 
 from __future__ import annotations
@@ -125,13 +126,15 @@ class CellRecord(TypedDict, total=False):
     test_episodes_sha: str
     settings: dict[str, Any]       # the result-affecting settings (config keys of role "result", resolved)
     settings_hash: str
+    numerics: dict[str, str]       # device_kind and precision (results.numerics); older records derive it
     dedup: bool | None
     run_id: str                    # added when cells are loaded from several runs
     environment: dict[str, Any]    # likewise: the run's environment.json
 
 
 class SummaryRow(TypedDict):
-    """One (variant, dataset, split, way, shot, query) of a run, its seeds pooled (``summary.csv``)."""
+    """One (variant, dataset, split, way, shot, query, device kind, precision) of a run, its seeds pooled
+    (``summary.csv``); seeds that ran on another kind of device or in another precision are never pooled."""
 
     label: str
     method: str
@@ -150,6 +153,8 @@ class SummaryRow(TypedDict):
     seed_ci95: float
     params: int
     train_episodes: int
+    device_kind: str               # cuda, cpu, mps (results.numerics)
+    precision: str                 # bf16-autocast or fp32
 
 
 class RunStore:
@@ -409,12 +414,13 @@ def read_cell(path: Path) -> CellRecord:
     return record
 
 
-SUMMARY_KEYS = ("label", "dataset", "split", "way", "shot", "query")
+# The numerics (device kind, precision) are part of a result's identity: seeds are never pooled across them.
+SUMMARY_KEYS = ("label", "dataset", "split", "way", "shot", "query", "device_kind", "precision")
 
 
 def summary_rows(cells: Iterable[CellRecord]) -> list[SummaryRow]:
-    """One row per (variant, dataset, split, way, shot, query), seeds pooled, in first-seen order (the
-    aggregator of ``frames``, as for the leaderboard)."""
+    """One row per (variant, dataset, split, way, shot, query, device kind, precision), seeds pooled, in
+    first-seen order (the aggregator of ``frames``, as for the leaderboard)."""
     return [{key: row[key] for key in SummaryRow.__annotations__} for row in _aggregate_cells(list(cells))]  # type: ignore
 
 

@@ -1,0 +1,40 @@
+"""The ``evaluate`` stage: accuracy on the setting's fixed test episodes, the same for every method
+(``fewshot_bench.engine.evaluation.evaluate``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fewshot_bench.engine.evaluation import evaluate
+from fewshot_bench.episodic.protocol import Protocol
+from fewshot_bench.registry import register_stage
+from fewshot_bench.stages import CellContext, Stage
+
+
+def per_class_accuracy(class_correct: np.ndarray, class_ids: np.ndarray, protocol: Protocol) -> dict[str, float]:
+    """Accuracy on each test class over all episodes (correct queries / queries of that class)."""
+    totals: dict[str, list[float]] = {}
+    for c in sorted(protocol.test_ids):
+        mask = class_ids == c
+        if mask.any():
+            totals[protocol.class_names[c]] = [float(class_correct[mask].sum()), float(mask.sum() * protocol.query)]
+    return {name: correct / seen for name, (correct, seen) in totals.items()}
+
+
+@register_stage("evaluate")
+class Evaluate(Stage):
+    """Every test episode of the setting, gradients off (methods that adapt at test time re-enable them)."""
+
+    order = 50
+
+    def run(self, cell: CellContext) -> dict[str, Any]:
+        settings = cell.settings
+        result = evaluate(cell.method, cell.builder, cell.test_episodes, progress=cell.observer.evaluated,
+                          amp=settings.amp, cuda_graphs=settings.cuda_graphs and not cell.compiled)
+        return {"eval_seconds": round(result.seconds, 3), "eval_steps": result.step_mode,
+                "mean": float(np.mean(result.accuracies) * 100),
+                "accuracies": [round(float(a), 6) for a in result.accuracies],
+                "class_accuracy": per_class_accuracy(result.class_correct, cell.test_episodes.class_ids,
+                                                     cell.protocol)}

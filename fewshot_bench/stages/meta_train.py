@@ -1,0 +1,39 @@
+"""The ``meta_train`` stage: episodic meta-training with the one training loop
+(``fewshot_bench.engine.training.train``), for methods that declare ``meta_trained``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fewshot_bench.engine.training import TrainHistory, train
+from fewshot_bench.registry import register_stage
+from fewshot_bench.stages import CellContext, Stage
+
+
+def _history_block(history: TrainHistory, episodes: int) -> dict[str, Any]:
+    return {"train_episodes": episodes, "train_seconds": round(history.seconds, 3), "train_steps": history.step_mode,
+            "loss_curve": {"episode": history.loss_episodes, "loss": history.losses},
+            "val_curve": {"episode": history.val_episodes, "accuracy": history.val_accuracies,
+                          "selected_episode": history.selected_episode}}
+
+
+@register_stage("meta_train")
+class MetaTrain(Stage):
+    """Meta-training on episodes of the training classes, checkpointed and resumable."""
+
+    order = 30
+
+    def applies(self, cell: CellContext) -> bool:
+        return cell.method.meta_trained
+
+    def run(self, cell: CellContext) -> dict[str, Any]:
+        protocol = cell.protocol
+        history = train(cell.method, protocol.train_sampler(cell.shot, cell.seed), cell.builder, cell.settings,
+                        allowed_class_ids=protocol.train_ids, labels=protocol.labels,
+                        class_names=protocol.class_names, val_episodes=cell.val_episodes,
+                        progress=cell.observer.trained, checkpointer=cell.checkpoint)
+        return _history_block(history, cell.settings.episodes)
+
+    def skipped(self, cell: CellContext) -> dict[str, Any]:
+        # Baseline, Baseline++, SimpleShot: their papers do no episodic training after pre-training.
+        return _history_block(TrainHistory(step_mode="none"), 0)
