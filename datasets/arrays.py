@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fewshot_bench.data import DatasetPlugin, ImageDataset, as_uint8_nchw
+from fewshot_bench.data import DatasetPlugin, ImageDataset, as_uint8_nchw, channel_fix
 from fewshot_bench.errors import DatasetError
 from fewshot_bench.registry import register_dataset
 
@@ -52,6 +52,13 @@ class ArrayFile(DatasetPlugin):
             raise DatasetError(f"array file '{root}': label {int(bad)} has no class name "
                                f"({len(names)} class_names given)")
         images = as_uint8_nchw(arrays["images"], f"array file '{root}'")
+        if images.shape[1] not in (1, 3):
+            # Gray + alpha or RGBA: the alpha channel is dropped only when the run asks for 1 or 3 channels.
+            if images.shape[1] in (2, 4) and options.get("channels") in (1, 3):
+                images = images[:, :images.shape[1] - 1].contiguous()
+            else:
+                raise DatasetError(f"array file '{root}' has {images.shape[1]}-channel images, but images must be "
+                                   f"grayscale (1 channel) or RGB (3): {channel_fix(images.shape[1])}")
         if len(images) != len(labels):
             raise DatasetError(f"array file '{root}': {len(images)} images but {len(labels)} labels")
         metadata = {k: v for k, v in arrays.items() if k not in ("images", "labels", "class_names")}

@@ -2,14 +2,116 @@
 
 Methods that need vectors (ProtoNet, MatchingNet, MAML) flatten the maps; relation-style methods (RN, CRN)
 keep them. A backbone factory takes the number of input channels and returns an ``nn.Module``.
+
+A backbone that loads a weights file (pre-trained features) declares it, so that the file's content is part
+of every cell's settings hash (two runs with different weights are never pooled, nor replace each other on
+the leaderboard)::
+
+    @register_backbone("my-resnet")
+    @loads_weights(Path(__file__).parent / "my_resnet.pt")   # or a callable returning the paths
+    def my_resnet(in_channels): ...
+
+``weights_files`` may also be set on the factory (or class) directly; relative paths are relative to the
+file that defines the backbone.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
 import torch
 from torch import nn
 
-from fewshot_bench.registry import register_backbone
+from fewshot_bench.errors import ConfigError
+from fewshot_bench.registry import BACKBONES, register_backbone
+
+F = TypeVar("F")
+
+
+def loads_weights(*paths: str | os.PathLike | Callable[[], Any]) -> Callable[[F], F]:
+    """Declare the weights files a backbone factory (or class) loads: paths, or one callable returning them
+    (for a path known only at run time, e.g. from an environment variable). Their content enters the
+    settings hash (``backbone_weights_digest``)."""
+
+    def decorator(factory: F) -> F:
+        declared = paths[0] if len(paths) == 1 and callable(paths[0]) else tuple(paths)
+        factory.weights_files = declared  # type: ignore[attr-defined]
+        return factory
+
+    return decorator
+
+
+def declared_weights_files(name: str) -> list[Path]:
+    """The weights files backbone ``name`` declares (``weights_files``), resolved: relative paths against
+    the folder of the file that defines it. Empty for backbones that load none."""
+    factory = BACKBONES.get(name)
+    declared = getattr(factory, "weights_files", None)
+    if declared is None:
+        return []
+    if callable(declared):
+        declared = declared()
+    if declared is None:
+        return []
+    if isinstance(declared, (str, os.PathLike)):
+        declared = [declared]
+    try:
+        base = Path(inspect.getfile(factory)).resolve().parent
+    except (TypeError, OSError):
+        base = Path.cwd()
+    files = []
+    for item in declared:
+        if not isinstance(item, (str, os.PathLike)):
+            raise ConfigError(f"backbone '{name}' declares weights file {item!r}, which is not a path; set "
+                              "weights_files to paths (or a callable returning them)")
+        path = Path(item).expanduser()
+        files.append(path if path.is_absolute() else base / path)
+    return files
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def _file_digest(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
+
+
+def backbone_weights_digest(name: str) -> str | None:
+    """A hash of the content of the weights files backbone ``name`` declares (in declared order; where they
+    lie does not count), or None when it declares none. A declared file that is missing or unreadable is a
+    one-line ConfigError, raised before any training."""
+    files = declared_weights_files(name)
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        if not path.is_file():
+            raise ConfigError(f"backbone '{name}' loads weights file '{path}', which does not exist; put the file "
+                              "there or correct the backbone's weights_files")
+        try:
+            digest.update(_file_digest(path).encode() + b"\n")
+        except OSError as exc:
+            raise ConfigError(f"backbone '{name}' cannot read its weights file '{path}' ({exc.strerror})") from None
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+def backbone_weights_settings(names: Iterable[str]) -> dict[str, Any]:
+    """``{"backbone_weights": {backbone: digest}}`` for the backbones among ``names`` that declare weights
+    files, or ``{}`` when none does (so the settings hash of runs without weights files is unchanged)."""
+    digests = {name: backbone_weights_digest(name) for name in sorted(set(names))}
+    digests = {name: digest for name, digest in digests.items() if digest is not None}
+    return {"backbone_weights": digests} if digests else {}
 
 
 def conv_block(in_channels: int, out_channels: int, *, padding: int = 1, pool: bool = True) -> nn.Sequential:

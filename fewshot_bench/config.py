@@ -10,6 +10,8 @@ invocations writing one run folder). The merged configuration is saved in each r
 from __future__ import annotations
 
 import copy
+import hashlib
+import re
 import types
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -35,7 +37,8 @@ ROLES = {
 
 
 def _check_run_id(value: str) -> None:
-    if value in ("", ".", "..") or "/" in value or "\\" in value or value != value.strip():
+    if (value in ("", ".", "..") or "/" in value or "\\" in value or value != value.strip()
+            or any(ord(ch) < 32 for ch in value)):
         raise ConfigError(f"config key 'run_id' must be a folder name, not a path, got {value!r}; choose where runs "
                           "go with --output-dir")
 
@@ -115,6 +118,23 @@ def _split_method_list(items: list) -> list:
 
 _ONE_WAY = "a 1-way episode is always answered right: its accuracy says nothing"
 
+# The image sides a run may ask for: below 8 pixels no backbone sees a face or a character, above 1024 one
+# decoded image takes megabytes and a dataset does not fit in memory (FER2013 at 1024 px: 37 GB).
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 1024
+_IMAGE_SIZE = f"image sides go from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} pixels; e.g. --image-size 84"
+
+
+def _check_image_size(value: int | None) -> None:
+    if value is not None and value > MAX_IMAGE_SIZE:
+        raise ConfigError(f"config key 'image_size' must be at most {MAX_IMAGE_SIZE}, got {value} ({_IMAGE_SIZE}: "
+                          "a dataset decoded that large does not fit in memory)")
+
+
+def _check_channels(value: int | None) -> None:
+    if value is not None and value not in (1, 3):
+        raise ConfigError(f"config key 'channels' must be 1 (grayscale) or 3 (RGB), got {value}; images with an "
+                          "alpha channel are read with --channels 3 (or 1), which drops it")
+
 
 def _split_value(value: str | dict) -> str | dict:
     """A preset name, or a mapping; on the command line the mapping is written in YAML, e.g.
@@ -157,9 +177,12 @@ class RunConfig:
     split: str | dict | None = setting(None, "class split: a preset name of the dataset, or a mapping with "
                                              "train/val/test class names (on the command line in YAML: "
                                              "'{train: [a, b], test: [c, d]}')", hashed=False, check=_split_value)
-    image_size: int | None = setting(None, "image side: decoded at this size, or resampled once (default: the "
-                                           "dataset's own; `bench list datasets`)", minimum=1)
-    channels: int | None = setting(None, "image channels, 1 or 3 (default: the dataset's own)")
+    image_size: int | None = setting(None, "image side in pixels, 8 to 1024: decoded at this size, or resampled "
+                                           "once (default: the dataset's own; `bench list datasets`)",
+                                     minimum=MIN_IMAGE_SIZE,
+                                     why=_IMAGE_SIZE, check=_check_image_size)
+    channels: int | None = setting(None, "image channels, 1 or 3 (default: the dataset's own)",
+                                   check=_check_channels)
     way: int = setting(3, "classes per test episode (N)", minimum=2, why=_ONE_WAY)
     train_way: int | None = setting(None, "classes per meta-training episode (default: all training classes if at "
                                           "most 20, else `way`)", minimum=2, why=_ONE_WAY)
@@ -187,7 +210,8 @@ class RunConfig:
                                                 "variant that does not name its own, 0 = none (default: each "
                                                 "method's; Baseline, Baseline++, SimpleShot and FEAT pre-train, the "
                                                 "others do not)", minimum=0, hashed=False)
-    val_episodes: int = setting(0, "validation episodes for model selection on the split's val classes (0 = off)")
+    val_episodes: int = setting(0, "validation episodes for model selection on the split's val classes (0 = off)",
+                                minimum=0)
     val_interval: int = setting(500, "validate every this many training episodes", minimum=1)
     seeds: list[int] = setting([0], "seeds, one cell per value (training and test episodes both depend on it)",
                                role=GRID)
@@ -343,10 +367,14 @@ def apply(config: RunConfig, overrides: Mapping[str, Any], source: str) -> RunCo
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config file into a mapping, with one-line errors for every way that can fail."""
+    """Read a YAML config file into a mapping, with one-line errors for every way that can fail. A run
+    folder's saved ``config.yaml`` is verified too (``check_saved_config``): a damaged one is an error, never
+    read as defaults."""
     file = Path(path)
     if not file.is_file():
         raise ConfigError(f"config file '{path}' does not exist")
+    if is_saved_config(file):
+        return check_saved_config(file)
     try:
         data = yaml.safe_load(file.read_text())
     except yaml.YAMLError as exc:
@@ -361,6 +389,99 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{path}' must contain a mapping of keys to values")
     return data
+
+
+# A run folder's config.yaml starts with this line and the sha256 of the text below it (``seal_config``): a
+# file cut short, or edited by hand, no longer matches (the line is first so that a cut keeps it). Files
+# written before it existed have none (see ``check_saved_config``).
+CHECKSUM_LINE = "# checksum: sha256:"
+# Keys every version of bench saved: a saved config without one of them is cut short or not a run's config.
+CORE_KEYS = ("methods", "dataset", "way", "shots", "query", "seeds", "train_episodes", "test_episodes")
+
+
+def is_saved_config(path: Path) -> bool:
+    """Whether ``path`` is the config.yaml of a run folder (beside its plan.json or cells/)."""
+    return path.name == "config.yaml" and ((path.parent / "plan.json").is_file() or (path.parent / "cells").is_dir())
+
+
+def seal_config(text: str) -> str:
+    """``text`` (a run's config as YAML) with its checksum line in front (an old one replaced)."""
+    body = _unsealed(text)[0]
+    return f"{CHECKSUM_LINE}{hashlib.sha256(body.encode()).hexdigest()}\n{body}"
+
+
+def _unsealed(text: str) -> tuple[str, str | None]:
+    """(the text below the checksum line, the recorded checksum), or (text, None) without one."""
+    if text.startswith(CHECKSUM_LINE):
+        first, _, body = text.partition("\n")
+        return body, first[len(CHECKSUM_LINE):].strip()
+    return text, None
+
+
+def check_saved_config(path: Path) -> dict[str, Any]:
+    """The mapping of a run folder's saved config.yaml, verified: its checksum line (when it has one) matches
+    the text, it is a mapping holding the keys every run saves with values of the declared types, and it
+    agrees with the run's plan.json (every planned cell's way, shot, query and seed). Anything else is a
+    one-line ConfigError naming the file: a damaged config never becomes defaults, and is never overwritten."""
+    import json
+
+    fix = ("restore it (from a copy or the published record), or delete it and continue the run with its "
+           "original settings (`bench run --config FILE --run-id ID`): finished cells are kept and checked")
+    # The plan is read first: a run's grid only grows, and each update writes the config before the plan, so
+    # a plan read before the config never names a cell the config lacks, even while another process grows it.
+    try:
+        plan = json.loads((path.parent / "plan.json").read_text())
+    except (OSError, UnicodeDecodeError, ValueError):
+        plan = None  # missing, or damaged: RunStore.load_plan reports that
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ConfigError(f"run config '{path}' is damaged (not UTF-8 text); {fix}") from None
+    body, recorded = _unsealed(text)
+    if recorded is not None and recorded != hashlib.sha256(body.encode()).hexdigest():
+        raise ConfigError(f"run config '{path}' does not match its checksum (cut short or edited by hand); {fix}")
+    if recorded is None and text and not text.endswith("\n"):
+        raise ConfigError(f"run config '{path}' is cut short (its last line is incomplete); {fix}")
+    try:
+        data = yaml.safe_load(body)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"run config '{path}' is damaged (invalid YAML{where}); {fix}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"run config '{path}' is damaged (empty, or not a mapping of keys to values); {fix}")
+    missing = [key for key in CORE_KEYS if key not in data]
+    if missing:
+        raise ConfigError(f"run config '{path}' is damaged (it lacks {', '.join(missing)}); {fix}")
+    try:
+        values = apply(RunConfig(), {k: v for k, v in data.items() if k in SETTINGS}, source=f"'{path}'")
+    except ConfigError as exc:
+        raise ConfigError(f"run config '{path}' is damaged ({exc}); {fix}") from None
+    _check_against_plan(path, values, plan)
+    return data
+
+
+def _check_against_plan(path: Path, config: RunConfig, plan: Any) -> None:
+    """Every cell planned in the run (``plan``, read from plan.json beside ``path``) must be one of the
+    config's grid: its shot and seed in the config's lists, and its id naming the config's way and query.
+    Entries whose id is not a cell id are skipped (the store reports damaged plans)."""
+    for entry in plan if isinstance(plan, list) else []:
+        if not isinstance(entry, dict) or not isinstance(entry.get("cell"), str):
+            continue
+        match = CELL_ID_SHAPE.match(entry["cell"])
+        if match is None:
+            continue
+        way, shot, query, seed = (int(match[k]) for k in ("way", "shot", "query", "seed"))
+        if (way, query) != (config.way, config.query) or shot not in config.shots or seed not in config.seeds:
+            raise ConfigError(
+                f"run config '{path}' does not match the run's plan.json: cell {entry['cell']} is not in its grid "
+                f"(way {config.way}, shots {config.shots}, query {config.query}, seeds {config.seeds}); restore the "
+                "config the run was made with (or delete plan.json if the config is the right one)")
+
+
+# The shape of a cell id (``engine.runner.cell_id``): <label slug>-<6 hex of sha256(label)>__<W>w<S>s<Q>q__seed<N>.
+CELL_ID_SHAPE = re.compile(r"^(?P<slug>.*)-(?P<digest>[0-9a-f]{6})__(?P<way>\d+)w(?P<shot>\d+)s(?P<query>\d+)q"
+                           r"__seed(?P<seed>\d+)$")
 
 
 def _plugins_beside(values: dict[str, Any], file: Path) -> dict[str, Any]:

@@ -45,6 +45,10 @@ class ImageDataset:
         if self.labels.shape != (self.images.shape[0],):
             raise DatasetError(f"dataset '{self.name}' has {self.images.shape[0]} images but "
                                f"{self.labels.numel()} labels")
+        if self.images.shape[1] not in (1, 3):
+            raise DatasetError(
+                f"dataset '{self.name}' has {self.images.shape[1]}-channel images, but images must be grayscale (1 "
+                f"channel) or RGB (3): {channel_fix(self.images.shape[1])}")
         self.labels = self.labels.to(torch.int64)
         if len(set(self.class_names)) != len(self.class_names):
             raise DatasetError(f"dataset '{self.name}' has duplicate class names")
@@ -145,6 +149,15 @@ class DatasetPlugin:
         presets = {name: ClassSplit.from_mapping(body, where=f"preset '{name}' in {path}")
                    for name, body in (data.get("splits") or {}).items()}
         return data.get("default"), presets
+
+
+def channel_fix(channels: int) -> str:
+    """How to turn ``channels``-channel images into 1 or 3 channels, for error messages."""
+    if channels in (2, 4):
+        alpha = "gray + alpha" if channels == 2 else "RGBA"
+        return (f"if they are {alpha}, drop the alpha channel (images[..., :{channels - 1}] before saving) or pass "
+                "--channels 3 or --channels 1 (the alpha channel is then dropped)")
+    return "save them with 1 or 3 channels (a (N,C,H,W) array must be saved as (N,H,W,C))"
 
 
 def as_uint8_nchw(array: np.ndarray, where: str) -> torch.Tensor:

@@ -157,6 +157,24 @@ def class_folder_files(root: Path, name_of: dict[str, str] | None = None) -> lis
     return items
 
 
+def check_listed_once(items: Sequence[tuple[Path, str]]) -> None:
+    """Refuse a file (the same file on disk, whatever the path or link that names it) listed twice: under
+    two classes it is one image with two labels (a leak when one is a training and the other a test class),
+    under one class a copy that can be a test episode's query and its own support."""
+    seen: dict[str, str] = {}
+    for path, label in items:
+        key = os.path.realpath(path)
+        if key not in seen:
+            seen[key] = label
+            continue
+        if seen[key] != label:
+            raise DatasetError(f"image '{path}' is listed under two classes, '{seen[key]}' and '{label}' (one image "
+                               "with two labels: a leak if one is a training and the other a test class); keep it "
+                               "under one class")
+        raise DatasetError(f"image '{path}' is listed twice under class '{label}' (a test episode could use it as "
+                           "query and support); list it once")
+
+
 def decoded_dataset(name: str, items: list[tuple[Path, str]], options: dict[str, Any],
                     class_names: list[str] | None = None, extra_key_files: Sequence[Path] = (),
                     item_metadata: dict[str, Sequence[str]] | None = None) -> "ImageDataset":
@@ -176,6 +194,7 @@ def decoded_dataset(name: str, items: list[tuple[Path, str]], options: dict[str,
     key = source_key([*extra_key_files, *paths], (sorted(options.items()), sorted(item_metadata or {})))
 
     def build() -> dict[str, np.ndarray]:
+        check_listed_once(items)
         geometry = image_geometry(paths, options.get("size"), options.get("channels"))
         decoded = decode_images(paths, geometry.size, geometry.channels, options["skip_corrupt"])
         index = {c: i for i, c in enumerate(class_names)}
@@ -190,6 +209,9 @@ def decoded_dataset(name: str, items: list[tuple[Path, str]], options: dict[str,
         warn(f"{name}: skipped {len(arrays['skipped'])} unreadable image(s), e.g. {arrays['skipped'][0]}")
     if "notice" in arrays and str(arrays["notice"]):
         logger.info(str(arrays["notice"]))
-    metadata = {key: arrays[f"item_{key}"] for key in (item_metadata or {})}
+    metadata: dict[str, Any] = {key: arrays[f"item_{key}"] for key in (item_metadata or {})}
+    # Each kept image's file, for messages that name it (``protocol.check_no_shared_images``).
+    skipped = set(str(p) for p in arrays["skipped"])
+    metadata["files"] = np.array([str(p) for p in paths if str(p) not in skipped], dtype=object)
     return ImageDataset(as_uint8_nchw(arrays["images"], name), torch.from_numpy(arrays["labels"]),
                         class_names, name, metadata=metadata)

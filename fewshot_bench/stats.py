@@ -19,11 +19,11 @@ def seed_ci95(seed_means: np.ndarray) -> float:
     The episode interval treats every test episode as independent, but the episodes of one seed share one
     trained model: with few seeds the variation between training runs is usually the larger uncertainty.
     """
-    from scipy import stats
-
     values = np.asarray(seed_means, dtype=np.float64)
     if values.size < 2:
         return float("nan")
+    from scipy import stats  # imported only when needed: it costs a second and a half per process
+
     return float(stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size))
 
 

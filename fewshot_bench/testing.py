@@ -63,7 +63,8 @@ def _inputs_unchanged(name: str, what: str, task: Task, before: list[torch.Tenso
 
 
 def _episode_checks(cls: type, name: str, image_shape: tuple[int, int, int], options: dict[str, Any],
-                    n_way: int, shot: int, query: int) -> None:
+                    n_way: int, shot: int, query: int) -> set[str]:
+    """The per-episode checks on one episode shape; returns the names of the parameters ``loss`` reached."""
     task = _task(image_shape, n_way, shot, query, seed=10 * n_way + shot)
     where = f"a {n_way}-way {shot}-shot episode"
     model = _build(cls, image_shape, options, seed=0)
@@ -92,6 +93,14 @@ def _episode_checks(cls: type, name: str, image_shape: tuple[int, int, int], opt
     if not torch.allclose(first, again, atol=1e-5, rtol=1e-4):
         _fail(f"{name} is not deterministic: two models built after torch.manual_seed(0) give different scores "
               "for the same episode; draw randomness only from torch's seeded generators")
+    with torch.no_grad():
+        repeated = model.predict(task.support, task.support_labels, task.query, n_way)
+    if not torch.allclose(first, repeated, atol=1e-5, rtol=1e-4):
+        _fail(f"{name}.predict carries state from one episode to the next: the same episode scored twice in a row "
+              f"gets other scores ({where}); keep nothing between calls (each episode stands alone)")
+    if torch.allclose(first, first[:1].expand_as(first), atol=1e-6, rtol=1e-5):
+        _fail(f"{name}.predict gives every query the same scores ({where}); scores must depend on the query image "
+              "(a constant scorer is at chance whatever it learns)")
     order = torch.randperm(len(task.query), generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         permuted = model.predict(task.support, task.support_labels, task.query[order], n_way)
@@ -118,6 +127,53 @@ def _episode_checks(cls: type, name: str, image_shape: tuple[int, int, int], opt
     if not any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters()):
         _fail(f"{name}.loss does not propagate gradients to any parameter ({where}); the optimiser could "
               "never train it")
+    return {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+
+
+def _state_checks(cls: type[FewShotMethod], name: str, image_shape: tuple[int, int, int],
+                  options: dict[str, Any]) -> None:
+    """Predictions come from the trained weights and from the episode alone: training changes them, and neither
+    an earlier episode nor the labels ``loss`` saw leak into a later ``predict``."""
+    n_way, shot, query = 3, 2, 4
+    first, second = _task(image_shape, n_way, shot, query, seed=21), _task(image_shape, n_way, shot, query, seed=22)
+    model = _build(cls, image_shape, options, seed=0).eval()
+    with torch.no_grad():
+        alone = model.predict(first.support, first.support_labels, first.query, n_way)
+        model.predict(second.support, second.support_labels, second.query, n_way)
+        again = model.predict(first.support, first.support_labels, first.query, n_way)
+    if not torch.allclose(alone, again, atol=1e-5, rtol=1e-4):
+        _fail(f"{name}.predict carries state from one episode to the next: an episode scored again after another "
+              "gets other scores; keep nothing between calls (each episode stands alone)")
+    # The labels of a training episode (of the same shape as the test episode) must not reach a later test.
+    model = _build(cls, image_shape, options, seed=0)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    trap = _task(image_shape, n_way, shot, query, seed=23)
+    trap = Task(first.support, first.support_labels, first.query, trap.query_labels[torch.randperm(
+        len(trap.query_labels), generator=torch.Generator().manual_seed(5))], n_way, shot)
+    model.train()
+    model.loss(trap)
+    model.load_state_dict(state)  # undo what the forward pass may update (batch-norm statistics)
+    with torch.no_grad():
+        after = model.eval().predict(first.support, first.support_labels, first.query, n_way)
+    if not torch.allclose(alone, after, atol=1e-5, rtol=1e-4):
+        _fail(f"{name}.predict depends on an earlier call of loss (its query labels or other state kept outside "
+              "the weights): the same test episode scores differently after loss saw a training episode; keep no "
+              "state from loss that predict reads")
+    # Training must change what the method predicts: a method scoring with an untrained copy would not.
+    model = _build(cls, image_shape, options, seed=0)
+    from fewshot_bench.engine.training import make_optimiser
+
+    optimiser = make_optimiser(model, lr=1e-2)
+    model.train()
+    for seed in (31, 32, 33):
+        optimiser.zero_grad()
+        model.loss(_task(image_shape, n_way, shot, query, seed=seed)).backward()
+        optimiser.step()
+    with torch.no_grad():
+        trained = model.eval().predict(first.support, first.support_labels, first.query, n_way)
+    if torch.allclose(alone, trained, atol=1e-6, rtol=1e-5):
+        _fail(f"{name}.predict does not depend on the trained weights: three optimiser steps on loss leave its "
+              "scores unchanged; predict must use the parameters that training updates (not a copy kept aside)")
 
 
 def _hooks_check(cls: type[FewShotMethod], name: str, image_shape: tuple[int, int, int],
@@ -243,9 +299,17 @@ def check_method(cls: type, options: dict[str, Any] | None = None,
         _fail(f"{name}.default_backbone '{cls.default_backbone}' is not a registered backbone "
               f"({', '.join(BACKBONES.names())})")
     query = 4
+    trained: set[str] = set()
     for n_way, shot in CHECKED_EPISODES:
-        _episode_checks(cls, name, image_shape, options, n_way, shot, query)
+        trained |= _episode_checks(cls, name, image_shape, options, n_way, shot, query)
+    model = _build(cls, image_shape, options, seed=0)
+    untouched = [n for n, p in model.named_parameters() if p.requires_grad and n not in trained]
+    if untouched:
+        _fail(f"{name}: parameter(s) {', '.join(untouched[:5])}{' ...' if len(untouched) > 5 else ''} never receive a "
+              "gradient from loss on any checked episode, so they never train; use them in the loss, or freeze them "
+              "on purpose with requires_grad_(False) (frozen parameters are allowed)")
     _hooks_check(cls, name, image_shape, options)
+    _state_checks(cls, name, image_shape, options)
     _pipeline_check(cls, name, image_shape, options)
     n_way = 3
     if cls.has_feature_head():

@@ -139,7 +139,82 @@ class EmbeddingKeepsMaps(ProtoNet):
         return feature_maps
 
 
+class UnusedParameter(ProtoNet):
+    """Declares a parameter that nothing uses: it would never train."""
+
+    def __init__(self, backbone, image_shape, **options):
+        super().__init__(backbone, image_shape, **options)
+        self.temperature = torch.nn.Parameter(torch.ones(1))
+
+
+class FrozenOnPurpose(UnusedParameter):
+    """The same parameter, frozen on purpose: allowed."""
+
+    def __init__(self, backbone, image_shape, **options):
+        super().__init__(backbone, image_shape, **options)
+        self.temperature.requires_grad_(False)
+
+
+class UntrainedCopy(ProtoNet):
+    """Scores with a copy of its backbone taken at construction (kept out of its parameters), so training
+    changes nothing it predicts."""
+
+    def __init__(self, backbone, image_shape, **options):
+        import copy
+
+        super().__init__(backbone, image_shape, **options)
+        self._copy = [copy.deepcopy(backbone)]
+
+    def predict(self, support, support_labels, query, n_way):
+        self._copy[0].train(self.training)
+        features = self._copy[0](torch.cat([support, query]))
+        return self.predict_features(features[:len(support)], support_labels, features[len(support):], n_way)
+
+
+class CachesTrainingLabels(ProtoNet):
+    """Remembers the query labels of the last training episode and replays them at test when the shapes match
+    (+13.6 points when training and test episodes have the same shape)."""
+
+    def loss(self, task):
+        self._labels = task.query_labels
+        return super().loss(task)
+
+    def predict(self, support, support_labels, query, n_way):
+        scores = super().predict(support, support_labels, query, n_way)
+        labels = getattr(self, "_labels", None)
+        if labels is not None and len(labels) == len(query):
+            return scores + 100 * torch.nn.functional.one_hot(labels, n_way)
+        return scores
+
+
+class RemembersEpisodes(ProtoNet):
+    """Adds the previous episode's mean support feature to every score (state carried between episodes)."""
+
+    def predict(self, support, support_labels, query, n_way):
+        scores = super().predict(support, support_labels, query, n_way)
+        carried = getattr(self, "_carried", torch.zeros(()))
+        self._carried = support.mean().detach()
+        return scores + carried
+
+
+class ConstantScores(ProtoNet):
+    """The same scores for every query, whatever it shows."""
+
+    def predict(self, support, support_labels, query, n_way):
+        bias = sum(p.sum() for p in self.parameters()) * 0  # keeps the gradient checks quiet
+        return torch.zeros(len(query), n_way) + bias + torch.arange(n_way)
+
+
+def test_a_parameter_frozen_on_purpose_is_allowed():
+    check_method(FrozenOnPurpose)
+
+
 @pytest.mark.parametrize("broken, message", [
+    (UnusedParameter, "parameter.*temperature never receive a gradient from loss on any checked episode"),
+    (UntrainedCopy, "does not depend on the trained weights"),
+    (CachesTrainingLabels, "depends on an earlier call of loss"),
+    (RemembersEpisodes, "carries state from one episode to the next"),
+    (ConstantScores, "gives every query the same scores"),
     (GroupsTwice, "puts parameter 'backbone.*' in 2 groups"),
     (DeclaresAFitItLacks, "fails in the harness's cell pipeline .*declares fits_training_classes"),
     (DeclaresMapsItLacks, "declares class_map_figure but episode_class_maps failed"),

@@ -73,7 +73,9 @@ def test_write_then_read_back(tmp_path):
     book.save()
     again = FingerprintBook.load(tmp_path)
     assert again.known("protonet", "code:abc")[0].fingerprint == _print(0.5)
-    assert json.loads((tmp_path / "recorded.json").read_text())["probe"] == "probe-1"
+    from fewshot_bench.fingerprint.probe import PROBE_VERSION
+
+    assert json.loads((tmp_path / "recorded.json").read_text())["probe"] == PROBE_VERSION
 
 
 JUDGE = """
@@ -168,3 +170,19 @@ def test_refactors_stay_current_and_behaviour_changes_go_stale(harness_copy):
     finally:
         for path, text in originals.items():
             path.write_text(text)
+
+
+def test_unchanged_behaviour_is_stored_once_and_unused_code_is_pruned(tmp_path):
+    book = FingerprintBook(tmp_path)
+    book.write("protonet", "code:a", {"probe_label": "protonet", **_print(0.5)}, "gpu", None)
+    book.write("protonet", "code:b", {"probe_label": "protonet", **_print(0.5)}, "gpu", None)  # a refactor
+    book.write("protonet", "code:c", {"probe_label": "protonet", **_print(0.6)}, "gpu", None)  # a change
+    book.save()
+    saved = json.loads((tmp_path / "recorded.json").read_text())["variants"]["protonet"]
+    assert saved["code:b"]["same_as"] == "code:a" and "fingerprint" not in saved["code:b"]
+    assert "fingerprint" in saved["code:c"]
+    again = FingerprintBook.load(tmp_path)
+    assert again.known("protonet", "code:b")[0].fingerprint == _print(0.5)
+    # code:b is kept (a record of it), and with it code:a, which it names; code:c went with no record using it
+    assert again.prune({("protonet", "code:b")}) == 1
+    assert set(again.recorded["protonet"]) == {"code:a", "code:b"}

@@ -141,7 +141,28 @@ def test_leaderboard_table_marks_ci_overlap_ties():
             {"label": "c", "dataset": "d", "way": 3, "shot": 1, "mean": 50.0, "ci95": 1.0, "episodes": 600,
              "seeds": 1, "query": 15}]
     table = table_from_rows(rows)
-    assert table.best[("d", 3, 1)] == "a" and table.tied == {("b", ("d", 3, 1))}
+    column = ("d", 3, 1, "", 15, 600, None)
+    assert table.columns == [column] and table.best[column] == "a" and table.tied == {("b", column)}
+
+
+def test_only_rows_of_one_protocol_are_ranked_together():
+    """Rows with other queries, test episodes or episode shas of one dataset, way and shot get columns of their
+    own: nothing is ranked (or marked †) against an entry scored on other episodes, and the caption says so."""
+    def row(label, mean, query=15, episodes=600, sha="aaaa1111"):
+        return {"label": label, "dataset": "d", "split": "paper", "way": 3, "shot": 1, "mean": mean, "ci95": 1.0,
+                "episodes": episodes, "seeds": 1, "query": query, "test_episodes_sha": sha}
+
+    rows = [row("a", 60.0), row("b", 59.5), row("c", 70.0, query=5), row("d", 69.0, episodes=40),
+            row("e", 80.0, sha="bbbb2222")]
+    table = table_from_rows(rows)
+    assert len(table.columns) == 4
+    assert sorted(table.best.values()) == ["a", "c", "d", "e"]  # each the best of its own column only
+    assert {label for label, _ in table.tied} == {"b"}
+    assert sorted(table.headers) == ["1-shot (15 q, 40 ep)", "1-shot (15 q, 600 ep, episodes aaaa1111)",
+                                     "1-shot (15 q, 600 ep, episodes bbbb2222)", "1-shot (5 q, 600 ep)"]
+    assert "only entries of one column" in table.caption and "checked by their sha" in table.caption
+    unrecorded = table_from_rows([row("a", 60.0, sha=None), row("b", 50.0, sha=None)])
+    assert "not checked" in unrecorded.caption and "identical for every method (checked" not in unrecorded.caption
 
 
 # --------------------------------------------------------------------------------------- CLI commands

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -13,6 +14,8 @@ from conftest import REPO, tiny_run_flags
 from fewshot_bench.config import merge
 from fewshot_bench.engine.runner import SilentObserver, run
 from fewshot_bench.fileio import atomic_write_text
+from fewshot_bench.results.store import RunStore
+from inprocess import bench_here
 
 
 class StopAfter(SilentObserver):
@@ -65,16 +68,10 @@ def test_atomic_write_leaves_the_previous_file_on_a_crash(tmp_path, monkeypatch)
     assert [p.name for p in tmp_path.iterdir()] == ["cell.json"]  # no temporary file left behind
 
 
-def test_sigkill_of_a_real_bench_run_then_resume(tmp_path):
-    def command(run_id):
-        return [sys.executable, "-m", "fewshot_bench", "run", "--methods", "protonet", "--shots", "1,2",
-                "--query", "3", "--train-episodes", "60", "--log-interval", "2", "--checkpoint-interval", "4",
-                "--test-episodes", "8", "--dataset-option", "total=500", "--image-size", "24",
-                "--output-dir", str(tmp_path / "runs"), "--run-id", run_id, "--device", "cpu"]
-
+def test_sigkill_of_a_real_bench_run_then_resume(tmp_path, straight):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    subprocess.run(command("straight"), check=True, capture_output=True, env=env, timeout=300)
-    process = subprocess.Popen(command("killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    process = subprocess.Popen(_tiny_command(tmp_path, "killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=env)
     folder = tmp_path / "runs" / "killed"
     deadline = time.time() + 120
     while time.time() < deadline and not list((folder / "checkpoints").glob("*.pt")):
@@ -83,13 +80,8 @@ def test_sigkill_of_a_real_bench_run_then_resume(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (folder / "summary.csv").exists(), "the run finished before it could be killed"
-    resumed = subprocess.run(command("killed")[:4] + ["--resume", "killed", "--output-dir", str(tmp_path / "runs")],
-                             capture_output=True, text=True, env=env, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
-    from fewshot_bench.results.store import RunStore
-
-    straight = accuracies(RunStore(tmp_path / "runs" / "straight"))
-    assert accuracies(RunStore(folder)) == straight and len(straight) == 2
+    assert bench_here("run", "--resume", "killed", "--output-dir", tmp_path / "runs") == 0  # what it left suffices
+    assert accuracies(RunStore(folder)) == straight.accuracies and len(straight.accuracies) == 2
 
 
 def test_augmented_training_is_reproducible_resumable_and_never_touches_test_episodes(tmp_path):
@@ -143,11 +135,26 @@ def test_a_cell_held_by_another_live_process_is_left_to_it(tmp_path, capsys):
     assert [c["shot"] for c in run(merge(None, flags)).store.load_cells()] == [1, 2]  # the holder is gone
 
 
-def _tiny_command(tmp_path, run_id, *extra):
+def _tiny_command(tmp_path, run_id, *extra, episodes=60):
+    """A seconds-long `bench run` on a tiny synthetic-fer. One CPU thread per process, always (also for each of
+    --jobs workers): CPU results depend on the thread count in the last bits, so every run here, the shared
+    reference included, computes the same bits; a later flag in ``extra`` overrides an earlier one."""
     return [sys.executable, "-m", "fewshot_bench", "run", "--methods", "protonet", "--shots", "1,2", "--query", "3",
-            "--train-episodes", "60", "--log-interval", "10", "--checkpoint-interval", "4", "--test-episodes", "8",
-            "--dataset-option", "total=500", "--image-size", "24", "--output-dir", str(tmp_path / "runs"),
-            "--run-id", run_id, "--device", "cpu", *extra]
+            "--train-episodes", str(episodes), "--log-interval", "10", "--checkpoint-interval", "4",
+            "--test-episodes", "8", "--dataset-option", "total=300", "--image-size", "20", "--threads", "1",
+            "--output-dir", str(tmp_path / "runs"), "--run-id", run_id, "--device", "cpu", *extra]
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """One uninterrupted run of ``_tiny_command``, logged to a file as under nohup or Slurm (stderr is a file):
+    the numbers every stopped-and-resumed run must reach, and the log the logging test reads."""
+    tmp = tmp_path_factory.mktemp("straight")
+    log = tmp / "run.log"
+    with log.open("w") as handle:
+        subprocess.run(_tiny_command(tmp, "straight"), check=True, stdout=handle, stderr=subprocess.STDOUT,
+                       env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    return SimpleNamespace(accuracies=accuracies(RunStore(tmp / "runs" / "straight")), log=log)
 
 
 def _alive(pid: int) -> bool:
@@ -159,21 +166,15 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.parametrize("jobs, ctrl_c", [(1, False), (2, False), (2, True)])
-def test_sigterm_and_ctrl_c_stop_a_run_and_resume_finishes_it(tmp_path, jobs, ctrl_c):
+def test_sigterm_and_ctrl_c_stop_a_run_and_resume_finishes_it(tmp_path, straight, jobs, ctrl_c):
     """SIGTERM to the run's process, or Ctrl-C in a terminal (SIGINT to its whole process group, workers
     included): one line, exit 130, no worker left, no traceback from any of them; --resume finishes it."""
-    from fewshot_bench.results.store import RunStore
-
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    # Workers get the cores divided among them; CPU results depend on the thread count in the last bits.
-    threads = str(max(1, (os.cpu_count() or 1) // jobs))
-    subprocess.run(_tiny_command(tmp_path, "straight", "--threads", threads), check=True, capture_output=True,
-                   env=env, timeout=300)
     # A shell's background job (how CI may start pytest) ignores SIGINT, and children inherit that: start
     # this one as a foreground command would be, with the default disposition.
-    # The same thread count as the straight run, named rather than left to torch's default (which
-    # OMP_NUM_THREADS changes), so the two compute the same bits.
-    process = subprocess.Popen(_tiny_command(tmp_path, "stopped", "--jobs", str(jobs), "--threads", threads),
+    # The same thread count as the straight run (one per process, workers included), named rather than left
+    # to torch's default (which OMP_NUM_THREADS changes), so the two compute the same bits.
+    process = subprocess.Popen(_tiny_command(tmp_path, "stopped", "--jobs", str(jobs)),
                                stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -196,35 +197,29 @@ def test_sigterm_and_ctrl_c_stop_a_run_and_resume_finishes_it(tmp_path, jobs, ct
     assert "Traceback" not in stderr and "bench run --resume stopped" in stderr
     assert not [pid for pid in workers if pid != process.pid and _alive(pid)], "a worker outlived its run"
     assert not (folder / "summary.csv").exists(), "the run finished before it could be stopped"
-    resumed = subprocess.run(_tiny_command(tmp_path, "x")[:4] + ["--resume", "stopped", "--output-dir",
-                                                                 str(tmp_path / "runs")],
-                             capture_output=True, text=True, env=env, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
-    assert accuracies(RunStore(folder)) == accuracies(RunStore(tmp_path / "runs" / "straight"))
+    # The resume (with the run's saved --jobs) needs no process of its own: what the stopped run left suffices.
+    assert bench_here("run", "--resume", "stopped", "--output-dir", tmp_path / "runs") == 0
+    assert accuracies(RunStore(folder)) == straight.accuracies
 
 
-def test_a_run_logged_to_a_file_shows_progress_lines_and_quiet_shows_none(tmp_path):
+def test_a_run_logged_to_a_file_shows_progress_lines_and_quiet_shows_none(tmp_path, straight):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    log = tmp_path / "run.log"
-    with log.open("w") as handle:  # as under nohup or Slurm: stderr is a file
-        subprocess.run(_tiny_command(tmp_path, "logged"), check=True, stdout=handle, stderr=subprocess.STDOUT,
-                       env=env, timeout=300)
-    lines = log.read_text().splitlines()
+    lines = straight.log.read_text().splitlines()  # as under nohup or Slurm: stderr is a file
     progress = [line for line in lines if "train " in line and "episodes, loss" in line]
     assert len(progress) >= 2 * 6  # every 10 of 60 episodes, in both cells
     assert all(line[:8].count(":") == 2 for line in progress)  # time-stamped HH:MM:SS
     assert any("episodes/s" in line and "left in training" in line for line in progress)
     assert any("protonet 2-shot seed 0:" in line and "±" in line for line in lines)  # the finished cell
-    quiet = subprocess.run(_tiny_command(tmp_path, "quiet", "-q"), check=True, capture_output=True, text=True,
-                           env=env, timeout=300)
+    # Long enough that, without -q, it would log progress lines (at 20 episodes) and a line per cell.
+    quiet = subprocess.run(_tiny_command(tmp_path, "quiet", "-q", episodes=20), check=True, capture_output=True,
+                           text=True, env=env, timeout=300)
     assert quiet.stderr.strip() == "" and "protonet" in quiet.stdout  # the table still comes
 
 
-def test_verbose_adds_debugging_detail(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    verbose = subprocess.run(_tiny_command(tmp_path, "verbose", "-v"), check=True, capture_output=True, text=True,
-                             env=env, timeout=300)
-    assert "debug: run verbose: synthetic-fer" in verbose.stderr and "training steps eager" in verbose.stderr
+def test_verbose_adds_debugging_detail(tmp_path, capsys):
+    assert bench_here(*_tiny_command(tmp_path, "verbose", "-v", "--shots", "1", episodes=2)[3:]) == 0
+    stderr = capsys.readouterr().err
+    assert "debug: run verbose: synthetic-fer" in stderr and "training steps eager" in stderr
 
 
 @pytest.mark.parametrize("tamper", ["other method", "other code"])

@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "weights and the run's data) instead of the accuracy figures")
     plot.add_argument("--shot", type=int, help="with --feature-maps: the shot (default: the largest run)")
     plot.add_argument("--seed", type=int, help="with --feature-maps: the seed (default: the first run)")
+    plot.add_argument("--trust", action="store_true", help="with --feature-maps: read the run's data even when "
+                      "its dataset unpickles files (else shown and confirmed first)")
     plot.add_argument("--output-dir", default=RunConfig().output_dir)
 
     status = sub.add_parser("status", parents=[common], help="cells of a run: pending, running, done, failed, interrupted")
@@ -247,6 +249,7 @@ def _confirm_run_code(folder: Path, config: RunConfig, given: Sequence[str], tru
             code.append(f"dataset '{config.dataset}', which unpickles files under {config.data_root}")
     except BenchError:
         pass  # a dataset from one of those plugins: the plugin files are listed already
+    code += _unpickling_parts(config)
     if not code or trusted:
         return
     listing = "; ".join(code)
@@ -258,13 +261,46 @@ def _confirm_run_code(folder: Path, config: RunConfig, given: Sequence[str], tru
                       "plugin files with --plugin)")
 
 
+def _unpickling_parts(config: RunConfig) -> list[str]:
+    """The parts of a ``combined`` dataset that unpickle files: each part is read by its own plugin, so each
+    goes through the trust check as a top-level dataset would."""
+    from fewshot_bench.errors import BenchError
+    from fewshot_bench.registry import DATASETS
+
+    if config.dataset != "combined":
+        return []
+    from fewshot_bench.datasets.combined import parse_parts
+
+    def unpickles(name: str) -> bool:
+        try:
+            return bool(getattr(DATASETS.get(name), "unpickles", False))
+        except BenchError:
+            return False  # a dataset from a plugin file: the plugin files are listed already
+
+    text = str((config.dataset_options or {}).get("parts", ""))
+    try:
+        parts = [(p.name, p.plugin, p.path) for p in parse_parts(text)]
+    except BenchError:
+        # Not parsable before the run's plugin files are loaded (a part read by a plugin's dataset): every
+        # reading of an entry is checked, so no pickle reader is missed.
+        parts = []
+        for item in filter(None, (i.strip() for i in text.split(";"))):
+            name, _, value = (x.strip() for x in item.partition("="))
+            plugin, _, path = value.partition(":")
+            parts += [(name, plugin, path or None), (name, name, value or None)]
+    found = [f"dataset 'combined' part '{name}' ('{plugin}'), which unpickles files under {path}"
+             for name, plugin, path in parts if unpickles(plugin)]
+    return list(dict.fromkeys(found))
+
+
 def command_run(args: argparse.Namespace) -> int:
     from fewshot_bench.cli.progress import run_observer
-    from fewshot_bench.engine.launch import submit_run, wait_run
+    from fewshot_bench.engine.launch import stop_local_workers, submit_run, wait_run
     from fewshot_bench.engine.runner import resolve_variants, run
 
     config = _run_config(args)
     out, err = make_console(), make_console(stderr=True)
+    submission = None
     try:
         if config.launcher == "slurm" or config.jobs > 1:
             submission = submit_run(config)
@@ -285,6 +321,8 @@ def command_run(args: argparse.Namespace) -> int:
             with run_observer(err, total, config.log_interval) as observer:
                 result = run(config, observer)
     except KeyboardInterrupt:
+        if submission is not None:  # interrupted outside wait_run (which stops them itself): no worker is left
+            stop_local_workers(submission.jobs)
         err.print(f"interrupted: finished cells and checkpoints are saved in {config.output_dir}/{config.run_id}; "
                   f"continue with `bench run --resume {config.run_id}`")
         return ExitCode.INTERRUPTED
@@ -496,6 +534,9 @@ def _print_duplicates(dataset, split, console: Console) -> int:
 def resolve_run(reference: str, output_dir: str) -> Path:
     """The run folder ``reference`` names: a path to a run folder, or a run id under ``output_dir``. Every
     command that takes a run finds it here."""
+    if any(ord(c) < 32 for c in reference):
+        raise ConfigError(f"run {reference!r} contains a control character (a NUL byte or a line break); give the "
+                          "run id or folder as it is spelled")
     for candidate in (Path(reference), Path(output_dir) / reference):
         if (candidate / "config.yaml").is_file() or (candidate / "cells").is_dir():
             return candidate
@@ -552,6 +593,11 @@ def command_plot(args: argparse.Namespace) -> int:
     from fewshot_bench.reporting.plots import plot_run
 
     folder = resolve_run(args.run, args.output_dir)
+    if args.feature_maps:
+        # The figure reads the run's data with its saved config (its plugin files are not loaded): a
+        # pickle-reading dataset of someone else's run folder is confirmed first, as on --resume.
+        saved = merge(folder / "config.yaml", {})
+        _confirm_run_code(folder, saved, given=saved.plugins, trusted=args.trust)
     cells, rows = _run_cells(folder)
     out = Path(args.out) if args.out else folder / "figures"
     if args.feature_maps:
@@ -605,7 +651,7 @@ def command_fingerprint(args: argparse.Namespace) -> int:
     from fewshot_bench.options import Spec
     from fewshot_bench.pretraining import resolve
     from fewshot_bench.registry import METHODS
-    from fewshot_bench.reporting.reproduction import card_labels, load_card
+    from fewshot_bench.reporting.reproduction import card_cells, card_labels, load_card
     from fewshot_bench.results.provenance import cell_code_version, git_state, gpu_paths_version
 
     if args.variants:
@@ -634,7 +680,13 @@ def command_fingerprint(args: argparse.Namespace) -> int:
             book.write(label, versions[label], now[label], gpu_paths, None if dirty else commit)
     make_console().print(table)
     if args.write:
-        make_console().print(f"wrote {book.save()}: {len(labels)} variants under today's code versions")
+        # Kept: today's code and the code of every record the card names (a record is checked against it).
+        keep = {(label, versions[label]) for label in labels}
+        if not args.variants:
+            keep |= {(cell["label"], cell.get("code_version")) for cell in card_cells(load_card(args.card))}
+        dropped = book.prune(keep)
+        make_console().print(f"wrote {book.save()}: {len(labels)} variants under today's code versions"
+                             + (f" ({dropped} entries of code no record used dropped)" if dropped else ""))
         return 0
     if args.check and problems:
         print(f"error: {problems} variant(s) have no committed fingerprint at today's code version or one that differs "

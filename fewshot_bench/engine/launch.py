@@ -9,12 +9,18 @@ stop the others.
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import shlex
+import shutil
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
@@ -43,14 +49,29 @@ class CellsJob:
     cells are left)."""
 
     def __init__(self, run_folder: str, cell_ids: Sequence[str], threads: int | None = None,
-                 overrides: dict[str, Any] | None = None) -> None:
+                 overrides: dict[str, Any] | None = None, run_pid: int | None = None) -> None:
         self.run_folder = str(run_folder)
         self.cell_ids = list(cell_ids)
         self.threads = threads
         self.overrides = dict(overrides or {})
+        # The `bench run` process of local workers: they stop when it is gone (never outlive their run).
+        self.run_pid = run_pid
 
     def __call__(self) -> list[str]:
         """Run the cells; returns the ids of those this job ran."""
+        if os.environ.get("SUBMITIT_EXECUTOR") == "local" and threading.current_thread() is threading.main_thread():
+            _stop_with_run(self.run_pid)
+            try:
+                return self._run()
+            except KeyboardInterrupt:
+                # Stopped by its run (SIGTERM) or because the run is gone: the cell it computed is left
+                # interrupted (`--resume` continues it from its checkpoint); exit quietly.
+                print("stopped: its run was interrupted or ended; the cell resumes with `bench run --resume`",
+                      file=sys.stderr, flush=True)
+                raise SystemExit(130) from None
+        return self._run()
+
+    def _run(self) -> list[str]:
         from fewshot_bench.engine.runner import CellRunner, plan_cells, run_cells
 
         submitit = _submitit()
@@ -79,7 +100,33 @@ class CellsJob:
     def checkpoint(self, *args: Any, **kwargs: Any):
         """submitit's preemption/timeout hook: requeue the same job; cells resume from their checkpoints."""
         return _submitit().helpers.DelayedSubmission(CellsJob(self.run_folder, self.cell_ids, self.threads,
-                                                              self.overrides))
+                                                              self.overrides, self.run_pid))
+
+
+def _stop_with_run(run_pid: int | None) -> None:
+    """In a local worker: SIGTERM (from its run, directly or through submitit's controller, which forwards it)
+    stops the worker at once, as KeyboardInterrupt in its main thread; submitit's own handler would ignore it
+    ("Bypassing signal SIGTERM", right for Slurm, whose SIGTERM precedes a requeue). Repeats are ignored, so
+    the cell's cleanup is not cut short. A watcher thread stops the worker the same way when its run process
+    or its controller is gone (a killed run), and ends it if that does not stop it within seconds."""
+    stopping: list[int] = []
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        if not stopping:
+            stopping.append(signum)
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    controller = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == controller and (run_pid is None or _alive(run_pid)):
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)
+        os._exit(130)
+
+    threading.Thread(target=watch, name="fewshot-bench-run-watch", daemon=True).start()
 
 
 class ComputedCells(LogLinesObserver):
@@ -106,6 +153,9 @@ def make_executor(config: RunConfig, folder: Path):
         except RuntimeError as exc:
             raise BenchError(f"cannot submit to Slurm here ({exc}); run bench on a login node of your cluster, "
                              "or use --launcher local") from None
+        if shutil.which("sbatch") is None:
+            raise BenchError("cannot submit to Slurm here (no `sbatch` on PATH); run bench on a login node of your "
+                             "cluster, or use --launcher local")
         parameters = {
             "name": f"fsb-{config.run_id}"[:60],
             "timeout_min": settings.get("time_min", 60),
@@ -131,8 +181,12 @@ def submit(config: RunConfig, store: RunStore, cell_ids: Sequence[str]) -> list[
     if not cell_ids:
         return []
     if config.launcher == "slurm":
-        with executor.batch():
-            jobs = [executor.submit(CellsJob(str(store.root), [cid])) for cid in cell_ids]
+        try:
+            # submitit prints sbatch's error output itself: it is kept for the one line below instead.
+            with redirect_stderr(io.StringIO()), executor.batch():
+                jobs = [executor.submit(CellsJob(str(store.root), [cid])) for cid in cell_ids]
+        except Exception as exc:  # sbatch failed, or answered what submitit cannot read: one line, no traceback
+            raise BenchError(slurm_failure(exc)) from None
         return jobs
     workers = max(1, min(config.jobs, len(cell_ids)))
     jobs: list[Any] = []
@@ -154,11 +208,18 @@ def _ctrl_c_deferred() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    # SIGTERM is held too (noted by a handler, which the processes started do not inherit): raised amid a
+    # start, it would leave a worker running that the run does not know of.
+    terms: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: terms.append(signum))
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
+        signal.signal(signal.SIGTERM, previous)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        if terms:
+            raise KeyboardInterrupt
 
 
 def _start_local_workers(executor: Any, config: RunConfig, store: RunStore, cell_ids: Sequence[str],
@@ -177,7 +238,9 @@ def _start_local_workers(executor: Any, config: RunConfig, store: RunStore, cell
             executor.update_parameters(local_setup=[f"export CUDA_VISIBLE_DEVICES={shlex.quote(gpus[worker % len(gpus)])}"])
             if config.device.startswith("cuda"):
                 overrides["device"] = "cuda"
-        jobs.append(executor.submit(CellsJob(str(store.root), cell_ids, threads, overrides)))
+        job = CellsJob(str(store.root), cell_ids, threads, overrides)
+        job.run_pid = os.getpid()  # the worker stops when this process is gone
+        jobs.append(executor.submit(job))
 
 
 @dataclass
@@ -198,8 +261,11 @@ class Submission:
 def submit_run(config: RunConfig) -> Submission:
     """Start (or continue) ``config``'s run folder and submit its unfinished cells as jobs; failed and
     interrupted cells are retried."""
-    from fewshot_bench.engine.runner import start_run
+    from fewshot_bench.engine.runner import plan_cells, start_run
 
+    if config.run_id:  # before the run folder is touched (its config, plan and environment are written again)
+        store = RunStore(Path(config.output_dir) / config.run_id)
+        refuse_live_workers(store, [cell.cell_id for cell in plan_cells(config)])
     started = start_run(config)
     pending = unfinished(started.store, [c.cell_id for c in started.cells])
     for cid in pending:
@@ -214,7 +280,7 @@ def wait_run(submission: Submission, on_poll: Callable[[], None] | None = None) 
     from fewshot_bench.engine.runner import RunResult
 
     failures = wait(submission.jobs, on_poll)
-    summary = submission.store.write_tables(submission.store.load_cells())
+    summary = submission.store.write_tables()
     return RunResult(submission.store, summary, submission.config, failures)
 
 
@@ -289,19 +355,163 @@ def wait(jobs: Sequence[Any], on_poll: Callable[[], None] | None = None, poll_s:
     return failures
 
 
-def stop_local_workers(jobs: Sequence[Any], grace_s: float = 30.0) -> None:
-    """Stop local worker processes and wait for them to exit, so none outlives the run and `--resume` finds
-    their cells interrupted. Slurm jobs are left to run: they belong to the cluster, and `bench status`
-    follows them."""
-    local = [job for job in jobs if getattr(job, "_process", None) is not None]
-    for job in local:
-        # SIGTERM to submitit's local controller: it forwards it to its worker and exits quietly (its
-        # cancel() sends SIGINT, on which the controller prints a traceback into our terminal). The worker
-        # stops at once; its cell is then "interrupted" and resumes from its last checkpoint.
-        job._process.send_signal(signal.SIGTERM)
-    deadline = time.time() + grace_s
-    while time.time() < deadline and any(job._process.poll() is None for job in local):
-        time.sleep(0.1)
+def stop_local_workers(jobs: Sequence[Any], grace_s: float = 10.0) -> None:
+    """Stop local worker processes and wait until they are gone, so none outlives the run (nor writes into
+    it afterwards) and `--resume` finds their cells interrupted. Slurm jobs are left to run: they belong to
+    the cluster, and `bench status` follows them.
+
+    Every process started for the jobs (submitit's controllers, the shells of GPU set-ups, the workers) gets
+    SIGTERM, again each second (a worker still starting up ignores it); a worker then stops its cell at
+    once. What is left after ``grace_s``, or at a second Ctrl-C / SIGTERM meanwhile, is killed."""
+    local = [job._process for job in jobs if getattr(job, "_process", None) is not None]
+    if not local:
+        return
+    again: list[int] = []
+    with _signals_noted(again):
+        known: set[int] = set()
+        deadline = time.monotonic() + grace_s
+        signalled = 0.0
+        while True:
+            for process in local:
+                process.poll()  # reaps a controller that ended (a zombie is not alive)
+            known |= process_tree([p.pid for p in local] + sorted(known))
+            alive = {pid for pid in known if _alive(pid)}
+            now = time.monotonic()
+            if not alive or now > deadline + 5:
+                break
+            kill = again or now >= deadline
+            if kill or now - signalled >= 1.0:
+                for pid in alive:
+                    try:
+                        os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+                signalled = now
+            time.sleep(0.1)
+    for process in local:
+        try:
+            process.wait(timeout=1)
+        except Exception:
+            pass
+
+
+@contextmanager
+def _signals_noted(noted: list[int]) -> Iterator[None]:
+    """While stopping workers, a second Ctrl-C or SIGTERM is noted (stop at once) rather than raised (which
+    would leave them running)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda signum, frame: noted.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (ended, not yet reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """Every process of this machine as pid: (parent pid, command line), from /proc (Linux), else ``ps``;
+    empty where neither can be read."""
+    table: dict[int, tuple[int, str]] = {}
+    proc = Path("/proc")
+    if (proc / "self" / "stat").exists():
+        for entry in proc.iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except (OSError, ValueError, IndexError):
+                continue
+            table[int(entry.name)] = (ppid, cmdline)
+        return table
+    try:
+        listing = subprocess.run(["ps", "-A", "-o", "pid=", "-o", "ppid=", "-o", "args="], capture_output=True,
+                                 text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return table
+    for line in listing.splitlines():
+        fields = line.split(None, 2)
+        if len(fields) >= 2 and fields[0].isdigit() and fields[1].isdigit():
+            table[int(fields[0])] = (int(fields[1]), fields[2] if len(fields) > 2 else "")
+    return table
+
+
+def process_tree(roots: Sequence[int]) -> set[int]:
+    """``roots`` and all their descendants (those that can be seen: see ``_processes``)."""
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in _processes().items():
+        children.setdefault(ppid, []).append(pid)
+    found, todo = set(), list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo += children.get(pid, [])
+    return found
+
+
+def run_processes(store: RunStore, cell_ids: Sequence[str] | None = None) -> dict[int, str]:
+    """Live processes of this machine working for the run (other than this one and its children): holders of
+    the claims of ``cell_ids`` (of every cell when None), and submitit controllers and workers of its jobs
+    folder."""
+    me = os.getpid()
+    found: dict[int, str] = {}
+    claims = store.root / "claims"
+    paths = sorted(claims.glob("*.claim")) if cell_ids is None else [claims / f"{cid}.claim" for cid in cell_ids]
+    for path in paths:
+        try:
+            holder = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        pid = holder.get("pid") if isinstance(holder, dict) else None
+        if isinstance(pid, int) and pid != me and holder.get("host") == socket.gethostname() and _alive(pid):
+            found[pid] = f"computing {path.name.removesuffix('.claim')}"
+    folders = {str(store.root.expanduser().absolute() / "jobs") + os.sep,
+               str(store.root.expanduser().resolve() / "jobs") + os.sep}
+    for pid, (ppid, cmdline) in _processes().items():
+        if pid != me and ppid != me and "submitit" in cmdline and any(f in cmdline for f in folders) \
+                and _alive(pid):
+            found.setdefault(pid, "a worker process")
+    return found
+
+
+def refuse_live_workers(store: RunStore, cell_ids: Sequence[str]) -> None:
+    """A run whose cells live processes of this machine still compute (a run not yet stopped, or another
+    launch of it) is not launched again: that would clear their markers and race their cells."""
+    live = run_processes(store, cell_ids)
+    if live:
+        listing = ", ".join(f"pid {pid} ({what})" for pid, what in sorted(live.items()))
+        raise BenchError(f"run '{store.run_id}' is still being computed by {listing}; wait for them to end or stop "
+                         f"them (kill {' '.join(str(pid) for pid in sorted(live))}), then run it again")
+
+
+def slurm_failure(exc: BaseException) -> str:
+    """One line for a failed Slurm submission: sbatch's own error line, and what to do."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    said = next((line for line in lines if "error" in line.lower()), lines[0] if lines else type(exc).__name__)
+    if "contact slurm controller" in said.lower() or "connection refused" in said.lower():
+        return (f"Slurm's controller cannot be reached ({said}); check the cluster with `sinfo`, or use "
+                "--launcher local")
+    return (f"Slurm rejected the run's jobs ({said}); check the --slurm-* settings (partition, account, qos, "
+            "time, memory) against `sinfo`, or use --launcher local")
 
 
 def _has_exception(job: Any) -> bool:

@@ -10,6 +10,7 @@ the head is discarded, as in every paper that uses the stage.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -68,15 +69,20 @@ def _save(path: Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _load(path: Path) -> dict[str, Any] | None:
+def _load(path: Path, keys: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """A checkpoint of the run folder, or None (with a warning) when it is absent, unreadable or not one."""
     if not path.exists():
         return None
     try:
         # Tensors and plain containers only: a pickle planted in a run folder must not run on resume.
-        return torch.load(path, map_location="cpu", weights_only=True)
+        saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a torn, foreign or unsafe file costs the stage's progress, never the run
         warn(f"pre-training checkpoint '{path}' is unreadable ({type(exc).__name__}); pre-training restarts")
         return None
+    if not isinstance(saved, dict) or any(key not in saved for key in keys):
+        warn(f"pre-training checkpoint '{path}' is not one (it lacks {', '.join(keys)}); pre-training restarts")
+        return None
+    return saved
 
 
 def pretrain(method: FewShotMethod, builder: TaskBuilder, recipe: PretrainRecipe, *, indices: np.ndarray,
@@ -91,10 +97,16 @@ def pretrain(method: FewShotMethod, builder: TaskBuilder, recipe: PretrainRecipe
         return _pretrain(method, builder, recipe, indices, targets, key, None, seed, amp, augment, log_every)
     final = folder / f"{key}.pt"
     with locked(final):  # two workers needing the same backbone: one computes it, the other then loads it
-        saved = _load(final)
-        if saved is not None and "backbone" in saved:
-            method.backbone.load_state_dict(saved["backbone"])
-            return PretrainResult(**{**saved["result"], "reused": True})
+        saved = _load(final, ("backbone", "result"))
+        if saved is not None:
+            initial = copy.deepcopy(method.backbone.state_dict())
+            try:
+                method.backbone.load_state_dict(saved["backbone"])
+                return PretrainResult(**{**saved["result"], "reused": True})
+            except (RuntimeError, TypeError, KeyError, ValueError) as exc:
+                method.backbone.load_state_dict(initial)
+                warn(f"pre-trained backbone '{final}' does not fit this variant ({type(exc).__name__}: "
+                     f"{str(exc).splitlines()[0][:160]}); pre-training runs again")
         result = _pretrain(method, builder, recipe, indices, targets, key, folder, seed, amp, augment, log_every)
         _save(final, {"backbone": {k: v.detach().cpu() for k, v in method.backbone.state_dict().items()},
                       "result": asdict(result)})
@@ -127,16 +139,28 @@ def _pretrain(method: FewShotMethod, builder: TaskBuilder, recipe: PretrainRecip
     target_tensor = to_device(torch.from_numpy(targets.astype(np.int64)), device)
     result = PretrainResult(key)
     partial = folder / f"{key}.partial.pt" if folder is not None else None
-    saved = _load(partial) if partial is not None else None
+    saved = _load(partial, ("backbone", "head", "optimiser", "scheduler", "order", "result")) \
+        if partial is not None else None
     if saved is not None:
-        backbone.load_state_dict(saved["backbone"])
-        head.load_state_dict(saved["head"])
-        optimiser.load_state_dict(saved["optimiser"])
-        scheduler.load_state_dict(saved["scheduler"])
-        order.bit_generator.state = saved["order"]
-        if augmenter is not None:
-            augmenter.set_state(saved["augment_rng"])
-        result = PretrainResult(**saved["result"])
+        fresh = [copy.deepcopy(part.state_dict()) for part in (backbone, head, optimiser, scheduler)]
+        fresh_order = order.bit_generator.state
+        try:
+            backbone.load_state_dict(saved["backbone"])
+            head.load_state_dict(saved["head"])
+            optimiser.load_state_dict(saved["optimiser"])
+            scheduler.load_state_dict(saved["scheduler"])
+            order.bit_generator.state = saved["order"]
+            if augmenter is not None:
+                augmenter.set_state(saved["augment_rng"])
+            result = PretrainResult(**saved["result"])
+        except (RuntimeError, TypeError, KeyError, ValueError) as exc:
+            for part, state in zip((backbone, head, optimiser, scheduler), fresh):
+                part.load_state_dict(state)
+            order.bit_generator.state = fresh_order
+            if augmenter is not None:
+                augmenter.set_state(EpisodeAugmenter(device, seed).state())
+            warn(f"pre-training checkpoint '{partial}' does not fit this variant ({type(exc).__name__}); "
+                 "pre-training restarts")
     steps_per_epoch = math.ceil(len(indices) / recipe.batch)
     log_every = log_every or max(1, recipe.epochs // 10)
     start = time.perf_counter() - result.seconds

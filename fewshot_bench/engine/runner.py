@@ -13,13 +13,13 @@ from typing import Any, Iterable, Protocol as TypingProtocol
 
 import torch
 
+from fewshot_bench.backbones import backbone_weights_settings
 from fewshot_bench.config import GRID, RESULT, SETTINGS, RunConfig, dump, load_yaml
 from fewshot_bench.config import keys as config_keys
 from fewshot_bench.console import logger, warn
 from fewshot_bench.device import choose_device, prepare_device
 from fewshot_bench.engine.cell import run_cell
 from fewshot_bench.engine.training import TrainSettings
-from fewshot_bench.episodic.episodes import EpisodeSet
 from fewshot_bench.episodic.protocol import Protocol, prepare
 from fewshot_bench.episodic.tasks import TaskBuilder, channel_statistics
 from fewshot_bench.errors import CellsFailed, ConfigError, RecordError
@@ -183,7 +183,7 @@ class CellRunner:
             if path.is_file():
                 # Cells already in the run were scored on the saved episodes: a new cell must get the same
                 # ones, or pairing it with them would compare different tests.
-                saved = EpisodeSet.load(path)
+                saved = self.store.load_episodes(setting)
                 if saved.fingerprint() != test.fingerprint():
                     raise ConfigError(
                         f"the test episodes of {setting} differ from those saved in '{path}' (the data or split "
@@ -199,8 +199,9 @@ class CellRunner:
         now = cell_code_version(cell.variant)
         then = record.get("code_version")
         if then is not None and then != now:
-            warn(f"cell {cell.cell_id} was computed by other code ({then}; now {now}); it is kept as it is — "
-                 f"delete {self.store.cell_path(cell.cell_id)} to recompute it with this code")
+            warn(f"cell {cell.cell_id} was computed by other source code ({then}; now {now}); it is kept as it is "
+                 f"(`bench fingerprint` tells whether its variant still behaves the same) — delete "
+                 f"{self.store.cell_path(cell.cell_id)} to recompute it with this code")
         if record.get("settings_hash") not in (None, self.settings_hash):
             warn(f"cell {cell.cell_id} was computed under other settings ({record['settings_hash']}; now "
                  f"{self.settings_hash}); delete {self.store.cell_path(cell.cell_id)} to recompute it")
@@ -293,7 +294,7 @@ def run(config: RunConfig, observer: RunObserver | None = None) -> RunResult:
     started = start_run(config)
     runner = CellRunner(started.config, started.store, started.protocol, started.device)
     failures = run_cells(runner, started.cells, observer)
-    summary = started.store.write_tables(started.store.load_cells())
+    summary = started.store.write_tables()
     return RunResult(started.store, summary, started.config, failures)
 
 
@@ -308,6 +309,8 @@ def result_settings(config: RunConfig, protocol: Protocol) -> dict[str, Any]:
     split = protocol.split
     settings["split_classes"] = {"train": list(split.train), "val": list(split.val), "test": list(split.test)}
     settings["data_fingerprint"] = protocol.dataset.fingerprint
+    # The content of weights files a backbone plugin loads (absent when none declares any: hashes unchanged).
+    settings.update(backbone_weights_settings(v.option_dict["backbone"] for v in resolve_variants(config)))
     return settings
 
 

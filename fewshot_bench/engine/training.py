@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Protocol
@@ -11,6 +12,7 @@ import torch
 
 from fewshot_bench.config import RunConfig
 from fewshot_bench.console import warn
+from fewshot_bench.errors import MethodContractError
 from fewshot_bench.device import autocast
 from fewshot_bench.engine.evaluation import evaluate
 from fewshot_bench.engine.graphs import CapturedStep
@@ -115,6 +117,8 @@ def train(
     best_state, best_accuracy = None, -1.0
     augmenter = EpisodeAugmenter(builder.device, settings.seed) if settings.augment else None
     running = torch.zeros((), device=builder.device)
+    # Set when a training step's loss edited an episode's images in place (read with the loss, at log time).
+    edited = torch.zeros((), device=builder.device, dtype=torch.bool)
     since_log = 0
     done = 0
     last_checkpoint = 0
@@ -151,7 +155,7 @@ def train(
             progress(done, history.losses[-1] if history.losses else None)
     start = time.perf_counter()
     method.train()
-    step = CapturedStep(_loss_step(method, builder, settings, augmenter, running),
+    step = CapturedStep(_loss_step(method, builder, settings, augmenter, running, edited),
                         enabled=on_cuda and settings.cuda_graphs and settings.compile_backend is None)
     while done < settings.episodes:
         batch = min(settings.meta_batch, settings.episodes - done)
@@ -167,14 +171,16 @@ def train(
         at_log = done % settings.log_interval < batch or done == settings.episodes
         logged = None
         if at_log:
-            logged = float(running) / since_log
+            total, was_edited = running.tolist(), bool(edited)
+            logged = total / since_log
+            _check_step(method, logged, was_edited, done - since_log + 1, done, settings)
             history.loss_episodes.append(done)
             history.losses.append(logged)
             running.zero_()
             since_log = 0
         if val_episodes is not None and (done % settings.val_interval < batch or done == settings.episodes):
             accuracy = float(evaluate(method, builder, val_episodes, amp=settings.amp,
-                                     cuda_graphs=step.enabled).accuracies.mean())
+                                     cuda_graphs=step.enabled, purpose="validation").accuracies.mean())
             method.train()
             history.val_episodes.append(done)
             history.val_accuracies.append(accuracy)
@@ -200,8 +206,24 @@ def train(
     return history
 
 
+def _check_step(method: FewShotMethod, loss: float, edited: bool, first: int, last: int,
+                settings: TrainSettings) -> None:
+    """Fail the cell, in one line, when the mean training loss of episodes ``first``..``last`` is not finite or
+    a step edited an episode's images in place: a diverged or broken method never becomes a number."""
+    name = type(method).__name__
+    if not math.isfinite(loss):
+        raise MethodContractError(
+            f"{name}'s training loss is not finite ({loss}) over training episodes {first}-{last}; the training "
+            f"diverged (learning rate {settings.lr:g}: try a smaller one) or the loss divides by zero or takes a "
+            "log of zero")
+    if edited:
+        raise MethodContractError(f"{name}'s loss modified the episode's images in place (training episodes "
+                                  f"{first}-{last}); work on a copy (x = x - mean, not x -= mean)")
+
+
 def _loss_step(method: FewShotMethod, builder: TaskBuilder, settings: TrainSettings,
-               augmenter: EpisodeAugmenter | None, running: torch.Tensor) -> Callable[..., None]:
+               augmenter: EpisodeAugmenter | None, running: torch.Tensor,
+               edited: torch.Tensor) -> Callable[..., None]:
     """The device work of one meta-training step — tasks from the staged buffers, loss, gradients, loss sum
     — as a function of its input buffers and the episodes' shapes, for ``CapturedStep``.
 
@@ -216,6 +238,7 @@ def _loss_step(method: FewShotMethod, builder: TaskBuilder, settings: TrainSetti
     def loss_step(buffers: list[torch.Tensor], shapes: tuple[tuple[int, int, int], ...]) -> None:
         draws = buffers[1] if len(buffers) > 1 else None
         tasks = builder.tasks(buffers[0], shapes, method.memory_format, draws, augmenter)
+        before = [(task.support.clone(), task.query.clone()) for task in tasks]
         with autocast(builder.device, settings.amp):
             loss = method.batched_loss(tasks) if batch_episodes else method.meta_batch_loss(tasks)
         # Zeroed after the forward, as before CUDA graphs: on this 2-core CPU, freeing the old gradients
@@ -226,5 +249,7 @@ def _loss_step(method: FewShotMethod, builder: TaskBuilder, settings: TrainSetti
             # No host synchronisation (the norm stays a tensor), so the step stays capturable.
             torch.nn.utils.clip_grad_norm_(group, settings.grad_clip)
         running.add_(loss.detach() * len(shapes))
+        for task, (support, query) in zip(tasks, before):
+            edited.logical_or_((task.support != support).any() | (task.query != query).any())
 
     return loss_step

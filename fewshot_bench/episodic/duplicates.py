@@ -21,15 +21,41 @@ from fewshot_bench.splits import ClassSplit
 
 def duplicate_groups(images: torch.Tensor) -> list[np.ndarray]:
     """Index arrays (ascending) of the images that are byte-identical to each other, one per group of ≥ 2,
-    in the order of their first image."""
+    in the order of their first image. Rows are hashed first (cheaply, in chunks) and only rows that share a
+    hash are compared byte for byte, so a large dataset is checked in a fraction of a second."""
     flat = np.ascontiguousarray(images.numpy().reshape(len(images), -1))
     if len(flat) == 0:
         return []
-    rows = flat.view(np.dtype((np.void, flat.shape[1])))[:, 0]
+    hashes = _row_hashes(flat)
+    _, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
+    candidates = np.flatnonzero(counts[inverse.reshape(-1)] > 1)
+    if len(candidates) == 0:
+        return []
+    rows = np.ascontiguousarray(flat[candidates]).view(np.dtype((np.void, flat.shape[1])))[:, 0]
     _, inverse, counts = np.unique(rows, return_inverse=True, return_counts=True)
-    order = np.argsort(inverse, kind="stable")
+    order = np.argsort(inverse.reshape(-1), kind="stable")
     bounds = np.cumsum(counts)[:-1]
-    return sorted((group for group in np.split(order, bounds) if len(group) > 1), key=lambda group: group[0])
+    return sorted((candidates[group] for group in np.split(order, bounds) if len(group) > 1),
+                  key=lambda group: group[0])
+
+
+def _row_hashes(flat: np.ndarray) -> np.ndarray:
+    """(N,) uint64: a multiply-and-add hash of each row's bytes (equal rows hash equal; a collision of two
+    different rows only costs a byte comparison in ``duplicate_groups``)."""
+    n, width = flat.shape
+    pad = (-width) % 8
+    multipliers = np.random.default_rng(0x5EED).integers(1, 2 ** 63, (width + pad) // 8, dtype=np.uint64)
+    multipliers |= np.uint64(1)
+    out = np.empty(n, dtype=np.uint64)
+    step = max(1, (1 << 24) // max(width, 1))  # about 16 MB of rows at a time
+    for start in range(0, n, step):
+        chunk = flat[start:start + step]
+        if pad:
+            chunk = np.concatenate([chunk, np.zeros((len(chunk), pad), np.uint8)], axis=1)
+        words = np.ascontiguousarray(chunk).view(np.uint64)
+        with np.errstate(over="ignore"):
+            out[start:start + step] = (words * multipliers).sum(axis=1, dtype=np.uint64)
+    return out
 
 
 @dataclass
@@ -109,3 +135,16 @@ def deduplicated(dataset: ImageDataset) -> tuple[ImageDataset, dict[str, int]]:
             metadata[key] = value[keep]
     return ImageDataset(dataset.images[index].contiguous(), dataset.labels[index], dataset.class_names, dataset.name,
                         fingerprint=f"{dataset.fingerprint}-dedup", metadata=metadata), removed
+
+
+def cross_class_groups(dataset: ImageDataset, split: ClassSplit) -> list[np.ndarray]:
+    """The groups of identical images filed under two or more of ``split``'s classes (images of classes the
+    split does not use are left out), in the order of their first image."""
+    used = [dataset.class_id(name) for name in (*split.train, *split.val, *split.test)]
+    labels = dataset.labels.numpy()
+    result = []
+    for group in duplicate_groups(dataset.images):
+        group = group[np.isin(labels[group], used)]
+        if len(np.unique(labels[group])) > 1:
+            result.append(group)
+    return result

@@ -1,11 +1,14 @@
 """The episodic protocol of a run: dataset, class split, episode settings, and their checks.
 
 Everything impossible is refused here, before any training: unknown datasets or presets, a split naming
-classes the dataset lacks or overlapping parts, more ways than classes, classes with too few items.
+classes the dataset lacks or overlapping parts, more ways than classes, classes with too few items, one
+image filed under two of the split's classes (a test image seen in meta-training), manifest labels outside
+the declared classes, and validation asked of a split without (enough) validation classes.
 """
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +16,7 @@ import numpy as np
 
 from fewshot_bench.config import RunConfig
 from fewshot_bench.data import DatasetPlugin, ImageDataset, class_ids_for
-from fewshot_bench.episodic.duplicates import deduplicated
+from fewshot_bench.episodic.duplicates import cross_class_groups, deduplicated
 from fewshot_bench.episodic.episodes import EpisodeSampler, EpisodeSet, check_episodes, derive_seed
 from fewshot_bench.errors import ConfigError, DatasetError
 from fewshot_bench.options import resolve_options
@@ -160,6 +163,9 @@ def prepare(config: RunConfig) -> Protocol:
     """Load the data, validate the split and every episode request of ``config``."""
     dataset = load_dataset(config)
     split = resolve_split(config, dataset)
+    check_validation(config, split)
+    check_manifest_labels(dataset, split)
+    check_no_shared_images(dataset, split)
     train_ids = class_ids_for(split.train, dataset.class_names)
     train_way = config.train_way or (len(train_ids) if len(train_ids) <= MAX_ALL_CLASS_TRAIN_WAY else config.way)
     protocol = Protocol(
@@ -176,3 +182,74 @@ def prepare(config: RunConfig) -> Protocol:
     )
     protocol.check_requests(list(config.shots), config.val_episodes)
     return protocol
+
+
+def check_validation(config: RunConfig, split: ClassSplit) -> None:
+    """``--val-episodes N`` needs a split with at least two validation classes: without any, validation
+    would silently not happen; with one, every validation episode is 1-way, always answered right, and
+    model selection would keep the first checkpoint."""
+    if config.val_episodes <= 0:
+        return
+    if not split.val:
+        raise ConfigError(f"--val-episodes {config.val_episodes} asks for model selection on validation classes, "
+                          f"but split '{split.name}' has none; add a val part to the split (split: {{train: [...], "
+                          "val: [...], test: [...]}) or drop --val-episodes")
+    if len(split.val) < 2:
+        raise ConfigError(f"split '{split.name}' has one validation class ('{split.val[0]}'), so every validation "
+                          "episode would be 1-way and score 100 % (model selection would keep the first checkpoint); "
+                          "give its val part at least 2 classes, or drop --val-episodes")
+
+
+def check_manifest_labels(dataset: ImageDataset, split: ClassSplit) -> None:
+    """A dataset read from a manifest without a declared class list (``csv-manifest`` without
+    ``--dataset-option classes=...``) records the first line of each label in ``metadata['manifest_labels']``:
+    every label must then be a class of the split, so a typo ('hapy') is refused instead of becoming an
+    extra class that is silently never used."""
+    lines = dataset.metadata.get("manifest_labels")
+    if not lines:
+        return
+    named = [*split.train, *split.val, *split.test]
+    stray = sorted((name for name in dataset.class_names if name not in set(named)), key=lambda n: lines.get(n, 0))
+    if not stray:
+        return
+    label = stray[0]
+    close = difflib.get_close_matches(label, named, n=3, cutoff=0.5)
+    hint = f"nearest: {', '.join(close)}" if close else f"the split's classes: {', '.join(named)}"
+    more = f"; {len(stray) - 1} more label(s) outside the split: {', '.join(stray[1:4])}" if len(stray) > 1 else ""
+    where = dataset.metadata.get("manifest", "the manifest")
+    raise DatasetError(f"'{where}' line {lines.get(label, '?')}: label '{label}' is not a class of split "
+                       f"'{split.name}' ({hint}){more}; correct the label, or declare the manifest's classes with "
+                       "--dataset-option classes=NAME,NAME,... (declared classes the split leaves out are allowed)")
+
+
+def check_no_shared_images(dataset: ImageDataset, split: ClassSplit) -> None:
+    """One image (byte-identical pixels) filed under two of the split's classes is refused: under a
+    training and a test class it is a test image seen in meta-training, under two classes of one part its
+    label is ambiguous. ``dedup`` (on for FER2013) drops such images before this check."""
+    groups = cross_class_groups(dataset, split)
+    if not groups:
+        return
+    labels = dataset.labels.numpy()
+    part_of = {name: part for part, names in (("training", split.train), ("validation", split.val),
+                                               ("test", split.test)) for name in names}
+    group = groups[0]
+    first = group[0]
+    other = next(i for i in group if labels[i] != labels[first])
+    files = dataset.metadata.get("files")
+
+    def described(index: int) -> str:
+        name = dataset.class_names[labels[index]]
+        where = f"'{files[index]}'" if files is not None and len(files) == len(labels) else f"image {index}"
+        return f"{where} ({part_of[name]} class '{name}')"
+
+    same = files is not None and len(files) == len(labels) and str(files[first]) == str(files[other])
+    what = (f"file '{files[first]}' is listed under {part_of[dataset.class_names[labels[first]]]} class "
+            f"'{dataset.class_names[labels[first]]}' and {part_of[dataset.class_names[labels[other]]]} class "
+            f"'{dataset.class_names[labels[other]]}'") if same else \
+        f"{described(first)} and {described(other)} are identical images"
+    parts = {part_of[dataset.class_names[labels[i]]] for i in group}
+    why = "a test image seen in meta-training" if {"training", "test"} <= parts else \
+        "a leak across the split" if len(parts) > 1 else "its label is ambiguous"
+    more = f"; {len(groups) - 1} more such group(s)" if len(groups) > 1 else ""
+    raise DatasetError(f"{dataset.name}: {what} ({why}){more}; keep each image under one class, or pass --dedup "
+                       "true to drop images filed under several classes (`bench datasets check` lists them)")

@@ -68,7 +68,9 @@ class FingerprintBook:
             book.recorded = recorded.get("variants", {})
             for label, versions in sorted(book.recorded.items()):
                 for version, entry in sorted(versions.items()):
-                    book._add(label, version, Known(behaviour(entry["fingerprint"]), entry.get("gpu_paths"),
+                    # An entry whose behaviour equals an earlier one's names it instead of repeating it.
+                    target = versions.get(entry.get("same_as", ""), entry)
+                    book._add(label, version, Known(behaviour(target["fingerprint"]), entry.get("gpu_paths"),
                                                     entry.get("commit"), f"bench fingerprint --write at {version}"))
         return book
 
@@ -97,11 +99,32 @@ class FingerprintBook:
 
     def write(self, label: str, version: str, fingerprint: dict[str, Any], gpu_paths: str,
               commit: str | None) -> None:
-        """Store ``fingerprint`` as ``label``'s at ``version`` (replacing one of the same version)."""
-        self.recorded.setdefault(label, {})[version] = {"fingerprint": behaviour(fingerprint),
-                                                        "probe_label": fingerprint.get("probe_label"),
-                                                        "gpu_paths": gpu_paths, "commit": commit}
+        """Store ``fingerprint`` as ``label``'s at ``version`` (replacing one of the same version); when an
+        entry of another version has exactly this behaviour, the new entry names it (``same_as``)."""
+        versions = self.recorded.setdefault(label, {})
+        versions.pop(version, None)
+        entry: dict[str, Any] = {"gpu_paths": gpu_paths, "commit": commit, "probe_label": fingerprint.get("probe_label")}
+        same = next((v for v, e in sorted(versions.items()) if "fingerprint" in e
+                     and e["fingerprint"] == behaviour(fingerprint)), None)
+        if same is not None:
+            entry["same_as"] = same
+        else:
+            entry["fingerprint"] = behaviour(fingerprint)
+        versions[version] = entry
         self._add(label, version, Known(behaviour(fingerprint), gpu_paths, commit, f"bench fingerprint --write at {version}"))
+
+    def prune(self, keep: set[tuple[str, str]]) -> int:
+        """Drop recorded entries whose (label, version) is not in ``keep`` (today's code and the code of the
+        published records) and that no kept entry names; returns how many went."""
+        dropped = 0
+        for label, versions in self.recorded.items():
+            needed = {version for version in versions if (label, version) in keep}
+            needed |= {versions[v]["same_as"] for v in needed if "same_as" in versions[v]}
+            for version in sorted(set(versions) - needed):
+                del versions[version]
+                dropped += 1
+        self.recorded = {label: versions for label, versions in self.recorded.items() if versions}
+        return dropped
 
     def save(self) -> Path:
         path = self.folder / RECORDED

@@ -13,7 +13,8 @@ label or the default of a method that declares the option) is probed with ``pret
 
 Observables per (variant, geometry): ``options`` (the cell record's resolved options), ``losses`` (one per
 training episode), ``pretraining`` (its ``losses`` and ``accuracies``, or null), ``accuracies`` (per test
-episode), ``scores`` (every score matrix ``predict`` returned in eval mode during the cell, in call order),
+episode), ``scores`` (every score matrix ``predict`` returned in eval mode during the cell, in call order, its
+rows ordered by their query images' pixel sums so the order the harness hands queries over does not count),
 ``backbone`` (per model instance, at its first eval-mode ``predict``: [name, numel, sum, sum of squares] of its
 backbone's float state) and ``error`` (null, or "Type: message" when the cell failed).
 
@@ -36,7 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
-PROBE_VERSION = "probe-1"
+# probe-2: score rows ordered by their query images (the harness shuffles queries since probe-1).
+PROBE_VERSION = "probe-2"
 
 # The problem: shared by both geometries (only the image shape and the lr_step run key differ).
 N_CLASSES, PER_CLASS, DATA_SEED = 6, 10, 20240601
@@ -127,10 +129,17 @@ class _Capture:
         self._local = threading.local()
         self._saved: list[tuple[type, Any]] = []
 
-    def record(self, model: Any, scores: Any) -> None:
+    def record(self, model: Any, scores: Any, query: Any) -> None:
         if self.cell is None or model.training or not isinstance(scores, torch.Tensor):
             return
-        self.scores.setdefault(self.cell, []).append(scores.detach().float().cpu().tolist())
+        rows = scores.detach().float().cpu()
+        if isinstance(query, torch.Tensor) and len(query) == len(rows):
+            # Rows in an order fixed by the query images themselves (their pixel sums), not by the order in which
+            # the harness hands the queries over: a method's behaviour is its score for each query.
+            flat = query.detach().double().cpu().flatten(1)
+            keys = [(round(float(a), 4), round(float(b), 4)) for a, b in zip(flat.sum(1), flat.abs().sum(1))]
+            rows = rows[sorted(range(len(keys)), key=keys.__getitem__)]
+        self.scores.setdefault(self.cell, []).append(rows.tolist())
         if model not in self._seen:
             self._seen.add(model)
             self.backbones.setdefault(self.cell, []).append(backbone_summary(model.backbone))
@@ -146,7 +155,8 @@ class _Capture:
             finally:
                 capture._local.depth = depth
             if depth == 0:
-                capture.record(model, scores)
+                query = args[2] if len(args) > 2 else kwargs.get("query")
+                capture.record(model, scores, query)
             return scores
 
         predict.__wrapped__ = method

@@ -136,12 +136,14 @@ class StateOfCells(Protocol):
     def row_state(self, records: list[dict[str, Any]]) -> Any: ...
 
 
+def card_cells(card: Card) -> list[dict[str, Any]]:
+    """Every cell record of the runs the card names."""
+    return [cell for folder in card_sources(card) for cell in load_cells([folder])]
+
+
 def card_labels(card: Card) -> list[str]:
     """Every variant label of the records the card's runs name (what its rows' states depend on)."""
-    labels = []
-    for folder in card_sources(card):
-        labels.extend(cell["label"] for cell in load_cells([folder]))
-    return list(dict.fromkeys(labels))
+    return list(dict.fromkeys(cell["label"] for cell in card_cells(card)))
 
 
 def card_sources(card: Card) -> list[Path]:

@@ -31,12 +31,40 @@ class AccuracyTable:
     caption: str = ""
 
 
+def protocol_of(row: dict[str, Any]) -> tuple:
+    """The column a row (or cell record) belongs in: its dataset, way and shot, and everything else that must be
+    equal for two entries to be ranked against each other — split, queries per class, test episodes per seed
+    and their recorded sha (``None`` where older records lack one)."""
+    episodes = row.get("episodes")
+    if episodes is None and "accuracies" in row:
+        episodes = len(row["accuracies"])
+    per_seed = None if episodes is None else int(episodes) // max(1, int(row.get("seeds") or 1))
+    sha = row.get("test_episodes_sha") or None
+    return (row["dataset"], row["way"], row["shot"], row.get("split") or "", row.get("query"), per_seed, sha)
+
+
 def _layout(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[tuple], list[str], dict]:
+    """Labels, columns (one per protocol, so only comparable entries share one), their headers and the cells.
+    A header names what sets its column apart from another of the same dataset, way and shot."""
     labels = list(dict.fromkeys(r["label"] for r in rows))
-    columns = sorted({(r["dataset"], r["way"], r["shot"]) for r in rows}, key=lambda c: (c[0], c[1], c[2]))
+    columns = sorted({protocol_of(r) for r in rows}, key=lambda c: tuple(str(part) for part in c))
     single = len({(c[0], c[1]) for c in columns}) == 1
-    headers = [f"{shot}-shot" if single else f"{dataset} {way}-way {shot}-shot" for dataset, way, shot in columns]
-    cells = {(r["label"], (r["dataset"], r["way"], r["shot"])): r for r in rows}
+    headers = []
+    for column in columns:
+        dataset, way, shot, split, query, per_seed, sha = column
+        header = f"{shot}-shot" if single else f"{dataset} {way}-way {shot}-shot"
+        rivals = [c for c in columns if c[:3] == column[:3] and c != column]
+        details = []
+        if any(c[3] != split for c in rivals):
+            details.append(f"split {split}")
+        if any(c[4] != query for c in rivals):
+            details.append(f"{query} q")
+        if any(c[5] != per_seed for c in rivals):
+            details.append(f"{per_seed} ep")
+        if any(c[3:6] == column[3:6] for c in rivals):  # told apart by the episodes' sha alone
+            details.append(f"episodes {sha[:8]}" if sha else "episodes unrecorded")
+        headers.append(header + (f" ({', '.join(details)})" if details else ""))
+    cells = {(r["label"], protocol_of(r)): r for r in rows}
     return labels, columns, headers, cells
 
 
@@ -46,9 +74,17 @@ def _caption(rows: Sequence[dict[str, Any]], tie_rule: str) -> str:
     queries = sorted({r["query"] for r in rows})
     ways = sorted({r["way"] for r in rows})
     seed_rule = f"; {SEED_CI_FORMULA}" if any(r["seeds"] > 1 for r in rows) else ""
+    columns = {protocol_of(r) for r in rows}
+    if all(column[6] for column in columns):
+        identical = ("identical for every method in a column (checked by their sha)" if len(columns) > 1
+                     else "identical for every method (checked by their sha)")
+    else:
+        identical = "the same for every method only where their sha was recorded (older rows lack it: not checked)"
+    grouped = ("; only entries of one column (same split, queries, test episodes) are ranked against each other"
+               if len(columns) > len({c[:3] for c in columns}) else "")
     return (f"Accuracy (%) on {'/'.join(map(str, ways))}-way episodes with {'/'.join(map(str, queries))} queries per "
-            f"class, {'/'.join(map(str, episodes))} test episodes × {'/'.join(map(str, seeds))} seed(s), identical for "
-            f"every method; {CI_FORMULA}{seed_rule}. Bold: best in column; †: {tie_rule}.")
+            f"class, {'/'.join(map(str, episodes))} test episodes × {'/'.join(map(str, seeds))} seed(s), "
+            f"{identical}{grouped}; {CI_FORMULA}{seed_rule}. Bold: best in column; †: {tie_rule}.")
 
 
 def _best(table: AccuracyTable, column: tuple) -> list[str]:
@@ -103,6 +139,16 @@ def _split_labels(rows: Sequence[dict[str, Any]], hashes: bool) -> tuple[list[di
     return [{**r, "label": label(r)} if suffixes else r for r in rows], label
 
 
+def _cell_column(cell: dict[str, Any], columns: list[tuple]) -> tuple:
+    """The column of a cell record among ``columns`` (built from rows that pool seeds: a cell's sha is one of its
+    row's; its episodes are per seed)."""
+    own = protocol_of(cell)
+    for column in columns:
+        if column[:6] == own[:6] and (column[6] is None or own[6] is None or own[6] in str(column[6]).split(";")):
+            return column
+    return own
+
+
 def table_from_cells(cells: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]], test: str = "t",
                      correction: str = "holm") -> AccuracyTable:
     """A table whose ties come from paired tests on the per-episode accuracies of ``cells``. A variant whose
@@ -118,7 +164,7 @@ def table_from_cells(cells: Sequence[dict[str, Any]], rows: Sequence[dict[str, A
     per_episode: dict[tuple[str, tuple], dict[int, list[float]]] = {}
     episode_sets: dict[tuple[str, tuple], dict[int, str | None]] = {}
     for cell in cells:
-        key = (label_of(cell, _numerics(record_numerics(cell))), (cell["dataset"], cell["way"], cell["shot"]))
+        key = (label_of(cell, _numerics(record_numerics(cell))), _cell_column(cell, columns))
         per_episode.setdefault(key, {})[cell["seed"]] = cell["accuracies"]
         episode_sets.setdefault(key, {})[cell["seed"]] = cell.get("test_episodes_sha")
     for column in columns:

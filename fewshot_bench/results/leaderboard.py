@@ -53,17 +53,37 @@ def run_folders(paths: Iterable[Path]) -> list[Path]:
 
 
 def load_cells(folders: Iterable[Path]) -> list[dict[str, Any]]:
-    """Every finished cell, annotated with its run id and the run's environment."""
+    """Every finished cell that verifies (``store.read_cell``), annotated with its run id and the run's
+    environment; a damaged environment.json is named in a warning and its run shown without it."""
     cells = []
     for folder in run_folders(folders):
-        environment = {}
-        if (folder / "environment.json").is_file():
-            environment = json.loads((folder / "environment.json").read_text())
+        environment = read_environment(folder)
         for cell in RunStore(folder).load_cells():
             cell["run_id"] = folder.name
             cell["environment"] = environment
             cells.append(cell)
     return cells
+
+
+def read_environment(folder: Path) -> dict[str, Any]:
+    """A run's environment.json (versions, device, host); {} when it is missing, and, with a warning naming
+    it, when it is damaged (it is provenance: the run's numbers do not depend on it)."""
+    from fewshot_bench.console import warn
+
+    path = folder / "environment.json"
+    if not path.is_file():
+        return {}
+    try:
+        environment = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        warn(f"'{path}' is unreadable ({type(exc).__name__}); the run's cells are shown without its environment "
+             "(versions, device)")
+        return {}
+    if not isinstance(environment, dict) or not all(isinstance(k, str) for k in environment):
+        warn(f"'{path}' is damaged (not a mapping of names to values); the run's cells are shown without its "
+             "environment (versions, device)")
+        return {}
+    return environment
 
 
 def leaderboard_rows(cells: Iterable[dict[str, Any]], dataset: str | None = None, way: int | None = None,
@@ -108,18 +128,63 @@ def write_leaderboard(sources: list[Path], out: Path, **filters: Any) -> list[di
     return rows
 
 
+# Columns a leaderboard CSV must have, and how each is read (the rest are text).
+_REQUIRED = ("dataset", "split", "label", "method", "way", "shot", "query", "mean", "episodes", "seeds", "params",
+             "train_episodes")
+_INTEGER_COLUMNS = {"way": 2, "shot": 1, "query": 1, "episodes": 1, "seeds": 1, "params": 0, "train_episodes": 0}
+_FLOAT_COLUMNS = ("mean", "ci95", "std", "seed_std", "seed_ci95", "train_seconds", "eval_seconds")
+
+
 def read_leaderboard(path: Path) -> list[dict[str, Any]]:
+    """The rows of a leaderboard CSV, checked: UTF-8 text with the leaderboard's columns, whole numbers where
+    they belong (way >= 2, shot, query, episodes, seeds >= 1), means in [0, 100]. Anything else is a one-line
+    BenchError naming the file, the line and the column."""
     if not path.is_file():
         raise BenchError(f"leaderboard '{path}' does not exist; create it with `bench leaderboard`")
+    fix = "rebuild it with `bench leaderboard`"
     rows = []
-    with path.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            for key in ("way", "shot", "query", "episodes", "seeds", "params", "train_episodes"):
-                row[key] = int(row[key])
-            row["pretrain_epochs"] = int(row.get("pretrain_epochs") or 0)  # missing from older leaderboards
-            for key in ("device_kind", "precision"):
-                row.setdefault(key, "")  # missing from older leaderboards (which lack the amp setting to derive them)
-            for key in ("mean", "ci95", "std", "seed_std", "seed_ci95", "train_seconds", "eval_seconds"):
-                row[key] = float(row.get(key) or "nan")  # seed_ci95 is missing from older leaderboards
-            rows.append(row)
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            missing = [c for c in _REQUIRED if c not in (reader.fieldnames or [])]
+            if missing:
+                raise BenchError(f"leaderboard '{path}' is not a leaderboard CSV (it lacks the column(s) "
+                                 f"{', '.join(missing)}); {fix}")
+            for row in reader:
+                rows.append(_leaderboard_row(row, path, reader.line_num, fix))
+    except UnicodeDecodeError:
+        raise BenchError(f"leaderboard '{path}' is not UTF-8 text; {fix}") from None
+    except csv.Error as exc:
+        raise BenchError(f"leaderboard '{path}' is not a valid CSV ({exc}); {fix}") from None
     return rows
+
+
+def _leaderboard_row(row: dict[str, Any], path: Path, line: int, fix: str) -> dict[str, Any]:
+    if None in row or any(value is None for value in row.values()):
+        raise BenchError(f"leaderboard '{path}' line {line} has {'more' if None in row else 'fewer'} fields than "
+                         f"the header; {fix}")
+    for key, minimum in _INTEGER_COLUMNS.items():
+        try:
+            row[key] = int(row[key])
+        except ValueError:
+            raise BenchError(f"leaderboard '{path}' line {line}: column {key} is {row[key]!r}, not a whole "
+                             f"number; {fix}") from None
+        if row[key] < minimum:
+            raise BenchError(f"leaderboard '{path}' line {line}: column {key} is {row[key]}, below {minimum}; {fix}")
+    try:
+        row["pretrain_epochs"] = int(row.get("pretrain_epochs") or 0)  # missing from older leaderboards
+    except ValueError:
+        raise BenchError(f"leaderboard '{path}' line {line}: column pretrain_epochs is {row['pretrain_epochs']!r}, "
+                         f"not a whole number; {fix}") from None
+    for key in COLUMNS:
+        # missing from older leaderboards (device_kind and precision: they lack the amp setting to derive them)
+        row.setdefault(key, "")
+    for key in _FLOAT_COLUMNS:
+        try:
+            row[key] = float(row.get(key) or "nan")  # seed_ci95 is missing from older leaderboards
+        except ValueError:
+            raise BenchError(f"leaderboard '{path}' line {line}: column {key} is {row[key]!r}, not a number; "
+                             f"{fix}") from None
+    if not 0.0 <= row["mean"] <= 100.0:
+        raise BenchError(f"leaderboard '{path}' line {line}: mean {row['mean']} is not a percentage in [0, 100]; {fix}")
+    return row

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from fewshot_bench.engine.evaluation import evaluate
+from fewshot_bench.engine.evaluation import QUERY_ORDER, evaluate
 from fewshot_bench.episodic.protocol import Protocol
 from fewshot_bench.registry import register_stage
 from fewshot_bench.stages import CellContext, Stage
@@ -33,7 +33,7 @@ class Evaluate(Stage):
         settings = cell.settings
         result = evaluate(cell.method, cell.builder, cell.test_episodes, progress=cell.observer.evaluated,
                           amp=settings.amp, cuda_graphs=settings.cuda_graphs and not cell.compiled)
-        return {"eval_seconds": round(result.seconds, 3), "eval_steps": result.step_mode,
+        return {"eval_seconds": round(result.seconds, 3), "eval_steps": result.step_mode, "query_order": QUERY_ORDER,
                 "mean": float(np.mean(result.accuracies) * 100),
                 "accuracies": [round(float(a), 6) for a in result.accuracies],
                 "class_accuracy": per_class_accuracy(result.class_correct, cell.test_episodes.class_ids,
