@@ -310,3 +310,16 @@ def test_feature_maps_show_the_class_maps_of_every_relation_style_variant(tmp_pa
     assert main(["plot", str(tmp_path / "runs" / "p"), "--feature-maps"]) == 3
     err = capsys.readouterr().err
     assert "no finished CRN or Relation Network cell" in err and err.count("\n") == 1
+
+
+def test_a_run_table_says_its_episodes_were_checked(tmp_path):
+    """A fresh run's table: its cells carry the episodes' sha, so the caption can say they were checked."""
+    from conftest import tiny_run_flags
+    from fewshot_bench.config import RunConfig
+    from fewshot_bench.engine.runner import run
+
+    result = run(RunConfig(**tiny_run_flags(tmp_path, shots=[1], train_episodes=2, test_episodes=3,
+                                            methods=["protonet", "relationnet"])))
+    cells = result.store.load_cells()
+    table = table_from_cells(cells, summary_rows(cells))
+    assert len(table.columns) == 1 and "identical for every method (checked by their sha)" in table.caption

@@ -155,6 +155,16 @@ def table_from_cells(cells: Sequence[dict[str, Any]], rows: Sequence[dict[str, A
     seeds ran on several kinds of device or in several precisions gets one line for each."""
     from fewshot_bench.results.numerics import record_numerics
 
+    # A run's summary rows do not carry the episodes' sha; its cells do (the caption says what was checked).
+    shas: dict[tuple, list[str]] = {}
+    for cell in cells:
+        key = (cell["label"], cell["dataset"], cell["way"], cell["shot"], cell.get("query"))
+        if cell.get("test_episodes_sha"):
+            shas.setdefault(key, []).append(cell["test_episodes_sha"])
+    rows = [r if r.get("test_episodes_sha") else
+            {**r, "test_episodes_sha": ";".join(dict.fromkeys(shas.get((r["label"], r["dataset"], r["way"], r["shot"],
+                                                                         r.get("query")), []))) or None}
+            for r in rows]
     rows, label_of = _split_labels(rows, hashes=False)
     labels, columns, headers, by_key = _layout(rows)
     table = AccuracyTable(labels, columns, headers, by_key,
