@@ -150,6 +150,30 @@ def _split_value(value: str | dict) -> str | dict:
     return value
 
 
+# The context rows a run can compute (``fewshot_bench.context``); ``floor`` is on by default: it trains nothing.
+CONTEXT_KINDS = ("floor", "seen", "ceiling")
+# The share of each training class's images the ``seen`` rows hold out of all training (``--seen-holdout``).
+DEFAULT_SEEN_HOLDOUT = 0.25
+
+
+def _context_value(value: list) -> list[str]:
+    """The context kinds, each once, in the canonical order; ``none`` (alone) for none."""
+    items = [part.strip() for item in value for part in str(item).split(",") if part.strip()]
+    if items == ["none"]:
+        return []
+    unknown = [item for item in items if item not in CONTEXT_KINDS]
+    if unknown:
+        raise ConfigError(f"unknown context row '{unknown[0]}'; choose from {', '.join(CONTEXT_KINDS)} (comma-"
+                          "separated), or none")
+    return [kind for kind in CONTEXT_KINDS if kind in items]
+
+
+def _check_seen_holdout(value: float | None) -> None:
+    if value is not None and not 0 < value < 1:
+        raise ConfigError(f"config key 'seen_holdout' must be a share between 0 and 1 (exclusive), got {value}; e.g. "
+                          "--seen-holdout 0.25")
+
+
 @dataclass
 class RunConfig:
     """Everything a ``bench run`` needs; each field is one key (``bench run --help``, docs/config.md)."""
@@ -210,6 +234,16 @@ class RunConfig:
                                                 "variant that does not name its own, 0 = none (default: each "
                                                 "method's; Baseline, Baseline++, SimpleShot and FEAT pre-train, the "
                                                 "others do not)", minimum=0, hashed=False)
+    context: list[str] = setting(["floor"], "context rows computed beside the methods on the same test episodes, "
+                                 "never ranked with them: floor (nearest class mean on pixels and on untrained "
+                                 "backbones), seen (every method also on held-out images of its training classes), "
+                                 "ceiling (a backbone trained on the test classes outside the test episodes; uses "
+                                 "their labels); none for no rows", hashed=False, check=_context_value)
+    seen_holdout: float | None = setting(None, "share of each training class's images held out of all training for "
+                                               "the seen-class rows (default 0.25 with --context seen, else none)",
+                                         minimum=0.0, hashed=False, check=_check_seen_holdout)
+    ceiling_epochs: int = setting(10, "epochs of the ceiling row's supervised training on the test classes",
+                                  minimum=1, hashed=False)
     val_episodes: int = setting(0, "validation episodes for model selection on the split's val classes (0 = off)",
                                 minimum=0)
     val_interval: int = setting(500, "validate every this many training episodes", minimum=1)

@@ -25,7 +25,13 @@ def shared_data_dir() -> Path | None:
 def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["FEWSHOT_BENCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))
     os.environ["COLUMNS"] = "200"  # rich wraps tables at 80 columns when output is not a terminal
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # Two test workers share the 2-core machine: one thread each (and in the processes they start), or
+        # OpenMP's spinning threads slow both down.
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+    else:
+        torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
 @pytest.fixture
@@ -52,6 +58,8 @@ def tiny_run_flags(tmp_path: Path, **overrides) -> dict:
         "run_id": "tiny",
         "log_interval": 2,
         "device": "cpu",
+        # The context rows have tests of their own (test_context.py); these runs are about the methods' cells.
+        "context": [],
     }
     flags.update(overrides)
     return flags

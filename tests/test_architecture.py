@@ -7,7 +7,7 @@ from pathlib import Path
 from conftest import REPO
 
 # Top to bottom; a layer may import from itself and from any layer before it.
-LAYERS = {"": 0, "episodic": 1, "results": 2, "engine": 3, "stages": 3, "fingerprint": 4, "reporting": 4,
+LAYERS = {"": 0, "episodic": 1, "results": 2, "engine": 3, "stages": 3, "context": 3, "fingerprint": 4, "reporting": 4,
           "formats": 4, "cli": 5}
 # Top-level modules that sit on the whole harness, like the CLI: the conformance kit runs cells.
 FRONT_DOORS = {"testing.py": "cli"}

@@ -60,8 +60,9 @@ def short_runs(tmp_path_factory):
     return rows
 
 
-@pytest.mark.parametrize("method", METRIC_METHODS + [MAML])
-def test_beats_chance_by_a_clear_margin(short_runs, method):
-    row = short_runs[method]
-    assert row["episodes"] == 200
-    assert row["mean"] - row["ci95"] > CHANCE + 5, f"{method}: {row['mean']:.1f} ± {row['ci95']:.1f}"
+def test_every_method_beats_chance_by_a_clear_margin(short_runs):
+    # One test over the methods (not one per method): two test workers would each compute the shared runs.
+    below = [f"{method}: {short_runs[method]['mean']:.1f} ± {short_runs[method]['ci95']:.1f}"
+             for method in METRIC_METHODS + [MAML] if short_runs[method]["mean"] - short_runs[method]["ci95"] <= CHANCE + 5]
+    assert all(short_runs[method]["episodes"] == 200 for method in METRIC_METHODS + [MAML])
+    assert not below, below

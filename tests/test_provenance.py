@@ -87,15 +87,17 @@ def test_pairs_are_only_made_on_the_same_test_episodes(capsys):
 
 
 def test_a_run_refuses_new_cells_whose_test_episodes_differ_from_the_saved_ones(tmp_path):
-    flags = tiny_run_flags(tmp_path, shots=[1], methods=["protonet"])
+    flags = tiny_run_flags(tmp_path, shots=[1], methods=["protonet"], context=["floor"])
     run(merge(None, flags))
     path = next((tmp_path / "runs" / "tiny" / "episodes").glob("*.npz"))
     saved = EpisodeSet.load(path)
     EpisodeSet(saved.class_ids, saved.support[::-1].copy(), saved.query).save(path)  # as if the data had changed
     result = run(merge(None, {**flags, "methods": ["protonet", "crn"]}))
-    assert len(result.failures) == 1 and "differ from those saved" in result.failures[0]  # the crn cell
+    # The crn cell, and the context rows (floor of crn's backbone) of the same setting.
+    assert len(result.failures) == 2 and all("differ from those saved" in f for f in result.failures)
+    assert result.failures[0].startswith("cell crn") and result.failures[1].startswith("context rows of 1-shot")
     assert [cell["label"] for cell in result.store.load_cells()] == ["protonet"]
-    with pytest.raises(CellsFailed, match="1 cell"):
+    with pytest.raises(CellsFailed, match="2 cell"):
         result.raise_for_failures()
 
 

@@ -143,14 +143,14 @@ def test_card_from_a_real_run_matches_its_leaderboard(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("mutate, message", [
-    (lambda card: card["sections"][0]["runs"][0].update(budget="huge"), "budget must be one of full, reduced"),
+    (lambda card: card["sections"][0]["runs"][0].update(budget="huge"), "budget must be one of gpu, reduced"),
     (lambda card: card["sections"][0]["runs"][0].update(config="missing.yaml"), "missing.yaml' does not exist"),
     (lambda card: card["sections"][0]["paper"][0].pop("mean"), "lacks 'mean'"),
     (lambda card: card.pop("sections"), "lacks 'sections'"),
 ])
 def test_bad_card_files_give_one_line_errors(tmp_path, capsys, mutate, message):
     write_config(tmp_path / "toy.yaml", run_id="x", output_dir=str(tmp_path / "runs"))
-    data = {"sections": [{"name": "Toy", "runs": [{"config": "toy.yaml", "budget": "full"}], "paper": copy.deepcopy(PAPER)}]}
+    data = {"sections": [{"name": "Toy", "runs": [{"config": "toy.yaml", "budget": "gpu"}], "paper": copy.deepcopy(PAPER)}]}
     mutate(data)
     (tmp_path / "card.yaml").write_text(yaml.safe_dump(data))
     assert main(["card", str(tmp_path / "card.yaml"), "--out", str(tmp_path / "o.md")]) == 3
@@ -161,7 +161,7 @@ def test_bad_card_files_give_one_line_errors(tmp_path, capsys, mutate, message):
 
 def test_a_config_without_run_id_cannot_be_found(tmp_path, capsys):
     write_config(tmp_path / "toy.yaml", output_dir=str(tmp_path / "runs"))
-    write_card(tmp_path / "card.yaml", [{"config": "toy.yaml", "budget": "full"}], PAPER)
+    write_card(tmp_path / "card.yaml", [{"config": "toy.yaml", "budget": "gpu"}], PAPER)
     assert main(["card", str(tmp_path / "card.yaml"), "--out", str(tmp_path / "o.md")]) == 3
     assert "must set run_id" in capsys.readouterr().err
 

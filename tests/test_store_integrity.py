@@ -403,12 +403,12 @@ class _Payload:
     ("", "lacks the column(s)"),
     ("a,b\n1,2\n", "lacks the column(s) dataset"),
     ("HEADER\nfer,paper,three,1,15,protonet,protonet,conv4,h,50.0,1.0,1.0,600,1,0,0,10,10,0,1,1,cpu,cpu,fp32,"
-     "2,3,0.1,v,c,3,15,0.001,s,r,t\n", "line 2: column way is 'three', not a whole number"),
+     "2,3,0.1,v,c,3,15,0.001,s,r,t,,\n", "line 2: column way is 'three', not a whole number"),
     ("HEADER\nfer,paper,3,1,15,protonet\n", "line 2 has fewer fields than the header"),
     ("HEADER\nfer,paper,3,1,15,protonet,protonet,conv4,h,150.0,1.0,1.0,600,1,0,0,10,10,0,1,1,cpu,cpu,fp32,2,3,"
-     "0.1,v,c,3,15,0.001,s,r,t\n", "mean 150.0 is not a percentage"),
+     "0.1,v,c,3,15,0.001,s,r,t,,\n", "mean 150.0 is not a percentage"),
     ("HEADER\nf\xe9r,paper,3,1,15,protonet,protonet,conv4,h,50.0,1.0,1.0,600,1,0,0,10,10,0,1,1,cpu,cpu,fp32,2,3,"
-     "0.1,v,c,3,15,0.001,s,r,t\n", "is not UTF-8 text"),
+     "0.1,v,c,3,15,0.001,s,r,t,,\n", "is not UTF-8 text"),
 ], ids=["empty", "foreign", "way three", "short row", "mean 150", "latin-1"])
 def test_a_malformed_leaderboard_is_one_line(tmp_path, capsys, text, message):
     from fewshot_bench.results.leaderboard import COLUMNS

@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = sub.add_parser("compare", parents=[common], help="paired comparison of every method with a baseline on the same episodes")
     compare.add_argument("run", help="a run id or run folder")
-    compare.add_argument("--baseline", required=True, help="variant label of the baseline, e.g. protonet")
+    compare.add_argument("--baseline", required=True, help="variant label of the baseline, e.g. protonet, or a floor "
+                                                           "row of the run, e.g. 'floor: pixels'")
     compare.add_argument("--test", choices=["t", "wilcoxon"], default="t")
     compare.add_argument("--correction", choices=["holm", "bonferroni", "none"], default="holm")
     compare.add_argument("--output-dir", default=RunConfig().output_dir)
@@ -328,7 +329,7 @@ def command_run(args: argparse.Namespace) -> int:
         return ExitCode.INTERRUPTED
     if result.summary:
         out.print(f"[bold]{escape(config.dataset_name or config.dataset)}[/], split '{escape(str(result.summary[0]['split']))}'")
-        _show(_accuracy_report(result.store.load_cells(), result.summary), "console", out)
+        _show(_accuracy_report(result.store.load_cells(), result.summary, result.store.root), "console", out)
     out.print(f"results: {result.store.root}")
     return _report_failures(result.failures, config.run_id, err)
 
@@ -376,10 +377,14 @@ def _report_failures(failures: Sequence[str], run_id: str, err: Console) -> int:
     return 1
 
 
-def _accuracy_report(cells, rows, test: str = "t", correction: str = "holm"):
+def _accuracy_report(cells, rows, folder: Path, test: str = "t", correction: str = "holm"):
+    """The run's accuracy table, its context rows (``fewshot_bench.context``) below the methods."""
+    from fewshot_bench.reporting.context import context_rows
     from fewshot_bench.reporting.tables import accuracy_report, table_from_cells
+    from fewshot_bench.results.store import RunStore
 
-    return accuracy_report(table_from_cells(cells, rows, test=test, correction=correction))
+    context = context_rows(cells, RunStore(folder).load_context())
+    return accuracy_report(table_from_cells(cells, rows, test=test, correction=correction), context)
 
 
 def _show(report, format_name: str, console: Console | None = None) -> None:
@@ -571,10 +576,13 @@ def command_table(args: argparse.Namespace) -> int:
     _load_plugins(args.plugin)
     if args.source == "leaderboard" or args.source.endswith(".csv"):
         path = Path("results/leaderboard.csv") if args.source == "leaderboard" else Path(args.source)
-        report = accuracy_report(table_from_rows(read_leaderboard(path)))
+        rows = read_leaderboard(path)
+        # Context rows (floor, seen, ceiling) are shown below the methods, never ranked with them.
+        report = accuracy_report(table_from_rows([r for r in rows if not r.get("context")]),
+                                 [r for r in rows if r.get("context")])
     else:
-        report = _accuracy_report(*_run_cells(resolve_run(args.source, args.output_dir)), test=args.test,
-                                  correction=args.correction)
+        folder = resolve_run(args.source, args.output_dir)
+        report = _accuracy_report(*_run_cells(folder), folder, test=args.test, correction=args.correction)
     _show(report, args.format)
     return 0
 
@@ -582,8 +590,20 @@ def command_table(args: argparse.Namespace) -> int:
 def command_compare(args: argparse.Namespace) -> int:
     from fewshot_bench.reporting.comparison import compare_with_baseline, comparison_report
 
+    from fewshot_bench.results.store import RunStore
+
     _load_plugins(args.plugin)
-    cells, _ = _run_cells(resolve_run(args.run, args.output_dir))
+    folder = resolve_run(args.run, args.output_dir)
+    cells, _ = _run_cells(folder)
+    # A floor row (same test episodes, paired) may be the baseline: is each method above the untrained floor?
+    floors = [r for r in RunStore(folder).load_context() if r["context"] == "floor"]
+    labels = list(dict.fromkeys(c["label"] for c in cells))
+    floor_labels = list(dict.fromkeys(r["label"] for r in floors))
+    if args.baseline not in labels and args.baseline not in floor_labels:
+        raise ConfigError(f"baseline '{args.baseline}' is not in this run; its variants are: {', '.join(labels)}"
+                          + (f"; its floor rows: {', '.join(floor_labels)}" if floor_labels else ""))
+    if args.baseline in floor_labels:
+        cells = [*cells, *(r for r in floors if r["label"] == args.baseline)]
     results = compare_with_baseline(cells, args.baseline, test=args.test, correction=args.correction)
     _show(comparison_report(results, args.baseline, args.test, args.correction), args.format)
     return 0

@@ -280,6 +280,12 @@ def wait_run(submission: Submission, on_poll: Callable[[], None] | None = None) 
     from fewshot_bench.engine.runner import RunResult
 
     failures = wait(submission.jobs, on_poll)
+    if any(kind in submission.config.context for kind in ("floor", "ceiling")):
+        from fewshot_bench.context.rows import compute_context
+        from fewshot_bench.engine.runner import CellRunner, plan_cells
+
+        # The floor and ceiling rows need no method: this process computes them once the workers are done.
+        failures += compute_context(CellRunner(submission.config, submission.store), plan_cells(submission.config))
     summary = submission.store.write_tables()
     return RunResult(submission.store, summary, submission.config, failures)
 

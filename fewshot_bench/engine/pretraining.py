@@ -94,7 +94,7 @@ def pretrain(method: FewShotMethod, builder: TaskBuilder, recipe: PretrainRecipe
     The stage draws its randomness (batch order, head initialisation, augmentation) from its own seeded
     generators, so a cell that loads the backbone continues exactly as one that computed it."""
     if folder is None:
-        return _pretrain(method, builder, recipe, indices, targets, key, None, seed, amp, augment, log_every)
+        return _pretrain(method, builder, recipe, indices, targets, key, None, seed, amp, augment, log_every)[0]
     final = folder / f"{key}.pt"
     with locked(final):  # two workers needing the same backbone: one computes it, the other then loads it
         saved = _load(final, ("backbone", "result"))
@@ -107,16 +107,24 @@ def pretrain(method: FewShotMethod, builder: TaskBuilder, recipe: PretrainRecipe
                 method.backbone.load_state_dict(initial)
                 warn(f"pre-trained backbone '{final}' does not fit this variant ({type(exc).__name__}: "
                      f"{str(exc).splitlines()[0][:160]}); pre-training runs again")
-        result = _pretrain(method, builder, recipe, indices, targets, key, folder, seed, amp, augment, log_every)
+        result = _pretrain(method, builder, recipe, indices, targets, key, folder, seed, amp, augment, log_every)[0]
         _save(final, {"backbone": {k: v.detach().cpu() for k, v in method.backbone.state_dict().items()},
                       "result": asdict(result)})
         (folder / f"{key}.partial.pt").unlink(missing_ok=True)
         return result
 
 
+def train_classifier(method: FewShotMethod, builder: TaskBuilder, recipe: PretrainRecipe, *, indices: np.ndarray,
+                     targets: np.ndarray, seed: int, amp: bool = True, name: str = "classifier"
+                     ) -> tuple[PretrainResult, torch.nn.Module]:
+    """The stage's supervised training of ``method.backbone`` on the images at ``indices`` (classes ``targets``),
+    in memory, returning the trained head too (the ceiling reference classifies with it)."""
+    return _pretrain(method, builder, recipe, indices, targets, name, None, seed, amp, False, None)
+
+
 def _pretrain(method: FewShotMethod, builder: TaskBuilder, recipe: PretrainRecipe, indices: np.ndarray,
               targets: np.ndarray, key: str, folder: Path | None, seed: int, amp: bool, augment: bool,
-              log_every: int | None) -> PretrainResult:
+              log_every: int | None) -> tuple[PretrainResult, torch.nn.Module]:
     device = builder.device
     backbone, embed = method.backbone, method.embedding
     n_classes = int(targets.max()) + 1
@@ -203,4 +211,4 @@ def _pretrain(method: FewShotMethod, builder: TaskBuilder, recipe: PretrainRecip
                             "order": order.bit_generator.state, "result": asdict(result),
                             **({"augment_rng": augmenter.state()} if augmenter is not None else {})})
     result.seconds = round(time.perf_counter() - start, 3)
-    return result
+    return result, head

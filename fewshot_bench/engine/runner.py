@@ -20,7 +20,8 @@ from fewshot_bench.console import logger, warn
 from fewshot_bench.device import choose_device, prepare_device
 from fewshot_bench.engine.cell import run_cell
 from fewshot_bench.engine.training import TrainSettings
-from fewshot_bench.episodic.protocol import Protocol, prepare
+from fewshot_bench.context.rows import check_ceiling, compute_context
+from fewshot_bench.episodic.protocol import Protocol, prepare, seen_fraction
 from fewshot_bench.episodic.tasks import TaskBuilder, channel_statistics
 from fewshot_bench.errors import CellsFailed, ConfigError, RecordError
 from fewshot_bench.fileio import locked
@@ -139,6 +140,8 @@ def start_run(config: RunConfig) -> StartedRun:
     protocol = prepare(config)
     for variant in {cell.variant.label: cell.variant for cell in cells}.values():
         variant.check_image_shape(protocol.dataset.image_shape)
+    if "ceiling" in config.context:
+        check_ceiling(protocol, list(config.shots))
     config = RunConfig(**{**config.to_dict(), "run_id": config.run_id or default_run_id(config)})
     store = RunStore(Path(config.output_dir) / config.run_id)
     # Several processes may grow one run at once (other methods, seeds): each reads the saved config and
@@ -294,6 +297,7 @@ def run(config: RunConfig, observer: RunObserver | None = None) -> RunResult:
     started = start_run(config)
     runner = CellRunner(started.config, started.store, started.protocol, started.device)
     failures = run_cells(runner, started.cells, observer)
+    failures += compute_context(runner, started.cells)
     summary = started.store.write_tables()
     return RunResult(started.store, summary, started.config, failures)
 
@@ -309,6 +313,8 @@ def result_settings(config: RunConfig, protocol: Protocol) -> dict[str, Any]:
     split = protocol.split
     settings["split_classes"] = {"train": list(split.train), "val": list(split.val), "test": list(split.test)}
     settings["data_fingerprint"] = protocol.dataset.fingerprint
+    if protocol.holds_out_seen_images:  # absent otherwise: the hashes of runs without a hold-out are unchanged
+        settings["seen_holdout_images"] = {"fraction": seen_fraction(config), "sha": protocol.seen_holdout_sha}
     # The content of weights files a backbone plugin loads (absent when none declares any: hashes unchanged).
     settings.update(backbone_weights_settings(v.option_dict["backbone"] for v in resolve_variants(config)))
     return settings

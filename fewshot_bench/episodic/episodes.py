@@ -173,6 +173,9 @@ def check_episodes(
         bad = ~np.isin(ids, allowed)
         if bad.any():
             episode, _ = np.argwhere(bad)[0]
+            if int(ids[bad][0]) < 0:  # labelled -1: an image held out of this purpose (the seen-class hold-out)
+                raise LeakageError(f"{purpose} episode {episode} contains a {what} that is held out of {purpose} "
+                                   "(the seen-class hold-out); the episode source ignores the hold-out")
             offender = class_names[int(ids[bad][0])]
             raise LeakageError(
                 f"{purpose} episode {episode} contains a {what} of class '{offender}', which is not in "

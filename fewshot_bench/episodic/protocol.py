@@ -9,15 +9,17 @@ the declared classes, and validation asked of a split without (enough) validatio
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from fewshot_bench.config import RunConfig
+from fewshot_bench.config import DEFAULT_SEEN_HOLDOUT, RunConfig
 from fewshot_bench.data import DatasetPlugin, ImageDataset, class_ids_for
 from fewshot_bench.episodic.duplicates import cross_class_groups, deduplicated
 from fewshot_bench.episodic.episodes import EpisodeSampler, EpisodeSet, check_episodes, derive_seed
+from fewshot_bench.episodic.holdout import holdout_sha, masked_labels, seen_holdout
 from fewshot_bench.errors import ConfigError, DatasetError
 from fewshot_bench.options import resolve_options
 from fewshot_bench.registry import DATASETS
@@ -56,19 +58,34 @@ class Protocol:
     query: int
     train_query: int
     labels: np.ndarray
+    # Dataset indices of the training classes' images no training sees (``--context seen``; empty: none).
+    seen_holdout: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property
     def class_names(self) -> list[str]:
         return self.dataset.class_names
 
+    @property
+    def holds_out_seen_images(self) -> bool:
+        return len(self.seen_holdout) > 0
+
+    @property
+    def seen_holdout_sha(self) -> str | None:
+        return holdout_sha(self.seen_holdout) if self.holds_out_seen_images else None
+
+    @cached_property
+    def training_labels(self) -> np.ndarray:
+        """``labels`` with the seen-class hold-out labelled -1: what every training stage draws from."""
+        return masked_labels(self.labels, drop=self.seen_holdout) if self.holds_out_seen_images else self.labels
+
     def training_images(self) -> TrainingImages:
-        """The training classes' images (the one place that computes them)."""
+        """The training classes' images, without the seen-class hold-out (the one place that computes them)."""
         class_ids = sorted(self.train_ids)
-        indices = np.flatnonzero(np.isin(self.labels, class_ids))
+        indices = np.flatnonzero(np.isin(self.training_labels, class_ids))
         return TrainingImages(tuple(class_ids), indices, np.searchsorted(class_ids, self.labels[indices]))
 
     def train_sampler(self, shot: int, seed: int) -> EpisodeSampler:
-        return EpisodeSampler(self.labels, self.train_ids, self.train_way, shot, self.train_query,
+        return EpisodeSampler(self.training_labels, self.train_ids, self.train_way, shot, self.train_query,
                               derive_seed(seed, "train", self.dataset.fingerprint, self.split.fingerprint(),
                                           self.train_way, shot, self.train_query),
                               self.class_names, purpose="meta-training")
@@ -96,10 +113,27 @@ class Protocol:
         check_episodes(episodes, self.labels, self.val_ids, self.class_names, "validation")
         return episodes
 
+    def _seen_sampler(self, shot: int, seed: int | np.random.SeedSequence) -> EpisodeSampler:
+        way = min(self.way, len(self.train_ids))
+        return EpisodeSampler(masked_labels(self.labels, keep=self.seen_holdout), self.train_ids, way, shot,
+                              self.query, seed, self.class_names, purpose="seen-class (held-out training images)")
+
+    def seen_episodes(self, shot: int, seed: int, n_episodes: int) -> EpisodeSet:
+        """Episodes of the training classes drawn from the seen-class hold-out only (as many ways as the test
+        episodes, or every training class when there are fewer): the same for every method of a setting."""
+        sampler = self._seen_sampler(shot, derive_seed(seed, "seen", self.dataset.fingerprint, self.split.fingerprint(),
+                                                       self.way, shot, self.query, self.seen_holdout_sha))
+        episodes = sampler.sample_set(n_episodes)
+        check_episodes(episodes, masked_labels(self.labels, keep=self.seen_holdout), self.train_ids, self.class_names,
+                       "seen-class")
+        return episodes
+
     def check_requests(self, shots: list[int], val_episodes: int) -> None:
         """Build every sampler the run will need once, so impossible requests fail before training."""
         for shot in shots:
             self.train_sampler(shot, 0)
+            if self.holds_out_seen_images:
+                self._seen_sampler(shot, 0)
             EpisodeSampler(self.labels, self.test_ids, self.way, shot, self.query, 0, self.class_names,
                            purpose="test")
             if self.val_ids and val_episodes:
@@ -180,8 +214,20 @@ def prepare(config: RunConfig) -> Protocol:
         train_query=config.train_query or config.query,
         labels=dataset.labels.numpy(),
     )
+    fraction = seen_fraction(config)
+    if fraction:
+        protocol.seen_holdout = seen_holdout(protocol.labels, protocol.train_ids, fraction, dataset.fingerprint,
+                                             split.fingerprint())
     protocol.check_requests(list(config.shots), config.val_episodes)
     return protocol
+
+
+def seen_fraction(config: RunConfig) -> float:
+    """The share of each training class's images held out for the seen-class reference: ``seen_holdout``, or its
+    default when ``--context`` asks for ``seen`` (0: none)."""
+    if "seen" not in config.context:
+        return 0.0
+    return DEFAULT_SEEN_HOLDOUT if config.seen_holdout is None else float(config.seen_holdout)
 
 
 def check_validation(config: RunConfig, split: ClassSplit) -> None:

@@ -37,6 +37,9 @@ class JsonFormat(ReportFormat):
                 if value.mark:
                     data = {**data, "mark": value.mark} if isinstance(data, dict) else {"value": data, "mark": value.mark}
                 entry[column.name] = data
+            kind = (report.extra.get("context_rows") or {}).get(len(rows))
+            if kind:
+                entry["context"] = kind
             rows.append(entry)
         document = {"kind": report.kind, "title": report.title, "columns": [c.name for c in report.columns],
                     "rows": rows, "caption": report.caption, **report.extra}

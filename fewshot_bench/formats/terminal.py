@@ -20,7 +20,8 @@ class ConsoleFormat(ReportFormat):
         table = Table(title=escape(report.title) if report.title else None, title_justify="left")
         for index, column in enumerate(report.columns):
             table.add_column(escape(column.name), justify=column.align, style="bold" if index == 0 else None)
-        for row in report.rows:
+        context = report.extra.get("context_rows") or {}
+        for index, row in enumerate(report.rows):
             texts = []
             for value in report.values(row):
                 if value is None:
@@ -35,7 +36,7 @@ class ConsoleFormat(ReportFormat):
                 if value.style:
                     text = f"[{value.style}]{text}[/]"
                 texts.append(text)
-            table.add_row(*texts)
+            table.add_row(*texts, end_section=index + 1 == min(context, default=-1))
         return table
 
     def show(self, report: Report, console: Console) -> None:

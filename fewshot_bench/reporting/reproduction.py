@@ -1,7 +1,7 @@
 """The reproduction card: our runs next to the published numbers, regenerated from run folders.
 
 A card file (``configs/reproduce/card.yaml``) names, per dataset, the run configs that reproduce it (each
-marked ``full`` or ``reduced`` budget) and the published values with their sources. ``bench card`` reads
+marked ``gpu`` or ``reduced`` budget) and the published values with their sources. ``bench card`` reads
 the run folder of every config (its ``output_dir``/``run_id``), pairs each of our rows with the paper row
 of the same method, way and shot, and writes a Markdown card. Every number in the card comes from a run
 folder or from the card file; the verdicts (match within the CI, within one point, or a gap) are computed.
@@ -20,7 +20,8 @@ from fewshot_bench.errors import ConfigError
 from fewshot_bench.results.leaderboard import leaderboard_rows, load_cells, render_csv
 from fewshot_bench.stats import CI_FORMULA, SEED_CI_FORMULA
 
-BUDGETS = ("full", "reduced")
+# "gpu": a budget sized for a GPU session (no paper's: each row states its episodes); "reduced": cut to fit a 2-core CPU.
+BUDGETS = ("gpu", "reduced")
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class PaperResult:
 
 @dataclass(frozen=True)
 class CardRun:
-    """One run config of a section and the budget it represents (``full`` or ``reduced``)."""
+    """One run config of a section and the budget it represents (``gpu`` or ``reduced``)."""
 
     config_path: Path
     budget: str

@@ -223,9 +223,10 @@ def table_from_rows(rows: Sequence[dict[str, Any]]) -> AccuracyTable:
     return table
 
 
-def accuracy_report(table: AccuracyTable) -> Report:
+def accuracy_report(table: AccuracyTable, context: Sequence[dict[str, Any]] = ()) -> Report:
     """The table as a report: one row per variant, one column per setting; each entry holds the mean, both
-    intervals, the seeds and episodes, and whether it is the column's best or tied with it."""
+    intervals, the seeds and episodes, and whether it is the column's best or tied with it. ``context`` rows
+    (``reporting.context.context_rows``) follow the methods in a block of their own, unmarked."""
     columns = [Column("method"), *(Column(header, "right") for header in table.headers), Column("params", "right")]
     rows = []
     for label in table.labels:
@@ -246,4 +247,36 @@ def accuracy_report(table: AccuracyTable) -> Report:
         # The model's size beside its accuracy: a comparison of methods is also one of capacities.
         row.append(Value(params, f"{params:,}") if isinstance(params, int) else None)
         rows.append(row)
-    return Report("", columns, rows, caption=table.caption, kind="accuracy-table")
+    extra: dict[str, Any] = {}
+    context_labels = list(dict.fromkeys(r["label"] for r in context))
+    if context_labels:
+        extra["context_rows"] = {len(rows) + i: next(r["context"] for r in context if r["label"] == label)
+                                 for i, label in enumerate(context_labels)}
+    for label in context_labels:
+        entries = {_context_column(r, table.columns): r for r in context if r["label"] == label}
+        row = [label]
+        for column in table.columns:
+            entry = entries.get(column)
+            if entry is None:
+                row.append(None)
+                continue
+            text = f"{entry['mean']:.2f} ± {entry['ci95']:.2f}"
+            data = {key: entry.get(key) for key in ("mean", "ci95", "seed_ci95", "seeds", "episodes")}
+            if entry.get("balanced_accuracy") is not None:
+                text += f" (balanced {entry['balanced_accuracy']:.1f})"
+                data["balanced_accuracy"] = entry["balanced_accuracy"]
+            row.append(Value(data, text))
+        params = next((r.get("params") for r in context if r["label"] == label), None)
+        row.append(Value(params, f"{params:,}") if isinstance(params, int) else None)
+        rows.append(row)
+    from fewshot_bench.reporting.context import context_caption
+
+    return Report("", columns, rows, caption=table.caption + context_caption(context), kind="accuracy-table",
+                  extra=extra)
+
+
+def _context_column(row: dict[str, Any], columns: list[tuple]) -> tuple | None:
+    """The column of a context row: the first of its dataset, way, shot and queries (context rows carry no
+    ranking, so the episodes' sha does not decide where they are shown)."""
+    return next((c for c in columns if (c[0], c[1], c[2], c[4]) == (row["dataset"], row["way"], row["shot"],
+                                                                     row.get("query"))), None)

@@ -19,15 +19,16 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from fewshot_bench.config import CONTEXT_KINDS
 from fewshot_bench.errors import BenchError
 from fewshot_bench.fileio import atomic_write_text, locked
 from fewshot_bench.results.frames import aggregate, cells_frame
-from fewshot_bench.results.store import RunStore
+from fewshot_bench.results.store import RunStore, seen_records
 
 COLUMNS = ["dataset", "split", "way", "shot", "query", "label", "method", "backbone", "settings_hash", "mean", "ci95", "std",
            "episodes", "seeds", "seed_std", "seed_ci95", "params", "train_episodes", "pretrain_epochs", "train_seconds", "eval_seconds", "device",
            "device_kind", "precision", "torch", "python", "fewshot_bench", "method_version", "git_commit", "train_way",
-           "train_query", "lr", "test_episodes_sha", "run_ids", "timestamp"]
+           "train_query", "lr", "test_episodes_sha", "run_ids", "timestamp", "context", "balanced_accuracy"]
 SETTING = ("dataset", "split", "way", "shot", "query")
 # The numerics (device kind, precision) are part of a result's identity: never pooled across.
 KEY = (*SETTING, "label", "backbone", "settings_hash", "device_kind", "precision")
@@ -65,6 +66,17 @@ def load_cells(folders: Iterable[Path]) -> list[dict[str, Any]]:
     return cells
 
 
+def load_context(folders: Iterable[Path], cells: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs' context records (``fewshot_bench.context``): their floor and ceiling rows that verify, and the
+    seen-class evaluations of ``cells``, each annotated with its run id and environment like a cell."""
+    records = []
+    for folder in run_folders(folders):
+        environment = read_environment(folder)
+        for record in RunStore(folder).load_context():
+            records.append({**record, "run_id": folder.name, "environment": environment})
+    return records + seen_records(cells)
+
+
 def read_environment(folder: Path) -> dict[str, Any]:
     """A run's environment.json (versions, device, host); {} when it is missing, and, with a warning naming
     it, when it is damaged (it is provenance: the run's numbers do not depend on it)."""
@@ -87,8 +99,33 @@ def read_environment(folder: Path) -> dict[str, Any]:
 
 
 def leaderboard_rows(cells: Iterable[dict[str, Any]], dataset: str | None = None, way: int | None = None,
-                     shot: int | None = None, method: str | None = None) -> list[dict[str, Any]]:
-    """Aggregate cells into leaderboard rows (``frames.aggregate`` over ``KEY``), optionally filtered."""
+                     shot: int | None = None, method: str | None = None,
+                     context: Iterable[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+    """Aggregate cells into leaderboard rows (``frames.aggregate`` over ``KEY``), optionally filtered; the
+    ``context`` records (``load_context``) follow each setting's methods, their ``context`` column naming their
+    kind (floor, seen, ceiling), never ranked among them."""
+    context = list(context)
+    rows = _aggregated(cells, dataset, way, shot, method)
+    if context:
+        kinds = {r["label"]: r["context"] for r in context}
+        balanced: dict[tuple, list[float]] = {}
+        for r in context:
+            if r["context"] == "ceiling":
+                balanced.setdefault((r["label"], r["dataset"], r["way"], r["shot"]), []).append(
+                    float(r["ceiling"]["balanced_accuracy"]))
+        for row in _aggregated(context, dataset, way, shot, None):
+            values = balanced.get((row["label"], row["dataset"], row["way"], row["shot"]))
+            rows.append({**row, "context": kinds[row["label"]],
+                         "balanced_accuracy": float(np.mean(values)) if values else None})
+    # Within a setting: the methods best first, then the context rows by kind (floor, seen, ceiling).
+    kinds = ("", *CONTEXT_KINDS)
+    rows.sort(key=lambda r: (*(str(r[k]) if k in ("dataset", "split") else r[k] for k in SETTING),
+                             kinds.index(r.get("context") or ""), -r["mean"], r["label"]))
+    return rows
+
+
+def _aggregated(cells: Iterable[dict[str, Any]], dataset: str | None, way: int | None, shot: int | None,
+                method: str | None) -> list[dict[str, Any]]:
     frame = cells_frame(cells)
     if frame.empty:
         return []
@@ -104,9 +141,7 @@ def leaderboard_rows(cells: Iterable[dict[str, Any]], dataset: str | None = None
     # When several runs hold the same seed of a row, the most recently finished cell counts.
     stamp = frame.assign(_finished=frame["finished"].fillna(""), _run=frame["run_id"].fillna(""))
     latest = stamp.sort_values(["_finished", "_run"], kind="stable").drop_duplicates([*KEY, "seed"], keep="last")
-    rows = aggregate(frame.loc[latest.index.sort_values()], KEY)
-    rows.sort(key=lambda r: (*(str(r[k]) if k in ("dataset", "split") else r[k] for k in SETTING), -r["mean"], r["label"]))
-    return rows
+    return aggregate(frame.loc[latest.index.sort_values()], KEY)
 
 
 def render_csv(rows: list[dict[str, Any]]) -> str:
@@ -121,7 +156,8 @@ def render_csv(rows: list[dict[str, Any]]) -> str:
 def write_leaderboard(sources: list[Path], out: Path, **filters: Any) -> list[dict[str, Any]]:
     """Rebuild ``out`` from every run under ``sources``; atomic and serialised between processes."""
     with locked(out):
-        rows = leaderboard_rows(load_cells(sources), **filters)
+        cells = load_cells(sources)
+        rows = leaderboard_rows(cells, **filters, context=load_context(sources, cells))
         if not rows:
             raise BenchError(f"no finished cells found under {', '.join(map(str, sources))}; run `bench run` first")
         atomic_write_text(out, render_csv(rows))
@@ -185,6 +221,11 @@ def _leaderboard_row(row: dict[str, Any], path: Path, line: int, fix: str) -> di
         except ValueError:
             raise BenchError(f"leaderboard '{path}' line {line}: column {key} is {row[key]!r}, not a number; "
                              f"{fix}") from None
+    try:
+        row["balanced_accuracy"] = float(row["balanced_accuracy"]) if row.get("balanced_accuracy") else None
+    except ValueError:
+        raise BenchError(f"leaderboard '{path}' line {line}: column balanced_accuracy is {row['balanced_accuracy']!r}, "
+                         f"not a number; {fix}") from None
     if not 0.0 <= row["mean"] <= 100.0:
         raise BenchError(f"leaderboard '{path}' line {line}: mean {row['mean']} is not a percentage in [0, 100]; {fix}")
     return row

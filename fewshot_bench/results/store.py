@@ -279,6 +279,30 @@ class RunStore:
         """Store a finished cell, sealed with its checksum (``seal``)."""
         atomic_write_text(self.cell_path(cell_id), json.dumps(seal(record), indent=1) + "\n")
 
+    def context_path(self, context_id: str) -> Path:
+        return self.root / "context" / f"{context_id}.json"
+
+    def save_context(self, context_id: str, record: dict[str, Any]) -> None:
+        """Store a context row (``fewshot_bench.context``) apart from the cells, sealed like them."""
+        path = self.context_path(context_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(seal(record), indent=1) + "\n")
+
+    def load_context(self, quiet: bool = False) -> list[dict[str, Any]]:
+        """The run's context rows that verify (checksum, shape); one that does not is left out with a warning
+        naming it (``quiet``: without), like a damaged cell."""
+        from fewshot_bench.console import warn
+
+        rows = []
+        for path in sorted((self.root / "context").glob("*.json")):
+            try:
+                rows.append(read_context(path))
+            except RecordError as exc:
+                if not quiet:
+                    warn(f"{exc}; left out")
+        # Floors before ceilings, and the rawest floor (pixels) first.
+        return sorted(rows, key=lambda r: (r["context"] != "floor", r.get("backbone") != "pixels"))
+
     def save_plan(self, cells: list[dict[str, Any]]) -> None:
         """The grid of the run (every cell ever planned into this folder), for ``bench status``."""
         path = self.root / "plan.json"
@@ -540,6 +564,41 @@ def seal(record: CellRecord | dict[str, Any]) -> dict[str, Any]:
     machine. A checksum it already has is replaced."""
     body = json.loads(json.dumps({k: v for k, v in record.items() if k != "checksum"}))
     return {**body, "checksum": _checksum(body)}
+
+
+def seen_records(cells: Iterable[CellRecord]) -> list[dict[str, Any]]:
+    """Each cell with a ``seen`` block (the ``evaluate_seen`` stage) as a context record of its own, labelled
+    ``seen: <variant>``, ready for the aggregator like a floor or ceiling row."""
+    return [{**cell, "kind": "context", "context": "seen", "label": f"seen: {cell['label']}",
+             "accuracies": cell["seen"]["accuracies"], "test_episodes_sha": None,
+             "episodes_sha": cell["seen"]["episodes_sha"]}
+            for cell in cells if isinstance(cell.get("seen"), dict)]
+
+
+CONTEXT_KEYS = ("context", "label", "way", "shot", "query", "seed", "accuracies", "mean")
+
+
+def read_context(path: Path) -> dict[str, Any]:
+    """A context row as stored, verified: readable JSON, its checksum, its keys and accuracies in [0, 1] whose mean
+    is ``mean``; a RecordError naming the file and the fix otherwise."""
+    fix = "delete it; `bench run --resume` computes it again"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise RecordError(f"context row '{path}' is damaged ({type(exc).__name__}); {fix}") from None
+    if not isinstance(record, dict) or record.get("kind") != "context":
+        raise RecordError(f"context row '{path}' is not one (no kind: context); {fix}")
+    body = {k: v for k, v in record.items() if k != "checksum"}
+    if record.get("checksum") != _checksum(body):
+        raise RecordError(f"context row '{path}' does not match its checksum (edited or torn); {fix}")
+    missing = [key for key in CONTEXT_KEYS if key not in record]
+    accuracies = record.get("accuracies")
+    if missing or not isinstance(accuracies, list) or not accuracies or not all(
+            isinstance(a, (int, float)) and 0 <= a <= 1 for a in accuracies):
+        raise RecordError(f"context row '{path}' lacks {', '.join(missing) or 'accuracies in [0, 1]'}; {fix}")
+    if abs(float(np.mean(accuracies)) * 100 - float(record["mean"])) > _MEAN_TOLERANCE:
+        raise RecordError(f"context row '{path}' has a mean that is not its accuracies'; {fix}")
+    return record
 
 
 def _checksum(body: dict[str, Any]) -> str:

@@ -29,7 +29,7 @@ class MetaTrain(Stage):
     def run(self, cell: CellContext) -> dict[str, Any]:
         protocol = cell.protocol
         history = train(cell.method, protocol.train_sampler(cell.shot, cell.seed), cell.builder, cell.settings,
-                        allowed_class_ids=protocol.train_ids, labels=protocol.labels,
+                        allowed_class_ids=protocol.train_ids, labels=protocol.training_labels,
                         class_names=protocol.class_names, val_episodes=cell.val_episodes,
                         progress=cell.observer.trained, checkpointer=cell.checkpoint)
         return _history_block(history, cell.settings.episodes)
