@@ -119,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--output-dir", default=RunConfig().output_dir)
     _add_output_flags(compare)
 
+    audit = sub.add_parser("audit", parents=[common], help="what common reporting protocols (best of M test "
+                                                            "evaluations, 1 query per class) would print for a run")
+    audit.add_argument("run", help="a run id or run folder")
+    audit.add_argument("--episodes", type=int, default=25, help="episodes of the small evaluations (default 25)")
+    audit.add_argument("--output-dir", default=RunConfig().output_dir)
+    _add_output_flags(audit)
+
     plot = sub.add_parser("plot", parents=[common], help="figures of a run (PNG and PDF)")
     plot.add_argument("run", help="a run id or run folder")
     plot.add_argument("--out", help="folder for the figures (default: <run>/figures)")
@@ -609,6 +616,16 @@ def command_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_audit(args: argparse.Namespace) -> int:
+    from fewshot_bench.reporting.audit import audit_cells, audit_report
+
+    if args.episodes < 1:
+        raise ConfigError(f"--episodes must be at least 1, got {args.episodes}")
+    cells, _ = _run_cells(resolve_run(args.run, args.output_dir))
+    _show(audit_report(audit_cells(cells, small_episodes=args.episodes), args.episodes), args.format)
+    return 0
+
+
 def command_plot(args: argparse.Namespace) -> int:
     from fewshot_bench.reporting.plots import plot_run
 
@@ -732,7 +749,7 @@ def _class_list(names: Sequence[str], limit: int = 10) -> str:
 
 
 COMMANDS = {"run": command_run, "list": command_list, "datasets": command_datasets,
-            "leaderboard": command_leaderboard, "table": command_table, "compare": command_compare,
+            "leaderboard": command_leaderboard, "table": command_table, "compare": command_compare, "audit": command_audit,
             "plot": command_plot, "new": command_new, "status": command_status, "card": command_card,
             "publish": command_publish, "cross": command_cross, "fingerprint": command_fingerprint}
 

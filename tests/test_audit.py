@@ -1,0 +1,41 @@
+"""``bench audit``: the inflation common reporting protocols add to a fixed model's honest accuracy."""
+
+import json
+
+import numpy as np
+
+from conftest import tiny_run_flags
+from fewshot_bench.config import merge
+from fewshot_bench.engine.runner import run
+from fewshot_bench.reporting.audit import audit_cells, audit_row
+from inprocess import bench_here
+
+
+def test_selection_inflates_with_the_number_of_evaluations_and_shrinks_with_their_size():
+    rng = np.random.default_rng(0)
+    accuracies = np.clip(rng.normal(0.35, 0.12, 600), 0, 1)  # a 3-way model near chance, like FER2013's
+    row = audit_row("m", way=3, shot=1, query=15, accuracies=accuracies, selections=(1, 10, 100, 1000))
+    assert abs(row.honest - accuracies.mean() * 100) < 1e-9
+    assert abs(row.best_small[1] - row.honest) < 1.5  # one evaluation is unbiased
+    assert row.one_small[0] < row.honest < row.one_small[1] and row.one_small[1] - row.one_small[0] > 15
+    gains = [row.best_small[m] - row.honest for m in (10, 100, 1000)]
+    assert 6 < gains[0] < gains[1] < gains[2] and gains[1] > 12  # the audit's +14.5 at M = 100 on FER2013
+    large = [row.best_full[m] - row.honest for m in (10, 100, 1000)]
+    assert 0 < large[0] < large[1] < large[2] < 2  # 600 episodes × 15 queries: under two points even at 1000
+    # Seeded: the same audit twice is the same numbers.
+    assert audit_row("m", 3, 1, 15, accuracies, selections=(10,)) == audit_row("m", 3, 1, 15, accuracies,
+                                                                                 selections=(10,))
+
+
+def test_a_perfect_model_has_nothing_to_inflate_and_seeds_pool(tmp_path, capsys):
+    cells = [{"label": "m", "way": 3, "shot": 1, "query": 5, "seed": s, "accuracies": [1.0] * 40} for s in (0, 1)]
+    (row,) = audit_cells(cells, selections=(100,))
+    assert row.honest == 100 and row.best_small[100] == 100 and row.best_full[100] == 100
+    result = run(merge(None, tiny_run_flags(tmp_path, shots=[1], methods=["protonet"])))
+    assert bench_here("audit", result.store.root, "--format", "json", "--episodes", "5") == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["kind"] == "audit" and document["rows"][0]["method"] == "protonet"
+    assert "best of 1000 (5 ep, 1 q)" in document["columns"]
+    assert abs(document["rows"][0]["honest"]["mean"] - result.summary[0]["mean"]) < 1e-3
+    assert bench_here("audit", result.store.root, "--episodes", "0") != 0
+    assert "--episodes must be at least 1" in capsys.readouterr().err
