@@ -244,7 +244,8 @@ class RunConfig:
                                          minimum=0.0, hashed=False, check=_check_seen_holdout)
     ceiling_epochs: int = setting(10, "epochs of the ceiling row's supervised training on the test classes",
                                   minimum=1, hashed=False)
-    val_episodes: int = setting(0, "validation episodes for model selection on the split's val classes (0 = off)",
+    val_episodes: int = setting(0, "validation episodes for model selection on the split's val classes, or, for a "
+                                "split without them, on half of the seen-class hold-out (--context seen) (0 = off)",
                                 minimum=0)
     val_interval: int = setting(500, "validate every this many training episodes", minimum=1)
     seeds: list[int] = setting([0], "seeds, one cell per value (training and test episodes both depend on it)",

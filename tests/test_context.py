@@ -180,3 +180,24 @@ def test_without_context_no_rows_and_a_damaged_row_is_left_out_by_name(tmp_path,
     paths[0].unlink()
     assert bench_here("run", "--resume", "floor", "--output-dir", tmp_path / "runs") == 0
     assert sorted(p.name for p in (result.store.root / "context").glob("*.json")) == [p.name for p in paths]
+
+
+def test_a_split_without_validation_classes_selects_on_part_of_the_seen_holdout(tmp_path):
+    data = coded_faces(tmp_path / "t.npz", True)
+    with pytest.raises(ConfigError, match="--context seen"):
+        prepare(merge(None, flags(tmp_path, data, "refused", context=["floor"], val_episodes=10)))
+    config = merge(None, flags(tmp_path, data, "selected", context=["seen"], val_episodes=10, val_interval=20,
+                               train_episodes=40, test_episodes=10))
+    protocol = prepare(config)
+    selection, rows = set(protocol.seen_selection.tolist()), set(protocol.seen_row_images.tolist())
+    assert selection and rows and not selection & rows and selection | rows == set(protocol.seen_holdout.tolist())
+    validation = protocol.val_episodes(1, 0, 10)
+    assert set(np.concatenate([validation.support.ravel(), validation.query.ravel()]).tolist()) <= selection
+    seen = protocol.seen_episodes(1, 0, 10)
+    assert set(np.concatenate([seen.support.ravel(), seen.query.ravel()]).tolist()) <= rows
+    assert not set(protocol.training_images().indices.tolist()) & (selection | rows)
+    cell = run(config).store.load_cells()[0]
+    assert cell["val_curve"]["source"].startswith("seen-class hold-out") and cell["val_curve"]["episode"] == [20, 40]
+    assert cell["val_curve"]["selected_episode"] in (20, 40) and len(cell["seen"]["accuracies"]) == 10
+    # A split with validation classes keeps selecting on them, and its records are unchanged (no source).
+    assert prepare(merge(None, flags(tmp_path, data, "plain", context=["seen"]))).validation_source is None

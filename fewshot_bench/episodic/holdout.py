@@ -22,13 +22,16 @@ def seen_holdout(labels: np.ndarray, train_ids: list[int], fraction: float, data
 
 
 def image_holdout(labels: np.ndarray, class_ids: list[int], fraction: float, purpose: str, data_fingerprint: str,
-                  split_fingerprint: str) -> np.ndarray:
-    """Sorted dataset indices of ``round(fraction × images)`` images of each class of ``class_ids``, drawn by a
-    generator seeded by ``purpose``, the data's and the split's fingerprints and the fraction."""
+                  split_fingerprint: str, within: np.ndarray | None = None) -> np.ndarray:
+    """Sorted dataset indices of ``round(fraction × images)`` images of each class of ``class_ids`` (among the
+    indices ``within`` when given), drawn by a generator seeded by ``purpose``, the data's and the split's
+    fingerprints and the fraction."""
     rng = np.random.default_rng(derive_seed(0, purpose, data_fingerprint, split_fingerprint, fraction))
     held = []
     for c in sorted(class_ids):
         items = np.flatnonzero(labels == c)
+        if within is not None:
+            items = np.intersect1d(items, within)
         held.append(rng.choice(items, int(round(fraction * len(items))), replace=False))
     return np.sort(np.concatenate(held)).astype(np.int64) if held else np.zeros(0, dtype=np.int64)
 

@@ -19,7 +19,7 @@ from fewshot_bench.config import DEFAULT_SEEN_HOLDOUT, RunConfig
 from fewshot_bench.data import DatasetPlugin, ImageDataset, class_ids_for
 from fewshot_bench.episodic.duplicates import cross_class_groups, deduplicated
 from fewshot_bench.episodic.episodes import EpisodeSampler, EpisodeSet, check_episodes, derive_seed
-from fewshot_bench.episodic.holdout import holdout_sha, masked_labels, seen_holdout
+from fewshot_bench.episodic.holdout import holdout_sha, image_holdout, masked_labels, seen_holdout
 from fewshot_bench.errors import ConfigError, DatasetError
 from fewshot_bench.options import resolve_options
 from fewshot_bench.registry import DATASETS
@@ -60,6 +60,9 @@ class Protocol:
     labels: np.ndarray
     # Dataset indices of the training classes' images no training sees (``--context seen``; empty: none).
     seen_holdout: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # The part of the hold-out that model selection validates on, when a split without validation classes asks
+    # for selection (``--val-episodes``); the seen-class rows are drawn from the rest. Empty: no such selection.
+    seen_selection: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property
     def class_names(self) -> list[str]:
@@ -101,9 +104,19 @@ class Protocol:
         check_episodes(episodes, self.labels, self.test_ids, self.class_names, "test")
         return episodes
 
+    @property
+    def validation_source(self) -> str | None:
+        """What model selection validates on: the split's validation classes, the seen-class hold-out's selection
+        part (a split without validation classes), or nothing."""
+        if self.val_ids:
+            return "validation classes"
+        return "seen-class hold-out (training classes' held-out images)" if len(self.seen_selection) else None
+
     def val_episodes(self, shot: int, seed: int, n_episodes: int) -> EpisodeSet | None:
-        if not self.val_ids or n_episodes == 0:
+        if n_episodes == 0:
             return None
+        if not self.val_ids:
+            return self._seen_selection_episodes(shot, seed, n_episodes) if len(self.seen_selection) else None
         way = min(self.way, len(self.val_ids))
         sampler = EpisodeSampler(self.labels, self.val_ids, way, shot, self.query,
                                  derive_seed(seed, "val", self.dataset.fingerprint, self.split.fingerprint(),
@@ -113,10 +126,27 @@ class Protocol:
         check_episodes(episodes, self.labels, self.val_ids, self.class_names, "validation")
         return episodes
 
-    def _seen_sampler(self, shot: int, seed: int | np.random.SeedSequence) -> EpisodeSampler:
+    @property
+    def seen_row_images(self) -> np.ndarray:
+        """The held-out images the seen-class rows are drawn from: the hold-out less its selection part."""
+        return np.setdiff1d(self.seen_holdout, self.seen_selection) if len(self.seen_selection) else self.seen_holdout
+
+    def _seen_sampler(self, shot: int, seed: int | np.random.SeedSequence, images: np.ndarray | None = None,
+                      purpose: str = "seen-class (held-out training images)") -> EpisodeSampler:
         way = min(self.way, len(self.train_ids))
-        return EpisodeSampler(masked_labels(self.labels, keep=self.seen_holdout), self.train_ids, way, shot,
-                              self.query, seed, self.class_names, purpose="seen-class (held-out training images)")
+        images = self.seen_row_images if images is None else images
+        return EpisodeSampler(masked_labels(self.labels, keep=images), self.train_ids, way, shot, self.query, seed,
+                              self.class_names, purpose=purpose)
+
+    def _seen_selection_episodes(self, shot: int, seed: int, n_episodes: int) -> EpisodeSet:
+        sampler = self._seen_sampler(shot, derive_seed(seed, "seen-selection", self.dataset.fingerprint,
+                                                       self.split.fingerprint(), self.way, shot, self.query,
+                                                       self.seen_holdout_sha),
+                                     self.seen_selection, "validation (seen-class hold-out, selection part)")
+        episodes = sampler.sample_set(n_episodes)
+        check_episodes(episodes, masked_labels(self.labels, keep=self.seen_selection), self.train_ids,
+                       self.class_names, "validation")
+        return episodes
 
     def seen_episodes(self, shot: int, seed: int, n_episodes: int) -> EpisodeSet:
         """Episodes of the training classes drawn from the seen-class hold-out only (as many ways as the test
@@ -124,8 +154,8 @@ class Protocol:
         sampler = self._seen_sampler(shot, derive_seed(seed, "seen", self.dataset.fingerprint, self.split.fingerprint(),
                                                        self.way, shot, self.query, self.seen_holdout_sha))
         episodes = sampler.sample_set(n_episodes)
-        check_episodes(episodes, masked_labels(self.labels, keep=self.seen_holdout), self.train_ids, self.class_names,
-                       "seen-class")
+        check_episodes(episodes, masked_labels(self.labels, keep=self.seen_row_images), self.train_ids,
+                       self.class_names, "seen-class")
         return episodes
 
     def check_requests(self, shots: list[int], val_episodes: int) -> None:
@@ -134,6 +164,8 @@ class Protocol:
             self.train_sampler(shot, 0)
             if self.holds_out_seen_images:
                 self._seen_sampler(shot, 0)
+            if len(self.seen_selection) and val_episodes:
+                self._seen_sampler(shot, 0, self.seen_selection, "validation (seen-class hold-out, selection part)")
             EpisodeSampler(self.labels, self.test_ids, self.way, shot, self.query, 0, self.class_names,
                            purpose="test")
             if self.val_ids and val_episodes:
@@ -218,6 +250,12 @@ def prepare(config: RunConfig) -> Protocol:
     if fraction:
         protocol.seen_holdout = seen_holdout(protocol.labels, protocol.train_ids, fraction, dataset.fingerprint,
                                              split.fingerprint())
+        if config.val_episodes > 0 and not split.val:
+            # Selection on the training classes' held-out images: half of each class's hold-out (seeded), so the
+            # seen-class rows stay an evaluation the selection never looked at.
+            protocol.seen_selection = image_holdout(protocol.labels, protocol.train_ids, 0.5, "seen-selection",
+                                                    dataset.fingerprint, split.fingerprint(),
+                                                    within=protocol.seen_holdout)
     protocol.check_requests(list(config.shots), config.val_episodes)
     return protocol
 
@@ -236,10 +274,13 @@ def check_validation(config: RunConfig, split: ClassSplit) -> None:
     model selection would keep the first checkpoint."""
     if config.val_episodes <= 0:
         return
-    if not split.val:
+    if not split.val and "seen" not in config.context:
         raise ConfigError(f"--val-episodes {config.val_episodes} asks for model selection on validation classes, "
                           f"but split '{split.name}' has none; add a val part to the split (split: {{train: [...], "
-                          "val: [...], test: [...]}) or drop --val-episodes")
+                          "val: [...], test: [...]}), select on held-out images of the training classes with "
+                          "--context seen (plus the other context rows you want), or drop --val-episodes")
+    if not split.val:
+        return
     if len(split.val) < 2:
         raise ConfigError(f"split '{split.name}' has one validation class ('{split.val[0]}'), so every validation "
                           "episode would be 1-way and score 100 % (model selection would keep the first checkpoint); "

@@ -10,11 +10,15 @@ from fewshot_bench.registry import register_stage
 from fewshot_bench.stages import CellContext, Stage
 
 
-def _history_block(history: TrainHistory, episodes: int) -> dict[str, Any]:
+def _history_block(history: TrainHistory, episodes: int, source: str | None = None) -> dict[str, Any]:
+    # ``source``: what the selection validated on, recorded only when it is not the split's validation classes
+    # (records without it are unchanged).
+    curve = {"episode": history.val_episodes, "accuracy": history.val_accuracies,
+             "selected_episode": history.selected_episode}
+    if source is not None and source != "validation classes":
+        curve["source"] = source
     return {"train_episodes": episodes, "train_seconds": round(history.seconds, 3), "train_steps": history.step_mode,
-            "loss_curve": {"episode": history.loss_episodes, "loss": history.losses},
-            "val_curve": {"episode": history.val_episodes, "accuracy": history.val_accuracies,
-                          "selected_episode": history.selected_episode}}
+            "loss_curve": {"episode": history.loss_episodes, "loss": history.losses}, "val_curve": curve}
 
 
 @register_stage("meta_train")
@@ -32,7 +36,8 @@ class MetaTrain(Stage):
                         allowed_class_ids=protocol.train_ids, labels=protocol.training_labels,
                         class_names=protocol.class_names, val_episodes=cell.val_episodes,
                         progress=cell.observer.trained, checkpointer=cell.checkpoint)
-        return _history_block(history, cell.settings.episodes)
+        return _history_block(history, cell.settings.episodes,
+                              protocol.validation_source if cell.val_episodes is not None else None)
 
     def skipped(self, cell: CellContext) -> dict[str, Any]:
         # Baseline, Baseline++, SimpleShot: their papers do no episodic training after pre-training.
