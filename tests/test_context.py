@@ -22,6 +22,7 @@ from fewshot_bench.report import render
 from fewshot_bench.reporting.context import context_rows
 from fewshot_bench.reporting.tables import accuracy_report, table_from_cells
 from fewshot_bench.results.leaderboard import read_leaderboard, write_leaderboard
+from fewshot_bench.results.publish import publish_run
 from fewshot_bench.results.store import RunStore, read_context
 from inprocess import bench_here
 
@@ -108,6 +109,14 @@ def test_context_rows_are_shown_apart_and_never_ranked_or_marked(tmp_path, capsy
         ("seen: protonet", "seen"), ("ceiling: conv4 trained on the test classes", "ceiling")]
     assert rows[-1]["balanced_accuracy"] == pytest.approx(
         json.loads(next((result.store.root / "context").glob("ceiling-*.json")).read_text())["ceiling"]["balanced_accuracy"])
+    # A published record keeps them (`bench publish`), and reads like the run.
+    record = publish_run(result.store.root, tmp_path / "record")
+    assert sum(p.parent.name == "context" for p in record) == 3
+    assert [r["label"] for r in RunStore(tmp_path / "record").load_context()] == [
+        r["label"] for r in result.store.load_context()]
+    assert not (publish_run(run(merge(None, flags(tmp_path, data, "bare", train_episodes=2, test_episodes=5,
+                                                     context=[]))).store.root, tmp_path / "bare-record")
+                and (tmp_path / "bare-record" / "context").exists())
     read = read_leaderboard(board)
     assert [r["context"] for r in read] == ["", "floor", "floor", "seen", "ceiling"]
     assert bench_here("table", board, "--format", "json") == 0

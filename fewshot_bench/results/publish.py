@@ -2,7 +2,7 @@
 
 A record keeps everything a number is derived from and checked against — ``config.yaml``,
 ``environment.json``, ``plan.json``, every finished cell record (settings, code version, commit, per-episode
-accuracies, loss curves) and the saved test episodes — and leaves out what is large and re-derivable:
+accuracies, loss curves), its context rows (floor, ceiling) and the saved test episodes — and leaves out what is large and re-derivable:
 checkpoints, job logs, state markers, ``accuracies.csv`` and the summaries. A record folder reads like a run
 folder, so ``bench table``, ``bench compare``, ``bench leaderboard`` and ``bench card`` take it as one.
 """
@@ -16,7 +16,9 @@ from pathlib import Path
 from fewshot_bench.errors import ConfigError
 
 RECORD_FILES = ("config.yaml", "environment.json", "plan.json")
-RECORD_FOLDERS = {"cells": "*.json", "episodes": "*.npz"}
+RECORD_FOLDERS = {"cells": "*.json", "episodes": "*.npz", "context": "*.json"}
+# Folders a run has only when it computed something for them (no empty folder in its record otherwise).
+OPTIONAL_FOLDERS = ("context",)
 
 
 def publish_run(run: Path, out: Path) -> list[Path]:
@@ -36,8 +38,11 @@ def publish_run(run: Path, out: Path) -> list[Path]:
         if (run / name).is_file():
             shutil.copy2(run / name, staging / name)
     for folder, pattern in RECORD_FOLDERS.items():
+        paths = sorted((run / folder).glob(pattern))
+        if folder in OPTIONAL_FOLDERS and not paths:
+            continue
         (staging / folder).mkdir()
-        for path in sorted((run / folder).glob(pattern)):
+        for path in paths:
             shutil.copy2(path, staging / folder / path.name)
     if out.exists():
         shutil.rmtree(out)
