@@ -68,6 +68,15 @@ def test_method_far_above_its_floor_where_features_transfer_and_at_it_where_they
     # Transfer: the trained method clears every floor by far; the ceiling (test-class labels) is higher still.
     assert transfer["protonet"]["mean"] > max(transfer[f]["mean"] for f in floors) + 10, transfer
     assert transfer["ceiling: conv4 trained on the test classes"]["balanced_accuracy"] > 80
+    # One ceiling per backbone and seed serves every shot; a floor trains nothing, also in a setting after one.
+    data = str(tmp_path / "t.npz")
+    two = run(merge(None, flags(tmp_path, data, "two-shots", shots=[1, 2], train_episodes=2, test_episodes=5,
+                                ceiling_epochs=1, context=["floor", "ceiling"])))
+    rows = two.store.load_context()
+    assert sorted(r["shot"] for r in rows if r["context"] == "floor") == [1, 1, 2, 2]
+    assert all(r["train_seconds"] == 0.0 for r in rows if r["context"] == "floor")
+    ceilings = [r for r in rows if r["context"] == "ceiling"]
+    assert len(ceilings) == 2 and ceilings[0]["ceiling"] == ceilings[1]["ceiling"] and ceilings[0]["train_seconds"] > 0
     # No transfer possible: the method is at its floor and at chance, though it learnt its training classes.
     for row in (none["protonet"], *(none[f] for f in floors)):
         assert abs(row["mean"] - 100 / 3) < 8, none
@@ -179,6 +188,7 @@ def test_without_context_no_rows_and_a_damaged_row_is_left_out_by_name(tmp_path,
     record = json.loads(paths[0].read_text())
     assert record["test_episodes_sha"] == result.store.load_cells()[0]["test_episodes_sha"]  # paired episodes
     assert record["uses_test_labels"] is False and record["settings_hash"] == result.store.load_cells()[0]["settings_hash"]
+    assert record["train_seconds"] == 0.0  # a floor trains nothing
     record["mean"] += 1
     paths[0].write_text(json.dumps(record))
     with pytest.raises(RecordError, match="checksum"):

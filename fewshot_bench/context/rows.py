@@ -80,7 +80,8 @@ def compute_context(runner: "CellRunner", cells: list["Cell"]) -> list[str]:
                 if kind == "ceiling" and (backbone, seed) not in trained:
                     trained[(backbone, seed)] = train_ceiling(backbone, protocol, runner.builder, seed,
                                                               config.ceiling_epochs, amp=runner.settings.amp)
-                record = _context_record(runner, kind, backbone, shot, seed, episodes, trained.get((backbone, seed)))
+                record = _context_record(runner, kind, backbone, shot, seed, episodes,
+                                         trained[(backbone, seed)] if kind == "ceiling" else None)
             except Exception as exc:
                 logger.debug(traceback.format_exc())
                 failures.append(f"context row {rid}: {type(exc).__name__}: {exc}")
