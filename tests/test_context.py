@@ -13,7 +13,6 @@ import json
 import numpy as np
 import pytest
 
-from conftest import REPO  # noqa: F401  (the tests' import root)
 from fewshot_bench.config import merge
 from fewshot_bench.engine.runner import run
 from fewshot_bench.errors import ConfigError, EpisodeError, RecordError

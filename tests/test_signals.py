@@ -66,6 +66,12 @@ def _running(folder):
     return pids
 
 
+def _both_workers_computing(folder, process):
+    """{cell: pid} once both workers of a ``--jobs 2`` run are computing a cell."""
+    return _wait_for(lambda: len(_running(folder)) == 2 and _running(folder), "both workers computing",
+                     process=process)
+
+
 def _alive(pid):
     try:
         with open(f"/proc/{pid}/stat") as handle:
@@ -118,8 +124,7 @@ def test_a_signal_stops_the_jobs_workers_and_nothing_writes_after_the_run_exited
     process = _start(runs, "stopped", "--jobs", "2")
     folder = runs / "stopped"
     try:
-        workers = _wait_for(lambda: len(_running(folder)) == 2 and _running(folder), "both workers computing",
-                            process=process)
+        workers = _both_workers_computing(folder, process)
         started = time.monotonic()
         if how == "sigterm":
             process.send_signal(signal.SIGTERM)
@@ -160,8 +165,7 @@ def test_a_launch_while_workers_of_the_run_live_is_refused_naming_them(tmp_path)
     process = _start(runs, "busy", "--jobs", "2")
     folder = runs / "busy"
     try:
-        workers = _wait_for(lambda: len(_running(folder)) == 2 and _running(folder), "both workers computing",
-                            process=process)
+        workers = _both_workers_computing(folder, process)
         markers = {p.name: p.read_text() for p in (folder / "state").iterdir()}
         env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
         again = subprocess.run([sys.executable, "-m", "fewshot_bench", "run", "--resume", str(folder)],
@@ -185,7 +189,7 @@ def test_workers_of_a_killed_run_stop_themselves(tmp_path):
     process = _start(runs, "killed", "--jobs", "2")
     folder = runs / "killed"
     try:
-        _wait_for(lambda: len(_running(folder)) == 2, "both workers computing", process=process)
+        _both_workers_computing(folder, process)
         process.send_signal(signal.SIGKILL)
         process.wait()
         _wait_for(lambda: not _processes_of(folder), "the workers to stop", timeout=30)

@@ -21,7 +21,7 @@ table, marked in the leaderboard, and never ranked, bolded or pooled with method
 
 from __future__ import annotations
 
-from fewshot_bench.config import CONTEXT_KINDS, DEFAULT_SEEN_HOLDOUT  # noqa: F401  (declared with the settings)
+from fewshot_bench.config import CONTEXT_KINDS  # noqa: F401  (declared with the settings, re-exported here)
 # What a reader is told about each kind (table captions, the card, the leaderboard's note).
 KIND_NOTES = {
     "floor": "nearest class mean on the test episodes with no training (raw pixels, randomly initialised backbones)",

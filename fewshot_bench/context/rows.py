@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 import numpy as np
 
 from fewshot_bench.console import logger
-from fewshot_bench.context.ceiling import TrainedCeiling, ceiling_holdout, ceiling_row, ceiling_sampler, train_ceiling
+from fewshot_bench.context.ceiling import (TrainedCeiling, ceiling_holdout, ceiling_row, ceiling_sampler,
+                                          train_ceiling)
 from fewshot_bench.context.floor import PIXELS, NearestCentroid, floor_row
 from fewshot_bench.registry import BACKBONES
 from fewshot_bench.results.numerics import effective_numerics
@@ -33,19 +34,6 @@ def settings_of(cells: Iterable["Cell"]) -> tuple[list[tuple[int, int]], list[st
     settings = list(dict.fromkeys((cell.shot, cell.seed) for cell in cells))
     backbones = list(dict.fromkeys(cell.variant.option_dict["backbone"] for cell in cells))
     return settings, backbones
-
-
-def planned_ids(kinds: Iterable[str], protocol: "Protocol", cells: Iterable["Cell"]) -> list[str]:
-    """Every floor and ceiling row id the run's context asks for."""
-    cells = list(cells)
-    settings, backbones = settings_of(cells)
-    ids = []
-    for shot, seed in settings:
-        if "floor" in kinds:
-            ids += [context_id("floor", b, protocol.way, shot, protocol.query, seed) for b in [PIXELS, *backbones]]
-        if "ceiling" in kinds:
-            ids += [context_id("ceiling", b, protocol.way, shot, protocol.query, seed) for b in backbones]
-    return ids
 
 
 def check_ceiling(protocol: "Protocol", shots: list[int]) -> None:

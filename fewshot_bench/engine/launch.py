@@ -29,7 +29,7 @@ from fewshot_bench.config import RunConfig, merge
 from fewshot_bench.engine.progress import LogLinesObserver
 from fewshot_bench.errors import BenchError, ConfigError
 from fewshot_bench.report import Column, Report, Value
-from fewshot_bench.results.store import RunStore
+from fewshot_bench.results.store import RunStore, pid_alive
 
 if TYPE_CHECKING:
     from fewshot_bench.engine.runner import RunResult
@@ -120,7 +120,7 @@ def _stop_with_run(run_pid: int | None) -> None:
     controller = os.getppid()
 
     def watch() -> None:
-        while os.getppid() == controller and (run_pid is None or _alive(run_pid)):
+        while os.getppid() == controller and (run_pid is None or pid_alive(run_pid)):
             time.sleep(0.5)
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(10)
@@ -381,7 +381,7 @@ def stop_local_workers(jobs: Sequence[Any], grace_s: float = 10.0) -> None:
             for process in local:
                 process.poll()  # reaps a controller that ended (a zombie is not alive)
             known |= process_tree([p.pid for p in local] + sorted(known))
-            alive = {pid for pid in known if _alive(pid)}
+            alive = {pid for pid in known if pid_alive(pid)}
             now = time.monotonic()
             if not alive or now > deadline + 5:
                 break
@@ -415,21 +415,6 @@ def _signals_noted(noted: list[int]) -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists and is not a zombie (ended, not yet reaped)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def _processes() -> dict[int, tuple[int, str]]:
@@ -488,13 +473,13 @@ def run_processes(store: RunStore, cell_ids: Sequence[str] | None = None) -> dic
         except (OSError, ValueError):
             continue
         pid = holder.get("pid") if isinstance(holder, dict) else None
-        if isinstance(pid, int) and pid != me and holder.get("host") == socket.gethostname() and _alive(pid):
+        if isinstance(pid, int) and pid != me and holder.get("host") == socket.gethostname() and pid_alive(pid):
             found[pid] = f"computing {path.name.removesuffix('.claim')}"
     folders = {str(store.root.expanduser().absolute() / "jobs") + os.sep,
                str(store.root.expanduser().resolve() / "jobs") + os.sep}
     for pid, (ppid, cmdline) in _processes().items():
         if pid != me and ppid != me and "submitit" in cmdline and any(f in cmdline for f in folders) \
-                and _alive(pid):
+                and pid_alive(pid):
             found.setdefault(pid, "a worker process")
     return found
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import numpy as np
-
 from fewshot_bench.context import CONTEXT_KINDS, KIND_NOTES
 from fewshot_bench.results.frames import aggregate, cells_frame
-from fewshot_bench.results.store import SUMMARY_KEYS, seen_records
+from fewshot_bench.results.store import SUMMARY_KEYS, seen_records, with_context_fields
 
 
 def context_rows(cells: Sequence[dict[str, Any]], records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -18,18 +16,7 @@ def context_rows(cells: Sequence[dict[str, Any]], records: Sequence[dict[str, An
     everything = [*records, *seen_records(cells)]
     if not everything:
         return []
-    kind_of = {r["label"]: r["context"] for r in everything}
-    balanced: dict[tuple, list[float]] = {}
-    for r in everything:
-        if r["context"] == "ceiling":
-            balanced.setdefault((r["label"], r["dataset"], r["way"], r["shot"], r["query"]), []).append(
-                r["ceiling"]["balanced_accuracy"])
-    rows = aggregate(cells_frame(everything), SUMMARY_KEYS)
-    for row in rows:
-        row["context"] = kind_of[row["label"]]
-        values = balanced.get((row["label"], row["dataset"], row["way"], row["shot"], row["query"]))
-        if values:
-            row["balanced_accuracy"] = float(np.mean(values))
+    rows = with_context_fields(aggregate(cells_frame(everything), SUMMARY_KEYS), everything)
     # Pixels first among the floors: the rawest reference leads.
     return sorted(rows, key=lambda row: (CONTEXT_KINDS.index(row["context"]), row["backbone"] != "pixels"))
 

@@ -23,7 +23,7 @@ from fewshot_bench.config import CONTEXT_KINDS
 from fewshot_bench.errors import BenchError
 from fewshot_bench.fileio import atomic_write_text, locked
 from fewshot_bench.results.frames import aggregate, cells_frame
-from fewshot_bench.results.store import RunStore, seen_records
+from fewshot_bench.results.store import RunStore, seen_records, with_context_fields
 
 COLUMNS = ["dataset", "split", "way", "shot", "query", "label", "method", "backbone", "settings_hash", "mean", "ci95", "std",
            "episodes", "seeds", "seed_std", "seed_ci95", "params", "train_episodes", "pretrain_epochs", "train_seconds", "eval_seconds", "device",
@@ -107,16 +107,7 @@ def leaderboard_rows(cells: Iterable[dict[str, Any]], dataset: str | None = None
     context = list(context)
     rows = _aggregated(cells, dataset, way, shot, method)
     if context:
-        kinds = {r["label"]: r["context"] for r in context}
-        balanced: dict[tuple, list[float]] = {}
-        for r in context:
-            if r["context"] == "ceiling":
-                balanced.setdefault((r["label"], r["dataset"], r["way"], r["shot"]), []).append(
-                    float(r["ceiling"]["balanced_accuracy"]))
-        for row in _aggregated(context, dataset, way, shot, None):
-            values = balanced.get((row["label"], row["dataset"], row["way"], row["shot"]))
-            rows.append({**row, "context": kinds[row["label"]],
-                         "balanced_accuracy": float(np.mean(values)) if values else None})
+        rows += with_context_fields(_aggregated(context, dataset, way, shot, None), context)
     # Within a setting: the methods best first, then the context rows by kind (floor, seen, ceiling).
     kinds = ("", *CONTEXT_KINDS)
     rows.sort(key=lambda r: (*(str(r[k]) if k in ("dataset", "split") else r[k] for k in SETTING),

@@ -78,8 +78,10 @@ def _job_id() -> str | None:
     return os.environ.get("SLURM_JOB_ID")
 
 
-def _pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int):
+def pid_alive(pid: Any) -> bool:
+    """Whether ``pid`` is a process of this machine that exists and is not a zombie (ended, not yet reaped); the
+    one liveness check of claims, running markers and the launcher's workers."""
+    if not isinstance(pid, int) or isinstance(pid, bool):
         return False
     try:
         os.kill(pid, 0)
@@ -87,11 +89,10 @@ def _pid_alive(pid: Any) -> bool:
         return False
     except PermissionError:
         return True
-    # A zombie (killed, not yet reaped) is not alive either.
     try:
         with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
+            return handle.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
         return True
 
 
@@ -140,7 +141,7 @@ def _claim_holder(data: bytes) -> tuple[dict[str, Any] | None, str | None]:
         return None, "is empty or damaged (no host and pid of a holder)" if data.strip() else "is empty"
     if holder["host"] != socket.gethostname():
         return holder, None
-    if not _pid_alive(holder["pid"]):
+    if not pid_alive(holder["pid"]):
         return holder, f"was left by process {holder['pid']}, which has ended"
     started = holder.get("start")
     if _is_int(started) and _process_start(holder["pid"]) not in (None, started):
@@ -441,7 +442,7 @@ class RunStore:
                 except (OSError, UnicodeDecodeError, ValueError):
                     state = {"state": "interrupted", "error": f"state file {marker} is damaged; --resume runs the cell"}
                 if state["state"] == "running" and state.get("host") == socket.gethostname() \
-                        and not _pid_alive(state.get("pid")):
+                        and not pid_alive(state.get("pid")):
                     state["state"] = "interrupted"
             else:
                 state = {"state": "pending"}
@@ -573,6 +574,22 @@ def seen_records(cells: Iterable[CellRecord]) -> list[dict[str, Any]]:
              "accuracies": cell["seen"]["accuracies"], "test_episodes_sha": None,
              "episodes_sha": cell["seen"]["episodes_sha"]}
             for cell in cells if isinstance(cell.get("seen"), dict)]
+
+
+def with_context_fields(rows: list[dict[str, Any]], records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Aggregated context ``rows`` (of ``records``) with each one's ``context`` kind and ``balanced_accuracy``: the
+    mean over its ceiling records' seeds, None for other kinds (tables and the leaderboard alike)."""
+    records = list(records)
+    kinds = {r["label"]: r["context"] for r in records}
+    balanced: dict[tuple, list[float]] = {}
+    for r in records:
+        if r["context"] == "ceiling":
+            balanced.setdefault((r["label"], r["dataset"], r["way"], r["shot"], r["query"]), []).append(
+                float(r["ceiling"]["balanced_accuracy"]))
+    for row in rows:
+        values = balanced.get((row["label"], row["dataset"], row["way"], row["shot"], row["query"]))
+        row.update(context=kinds[row["label"]], balanced_accuracy=float(np.mean(values)) if values else None)
+    return rows
 
 
 CONTEXT_KEYS = ("context", "label", "way", "shot", "query", "seed", "accuracies", "mean")
