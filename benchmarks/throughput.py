@@ -25,8 +25,9 @@ per test episode over the repeats. Usage::
     .venv/bin/python benchmarks/throughput.py --train 50 --test 50 --datasets synthetic-fer   # quicker
     .venv/bin/python benchmarks/throughput.py --train 400 --test 200 --repeats 3   # the README table
     .venv/bin/python benchmarks/throughput.py --soak 10000 --soak-size 24   # RSS over a long run
+    .venv/bin/python benchmarks/throughput.py --finetune --shot 5 --test 100   # batched test-time fitting
 
-Needs ``pip install easyfsl==1.5.0`` for the easyfsl peers (skipped with a note when missing).
+The easyfsl peers need easyfsl 1.5.0, in the dev extra (``scripts/setup.sh --dev``); skipped with a note when missing.
 """
 
 from __future__ import annotations
@@ -390,6 +391,51 @@ def soak(episodes: int, size: int) -> None:
         print(f"RSS growth from episode 1000 to episode {memory.done}: {marks[-1] - marks[0]:+.1f} MB")
 
 
+def finetune_speed(methods: list[str], setting: str, fer_path: str | None, shot: int, n_test: int,
+                   device: str) -> None:
+    """Baseline/Baseline++'s test-time fitting episode by episode (``episodes_per_prediction`` 1) and batched
+    (the method's default), on the same test episodes, in this process: evaluation episodes/s, their ratio, and
+    how far the two evaluations' per-episode accuracies and scores are apart."""
+    from fewshot_bench.episodic.tasks import TaskBuilder, channel_statistics
+    from fewshot_bench.engine.evaluation import evaluate
+    from fewshot_bench.method import resolve_variant
+    from fewshot_bench.options import Spec
+
+    config, protocol = load_setting(setting, fer_path)
+    target = torch.device(device)
+    builder = TaskBuilder(protocol.dataset, target,
+                          *channel_statistics(protocol.dataset.images, protocol.training_images().indices))
+    episodes = shared_test_episodes(protocol, shot, n_test)
+    way = episodes.class_ids.shape[1]
+    print(f"{setting}: {n_test} test episodes, {way}-way {shot}-shot, device {device}, "
+          f"{torch.get_num_threads()} thread(s); the backbone is untrained (speed does not depend on its weights)")
+    print(f"{'method':<12} {'per call':>8} {'eval ep/s':>10} {'ratio':>7} {'acc %':>7} {'episodes differing':>19} "
+          f"{'max |Δ score|':>14}")
+    for spec in methods:
+        variant = resolve_variant(Spec.parse(spec))
+        model = variant.build(protocol.dataset.image_shape, seed=0).to(target)
+        batched = type(model).episodes_per_prediction
+        results, scores = {}, {}
+        for per_call in (1, batched):
+            model.episodes_per_prediction = per_call
+            results[per_call] = evaluate(model, builder, episodes, cuda_graphs=False)
+            # The first episodes' scores, to show the batched fit is the same computation.
+            model.eval()
+            tasks = [builder.task(episodes[i], model.memory_format) for i in range(min(per_call, 5))]
+            with torch.no_grad():
+                scores[per_call] = model.predict_episodes([t.support for t in tasks], [t.support_labels for t in tasks],
+                                                          [t.query for t in tasks], way)
+        one, many = results[1], results[batched]
+        width = min(len(scores[1]), len(scores[batched]))
+        gap = max(float((a - b).abs().max()) for a, b in zip(scores[1][:width], scores[batched][:width]))
+        differing = int((one.accuracies != many.accuracies).sum())
+        for per_call, result in ((1, one), (batched, many)):
+            ratio = f"{(len(episodes) / many.seconds) / (len(episodes) / one.seconds):.2f}" if per_call == batched else ""
+            print(f"{spec:<12} {per_call:>8} {len(episodes) / result.seconds:>10.2f} {ratio:>7} "
+                  f"{100 * result.accuracies.mean():>7.2f} {differing if per_call == batched else '':>19} "
+                  f"{gap if per_call == batched else '':>14}")
+
+
 def current_rss_mb() -> float:
     """Resident set size now (not the peak), from /proc; the peak where /proc is missing."""
     try:
@@ -450,16 +496,24 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--soak", type=int, default=0, help="instead: RSS over this many training episodes")
     parser.add_argument("--soak-size", type=int, default=48)
+    parser.add_argument("--finetune", action="store_true",
+                        help="instead: Baseline/Baseline++'s test-time fitting one episode at a time and batched "
+                             "(first of --datasets, --shot, --test episodes; --methods defaults to both)")
     args = parser.parse_args()
     if args.soak:
         soak(args.soak, args.soak_size)
+        return
+    if args.finetune:
+        chosen = args.methods if args.methods != parser.get_default("methods") else "baseline,baselinepp"
+        finetune_speed(chosen.split(","), args.datasets.split(",")[0], args.fer2013, args.shot, args.test, args.device)
         return
     try:
         import easyfsl  # noqa: F401
         have_easyfsl = True
     except ImportError:
         have_easyfsl = False
-        print("note: easyfsl is not installed (pip install easyfsl==1.5.0); its peers are skipped")
+        print("note: easyfsl is not installed (scripts/setup.sh --dev installs it, or pip install easyfsl==1.5.0); "
+              "its peers are skipped")
     print(f"device {args.device}, torch {torch.__version__}, {os.cpu_count()} CPU cores, {args.shot}-shot, "
           f"{args.train} training + {args.test} test episodes per measurement, {args.repeats} repeat(s)\n")
     header = (f"{'setting':<14} {'method':<12} {'impl':<12} {'train ep/s':>10} {'eval ep/s':>10} {'s/1000 ep':>10} "

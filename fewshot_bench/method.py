@@ -5,7 +5,10 @@ A method is an ``nn.Module`` built around a backbone. The runner only ever calls
 * ``meta_batch_loss(tasks)`` during meta-training (default: the mean of ``loss(task)`` over the batch);
   ``batched_loss(tasks)`` instead when the run asks for batched episodes and the method supports them;
 * ``predict(support, support_labels, query, n_way)`` at evaluation, returning ``(n_query, n_way)`` scores
-  (higher = more likely). Query labels are never passed to ``predict``.
+  (higher = more likely). Query labels are never passed to ``predict``. The evaluator actually calls
+  ``predict_episodes`` with ``episodes_per_prediction`` episodes at a time; its default calls ``predict`` on
+  each, and a method whose test-time work is many tiny steps per episode (Baseline's fine-tuning) overrides
+  it to run them for all the episodes at once.
 
 ``loss(task)`` defaults to cross-entropy on ``predict``'s scores, which is right for ProtoNet (logits) and
 MatchingNet (log-probabilities: their log-softmax is themselves). Relation-style methods override it with
@@ -129,6 +132,8 @@ class FewShotMethod(nn.Module):
     * ``class_map_figure`` with the hook ``episode_class_maps``: the class maps the feature-map figure draws;
     * hooks with defaults: ``embedding`` (feature maps to vectors, used by the pre-training head),
       ``parameter_groups`` (per-group learning rates), ``clip_groups`` (per-group gradient clipping);
+    * ``episodes_per_prediction`` with the hook ``predict_episodes``: how many test episodes the evaluator hands
+      over at once (1 by default; each score matrix must equal ``predict`` on its episode alone);
     * ``code_modules``: modules besides the class's own files that compute its numbers (exact provenance).
     """
 
@@ -149,6 +154,9 @@ class FewShotMethod(nn.Module):
     # Whether ``--compile`` may torch.compile the backbone; methods that call it with swapped-in weights
     # (MAML's fast weights) would recompile at every inner step.
     compilable: ClassVar[bool] = True
+    # Test episodes per ``predict_episodes`` call. More than one only pays where an episode's own work is too
+    # small to keep the device busy (hundreds of tiny fitting steps); every episode's images are then held at once.
+    episodes_per_prediction: ClassVar[int] = 1
 
     def __init__(self, backbone: nn.Module, image_shape: tuple[int, int, int], **options: Any) -> None:
         super().__init__()
@@ -163,6 +171,14 @@ class FewShotMethod(nn.Module):
             raise NotImplementedError(f"{type(self).__name__} implements neither predict nor predict_features")
         support_features, query_features = self.embed(support, query)
         return self.predict_features(support_features, support_labels, query_features, n_way)
+
+    def predict_episodes(self, supports: list[torch.Tensor], support_labels: list[torch.Tensor],
+                         queries: list[torch.Tensor], n_way: int) -> list[torch.Tensor]:
+        """``predict`` for several test episodes of one shape (at most ``episodes_per_prediction``): one score
+        matrix per episode, each equal to what ``predict`` gives for that episode alone. The default calls
+        ``predict`` episode by episode."""
+        return [self.predict(support, labels, query, n_way)
+                for support, labels, query in zip(supports, support_labels, queries)]
 
     def loss(self, task: Task) -> torch.Tensor:
         """Meta-training loss of one episode (a scalar)."""

@@ -282,7 +282,8 @@ def check_method(cls: type, options: dict[str, Any] | None = None,
     optimiser group, ``embedding`` gives (N, D) vectors, declared class maps are finite); and a whole cell runs
     through the harness's own pipeline with every stage the method declares. A method that implements ``predict_features`` (batched
     episodes) must agree with ``predict`` and give the same meta-batch loss batched and looped when batch
-    norm uses running statistics (eval mode).
+    norm uses running statistics (eval mode). ``predict_episodes`` on three episodes at once must give each
+    episode the scores ``predict`` gives it alone.
     """
     options = options or {}
     name = getattr(cls, "__name__", str(cls))
@@ -322,6 +323,7 @@ def check_method(cls: type, options: dict[str, Any] | None = None,
         if not torch.allclose(scores, head, atol=1e-5, rtol=1e-4):
             _fail(f"{name}.predict disagrees with predict_features on the embedded episode, but training uses "
                   "predict_features/loss_features: change predict_features instead of predict")
+    _predict_episodes_check(cls, name, image_shape, options, n_way, query)
     if cls.supports_batched_episodes():
         model = _build(cls, image_shape, options, seed=0).eval()
         tasks = [_task(image_shape, n_way, 2, query, seed=seed) for seed in (10, 11, 12)]
@@ -330,6 +332,25 @@ def check_method(cls: type, options: dict[str, Any] | None = None,
             _fail(f"{name}: batched episodes change the loss ({batched.item():.6g} vs {looped.item():.6g} looped, "
                   "eval mode); predict_features/loss_features must use only their own episode's features, and embed "
                   "nothing but the backbone")
+
+
+def _predict_episodes_check(cls: type, name: str, image_shape: tuple[int, int, int], options: dict[str, Any],
+                            n_way: int, query: int) -> None:
+    """The evaluator's call (``predict_episodes``, several episodes at once) equals ``predict`` episode by episode."""
+    model = _build(cls, image_shape, options, seed=0).eval()
+    tasks = [_task(image_shape, n_way, 2, query, seed=seed) for seed in (13, 14, 15)]
+    with torch.no_grad():
+        alone = [model.predict(t.support, t.support_labels, t.query, n_way) for t in tasks]
+        together = model.predict_episodes([t.support for t in tasks], [t.support_labels for t in tasks],
+                                          [t.query for t in tasks], n_way)
+    if not isinstance(together, (list, tuple)) or len(together) != len(tasks):
+        _fail(f"{name}.predict_episodes must return one score matrix per episode ({len(tasks)} given), got "
+              f"{type(together).__name__}")
+    for i, (one, many) in enumerate(zip(alone, together)):
+        if not isinstance(many, torch.Tensor) or many.shape != one.shape or not torch.allclose(
+                one.float(), many.float(), atol=1e-4, rtol=1e-4):
+            _fail(f"{name}.predict_episodes disagrees with predict on episode {i + 1} of 3; each episode's scores "
+                  "must depend on that episode only (the evaluator hands over episodes_per_prediction at a time)")
 
 
 def check_dataset(cls: type, root: str | Path | None = None, options: dict[str, Any] | None = None,

@@ -40,6 +40,9 @@ class FineTunedClassifier(PretrainedMethod):
     """Shared by Baseline and Baseline++: a frozen pre-trained backbone and a classifier fitted per episode."""
 
     meta_trained = False
+    # The fitting is 100 passes of tiny SGD steps per episode: run for 25 episodes at once it costs about what
+    # one episode did (see ``_fit``).
+    episodes_per_prediction = 25
     conv4_pool = "flatten"  # Chen et al.'s Conv-4 flattens its 64×5×5 maps (1600-d)
     head = "linear"
     options = (
@@ -76,32 +79,39 @@ class FineTunedClassifier(PretrainedMethod):
                           lambda g: torch.stack([torch.randperm(n, generator=g) for _ in range(epochs)]))
 
     def _scores(self, parameters: list[torch.Tensor], embeddings: torch.Tensor, n_way: int) -> torch.Tensor:
+        """(E, N, n_way) scores of each episode's classifier on its (E, N, D) embeddings."""
         if self.head == "cosine":
             direction, gain = parameters
-            weight = gain.unsqueeze(1) * direction / direction.norm(dim=1, keepdim=True)
-            normalised = embeddings / (embeddings.norm(dim=1, keepdim=True) + 1e-5)
-            return cosine_scale(n_way) * normalised @ weight.t()
+            weight = gain.unsqueeze(-1) * direction / direction.norm(dim=-1, keepdim=True)
+            normalised = embeddings / (embeddings.norm(dim=-1, keepdim=True) + 1e-5)
+            return cosine_scale(n_way) * normalised @ weight.transpose(1, 2)
         weight, bias = parameters
-        return embeddings @ weight.t() + bias
+        return torch.baddbmm(bias.unsqueeze(1), embeddings, weight.transpose(1, 2))
 
     def _fit(self, support: torch.Tensor, labels: torch.Tensor, n_way: int) -> list[torch.Tensor]:
-        """The episode's classifier fitted on the (detached) support embeddings with Chen et al.'s SGD."""
-        weight, bias = self._initial(n_way, support.shape[1], support.device)
+        """Each episode's classifier fitted on its (detached) support embeddings with Chen et al.'s SGD, for E
+        episodes at once: ``support`` (E, S, D), ``labels`` (E, S). Every episode of one size starts from the same
+        weights and visits its support in the same order, so the E fits are E independent copies of one schedule;
+        summing the episodes' mean losses gives each classifier exactly its own episode's gradient."""
+        n_episodes = len(support)
+        weight, bias = self._initial(n_way, support.shape[-1], support.device)
         if self.head == "cosine":
             # Weight normalisation starts with each class's gain at its vector's norm (torch's weight_norm).
-            parameters = [weight.clone(), weight.norm(dim=1)]
+            first = [weight, weight.norm(dim=1)]
         else:
-            parameters = [weight.clone(), bias.clone()]
+            first = [weight, bias]
+        parameters = [p.expand(n_episodes, *p.shape).clone() for p in first]
         lr, momentum, dampening, decay = self.config["finetune_lr"], 0.9, 0.9, 0.001
         buffers: list[torch.Tensor | None] = [None] * len(parameters)
         batch = self.config["finetune_batch"]
         with torch.enable_grad():
-            for order in self._orders(len(support), support.device):
-                for start in range(0, len(support), batch):
+            for order in self._orders(support.shape[1], support.device):
+                for start in range(0, support.shape[1], batch):
                     chosen = order[start:start + batch]
                     parameters = [p.detach().requires_grad_() for p in parameters]
-                    loss = F.cross_entropy(self._scores(parameters, support[chosen], n_way), labels[chosen])
-                    grads = torch.autograd.grad(loss, parameters)
+                    scores = self._scores(parameters, support[:, chosen], n_way)
+                    losses = F.cross_entropy(scores.flatten(0, 1), labels[:, chosen].flatten(), reduction="none")
+                    grads = torch.autograd.grad(losses.view(n_episodes, -1).mean(1).sum(), parameters)
                     stepped = []
                     for i, (p, g) in enumerate(zip(parameters, grads)):
                         g = g + decay * p.detach()
@@ -111,11 +121,22 @@ class FineTunedClassifier(PretrainedMethod):
                     parameters = stepped
         return parameters
 
+    def _predict_embedded(self, supports: list[torch.Tensor], support_labels: list[torch.Tensor],
+                          queries: list[torch.Tensor], n_way: int) -> list[torch.Tensor]:
+        support = torch.stack([self.embedding(features).float().detach() for features in supports])
+        query = torch.stack([self.embedding(features).float() for features in queries])
+        classifier = self._fit(support, torch.stack(support_labels), n_way)
+        return list(self._scores(classifier, query, n_way).unbind(0))
+
     def predict_features(self, support_features: torch.Tensor, support_labels: torch.Tensor,
                          query_features: torch.Tensor, n_way: int) -> torch.Tensor:
-        support = self.embedding(support_features).float().detach()
-        classifier = self._fit(support, support_labels, n_way)
-        return self._scores(classifier, self.embedding(query_features).float(), n_way)
+        return self._predict_embedded([support_features], [support_labels], [query_features], n_way)[0]
+
+    def predict_episodes(self, supports: list[torch.Tensor], support_labels: list[torch.Tensor],
+                         queries: list[torch.Tensor], n_way: int) -> list[torch.Tensor]:
+        # Each episode through the backbone on its own (as ``predict`` does), then one fit for all of them.
+        embedded = [self.embed(support, query) for support, query in zip(supports, queries)]
+        return self._predict_embedded([s for s, _ in embedded], support_labels, [q for _, q in embedded], n_way)
 
 
 _CLOSER_LOOK_PAPER = "Chen, Liu, Kira, Wang & Huang. A Closer Look at Few-shot Classification. ICLR 2019."

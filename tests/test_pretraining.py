@@ -133,23 +133,27 @@ def test_a_run_pretrains_once_per_key_and_records_the_stage(tmp_path):
 
 
 def test_baseline_fits_its_classifier_as_chen_et_al_sgd_does():
+    """Two episodes fitted at once (as the evaluator batches them), each equal to torch.optim.SGD on its own."""
     model = variant_model("baseline[finetune_epochs=3]").eval()
     g = torch.Generator().manual_seed(0)
-    support, labels = torch.randn(6, 10, generator=g), torch.tensor([0, 0, 1, 1, 2, 2])
-    weight, bias = model._initial(3, 10, support.device)
-    reference = torch.nn.Linear(10, 3)
-    with torch.no_grad():
-        reference.weight.copy_(weight)
-        reference.bias.copy_(bias)
-    sgd = torch.optim.SGD(reference.parameters(), lr=0.01, momentum=0.9, dampening=0.9, weight_decay=0.001)
-    for order in model._orders(6, support.device):
-        for start in range(0, 6, 4):
-            chosen = order[start:start + 4]
-            sgd.zero_grad()
-            F.cross_entropy(reference(support[chosen]), labels[chosen]).backward()
-            sgd.step()
-    fitted = model._fit(support, labels, 3)
-    assert torch.allclose(fitted[0], reference.weight, atol=1e-6) and torch.allclose(fitted[1], reference.bias, atol=1e-6)
+    supports, labels = torch.randn(2, 6, 10, generator=g), torch.tensor([[0, 0, 1, 1, 2, 2], [2, 1, 0, 2, 1, 0]])
+    weight, bias = model._initial(3, 10, supports.device)
+    fitted = model._fit(supports, labels, 3)
+    for episode in range(2):
+        support = supports[episode]
+        reference = torch.nn.Linear(10, 3)
+        with torch.no_grad():
+            reference.weight.copy_(weight)
+            reference.bias.copy_(bias)
+        sgd = torch.optim.SGD(reference.parameters(), lr=0.01, momentum=0.9, dampening=0.9, weight_decay=0.001)
+        for order in model._orders(6, support.device):
+            for start in range(0, 6, 4):
+                chosen = order[start:start + 4]
+                sgd.zero_grad()
+                F.cross_entropy(reference(support[chosen]), labels[episode][chosen]).backward()
+                sgd.step()
+        assert torch.allclose(fitted[0][episode], reference.weight, atol=1e-6)
+        assert torch.allclose(fitted[1][episode], reference.bias, atol=1e-6)
 
 
 def test_baselinepp_scores_with_a_scaled_cosine_classifier():
@@ -157,7 +161,7 @@ def test_baselinepp_scores_with_a_scaled_cosine_classifier():
     direction, gain = torch.randn(3, 8), torch.rand(3) + 0.5
     x = torch.randn(5, 8)
     expected = 2.0 * torch.nn.functional.normalize(x, dim=1) @ (gain[:, None] * F.normalize(direction, dim=1)).t()
-    assert torch.allclose(model._scores([direction, gain], x, 3), expected, atol=1e-4)
+    assert torch.allclose(model._scores([direction[None], gain[None]], x[None], 3)[0], expected, atol=1e-4)
 
 
 def test_simpleshot_is_nearest_centroid_on_centred_normalised_embeddings():

@@ -73,30 +73,41 @@ def evaluate(
     broken = torch.zeros(len(episodes), 2, device=builder.device, dtype=torch.bool)
     orders = query_orders(episodes)
 
-    def episode_correct(buffers: list[torch.Tensor], shapes: tuple[tuple[int, int, int], ...]):
-        task = builder.tasks(buffers[0], shapes, method.memory_format)[0]
-        order = buffers[1]
-        query = task.query.index_select(0, order).contiguous(memory_format=method.memory_format)
-        labels = task.query_labels.index_select(0, order)
-        support_before, query_before = task.support.clone(), query.clone()
-        scores = method.predict(task.support, task.support_labels, query, task.n_way)
-        check_scores(method, scores, len(query), task.n_way)
-        flags = torch.stack([~torch.isfinite(scores).all(),
-                             (task.support != support_before).any() | (query != query_before).any()])
-        hits = (scores.argmax(dim=1) == labels).to(torch.int32)
-        counts = torch.zeros(task.n_way, device=hits.device, dtype=torch.int32).index_add_(0, labels, hits)
-        return counts, flags
+    def chunk_correct(buffers: list[torch.Tensor], shapes: tuple[tuple[int, int, int], ...]):
+        tasks = builder.tasks(buffers[0], shapes, method.memory_format)
+        queries = [task.query.index_select(0, order).contiguous(memory_format=method.memory_format)
+                   for task, order in zip(tasks, buffers[1])]
+        before = [(task.support.clone(), query.clone()) for task, query in zip(tasks, queries)]
+        all_scores = method.predict_episodes([task.support for task in tasks], [task.support_labels for task in tasks],
+                                             queries, n_way)
+        if not isinstance(all_scores, (list, tuple)) or len(all_scores) != len(tasks):
+            raise MethodContractError(
+                f"{type(method).__name__}.predict_episodes must return one score matrix per episode ({len(tasks)}), "
+                f"got {type(all_scores).__name__}")
+        counts, flags = [], []
+        for task, order, query, scores, (support_before, query_before) in zip(tasks, buffers[1], queries, all_scores,
+                                                                              before):
+            check_scores(method, scores, len(query), task.n_way)
+            labels = task.query_labels.index_select(0, order)
+            flags.append(torch.stack([~torch.isfinite(scores).all(),
+                                      (task.support != support_before).any() | (query != query_before).any()]))
+            hits = (scores.argmax(dim=1) == labels).to(torch.int32)
+            counts.append(torch.zeros(task.n_way, device=hits.device, dtype=torch.int32).index_add_(0, labels, hits))
+        return torch.stack(counts), torch.stack(flags)
 
-    step = CapturedStep(episode_correct, enabled=cuda_graphs and builder.device.type == "cuda")
+    # Episodes go to the method ``episodes_per_prediction`` at a time (one transfer, one captured step each).
+    chunk = max(1, int(method.episodes_per_prediction))
+    step = CapturedStep(chunk_correct, enabled=cuda_graphs and builder.device.type == "cuda")
     with torch.no_grad(), autocast(builder.device, amp):
-        for i, episode in enumerate(episodes):
-            staged = builder.stage_episodes([episode])
-            order = to_device(torch.from_numpy(orders[i]), builder.device)
+        for first in range(0, len(episodes), chunk):
+            last = min(first + chunk, len(episodes))
+            staged = builder.stage_episodes([episodes[i] for i in range(first, last)])
+            order = to_device(torch.from_numpy(orders[first:last]), builder.device)
             counts, flags = step([*staged.buffers, order], staged.shapes)
-            correct[i].copy_(counts)
-            broken[i].copy_(flags)
+            correct[first:last].copy_(counts)
+            broken[first:last].copy_(flags)
             if progress is not None:
-                progress(1)
+                progress(last - first)
     flags = broken.cpu().numpy()
     name = type(method).__name__
     if flags[:, 0].any():

@@ -3,7 +3,8 @@ tiny, seeded CPU problem, with what it observably computes recorded.
 
 The probe also runs against older commits of this package (to baseline their records), so it uses only what
 every commit since b434196 has: ``RunConfig``, ``engine.runner.run`` with the observer protocol, the method
-registry, ``FewShotMethod.predict``/``backbone``/``all_options`` and the ``array`` dataset plugin. It writes its
+registry, ``FewShotMethod.predict``/``backbone``/``all_options``
+(and ``predict_episodes`` where it exists) and the ``array`` dataset plugin. It writes its
 own data: 6 classes of 10 images (class prototypes plus noise; see ``write_dataset``), in two geometries —
 A: 1×28×28, B: 3×32×32 with the run key ``lr_step: 2`` so learning-rate schedules move. Each geometry is one run
 with every probe label (cells are seeded independently: a label alone gives the same observables).
@@ -144,7 +145,9 @@ class _Capture:
             self._seen.add(model)
             self.backbones.setdefault(self.cell, []).append(backbone_summary(model.backbone))
 
-    def wrap(self, method: Any) -> Any:
+    def wrap(self, method: Any, episodes: bool = False) -> Any:
+        """``method`` (a class's ``predict``, or ``predict_episodes`` when ``episodes``) recording its scores:
+        per episode, so a method that predicts several episodes at once leaves the same record as one by one."""
         capture = self
 
         def predict(model, *args, **kwargs):
@@ -155,8 +158,12 @@ class _Capture:
             finally:
                 capture._local.depth = depth
             if depth == 0:
-                query = args[2] if len(args) > 2 else kwargs.get("query")
-                capture.record(model, scores, query)
+                query = args[2] if len(args) > 2 else kwargs.get("queries" if episodes else "query")
+                if episodes:
+                    for one_scores, one_query in zip(scores, query):
+                        capture.record(model, one_scores, one_query)
+                else:
+                    capture.record(model, scores, query)
             return scores
 
         predict.__wrapped__ = method
@@ -168,24 +175,28 @@ class _Capture:
         for name in METHODS.names():
             cls = METHODS.get(name)
             if isinstance(cls, type) and callable(getattr(cls, "predict", None)):
-                self._saved.append((cls, cls.__dict__.get("predict", _MISSING)))
-        for cls, _ in self._saved:
-            # A class's own predict, or the one it inherits (possibly a registered base's wrapper: the
+                for attribute in [a for a in _WRAPPED if callable(getattr(cls, a, None))]:
+                    self._saved.append((cls, attribute, cls.__dict__.get(attribute, _MISSING)))
+        for cls, attribute, _ in self._saved:
+            # A class's own method, or the one it inherits (possibly a registered base's wrapper: the
             # re-entrancy guard then records the outermost call only).
-            own = cls.__dict__["predict"] if "predict" in cls.__dict__ else getattr(cls, "predict")
-            cls.predict = self.wrap(own)
+            own = cls.__dict__[attribute] if attribute in cls.__dict__ else getattr(cls, attribute)
+            setattr(cls, attribute, self.wrap(own, episodes=attribute == "predict_episodes"))
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for cls, original in reversed(self._saved):
+        for cls, attribute, original in reversed(self._saved):
             if original is _MISSING:
-                del cls.predict
+                delattr(cls, attribute)
             else:
-                cls.predict = original
+                setattr(cls, attribute, original)
         self._saved = []
 
 
 _MISSING = object()
+# The evaluator calls predict_episodes (commits before it: predict); a method's own predict_episodes may call
+# predict (the default does).
+_WRAPPED = ("predict", "predict_episodes")
 
 
 def backbone_summary(backbone: Any) -> list[list]:
