@@ -248,6 +248,10 @@ class RunConfig:
                                 "split without them, on half of the seen-class hold-out (--context seen) (0 = off)",
                                 minimum=0)
     val_interval: int = setting(500, "validate every this many training episodes", minimum=1)
+    budget_curve: list[int] = setting([], "also evaluate every meta-trained cell on its test episodes after each of "
+                                      "these numbers of training episodes: an accuracy-versus-budget curve (what "
+                                      "the cell scores with that budget; reported, never selected on; the cell's "
+                                      "result stays the full budget's)", minimum=1, hashed=False)
     seeds: list[int] = setting([0], "seeds, one cell per value (training and test episodes both depend on it)",
                                role=GRID)
     device: str = setting("auto", "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps", role=NUMERICS)
@@ -372,9 +376,9 @@ def _coerce(key: str, value: Any) -> Any:
                 not isinstance(v, bool) and float(v).is_integer() for v in value) else None
         except (TypeError, ValueError):
             value = None
-        if not value:
+        if value is None or (not value and spec.default != []):  # only a key that is empty by default may be
             raise ConfigError(f"config key '{key}' must be a non-empty list of integers")
-        if spec.minimum is not None and min(value) < spec.minimum:
+        if value and spec.minimum is not None and min(value) < spec.minimum:
             raise ConfigError(f"config key '{key}' must contain integers of at least {spec.minimum}, got {value}")
     elif spec.item is str and not all(isinstance(v, str) for v in value):
         raise ConfigError(f"config key '{key}' must be a list of text, got {value!r}")

@@ -34,6 +34,24 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
         torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+# The longest single tests (20-90 s each on the 2-core machine, mostly `bench` processes): run first, so the two
+# xdist workers end together instead of one finishing a long test alone at the end.
+LONGEST_FIRST = ("test_docs_plugins.py::test_tutorial_commands_all_succeed",
+                 "test_methods_beat_chance.py::", "test_docs_analysis.py::",
+                 "test_launch.py::test_a_killed_worker_is_reported_and_resumed",
+                 "test_resume.py::test_sigterm_and_ctrl_c_stop_a_run_and_resume_finishes_it",
+                 "test_fingerprint.py::test_refactors_stay_current_and_behaviour_changes_go_stale",
+                 "test_launch.py::test_a_failing_cell_is_reported_with_its_log_and_the_others_finish",
+                 "test_resume.py::test_a_jobs_run_logged_to_a_file_shows_cell_counts_and_each_worker_logs_its_progress")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        return next((i for i, name in enumerate(LONGEST_FIRST) if name in item.nodeid), len(LONGEST_FIRST))
+
+    items.sort(key=rank)  # stable: every other test keeps its place
+
+
 @pytest.fixture
 def shared_data() -> Path:
     path = shared_data_dir()

@@ -142,6 +142,10 @@ def start_run(config: RunConfig) -> StartedRun:
         variant.check_image_shape(protocol.dataset.image_shape)
     if "ceiling" in config.context:
         check_ceiling(protocol, list(config.shots))
+    beyond = [point for point in config.budget_curve if point > config.train_episodes]
+    if beyond:
+        raise ConfigError(f"budget_curve point(s) {', '.join(map(str, beyond))} lie beyond train_episodes "
+                          f"({config.train_episodes}); drop them or raise --train-episodes")
     config = RunConfig(**{**config.to_dict(), "run_id": config.run_id or default_run_id(config)})
     store = RunStore(Path(config.output_dir) / config.run_id)
     # Several processes may grow one run at once (other methods, seeds): each reads the saved config and

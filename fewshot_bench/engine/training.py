@@ -20,6 +20,7 @@ from fewshot_bench.episodic.augment import EpisodeAugmenter
 from fewshot_bench.episodic.episodes import EpisodeSampler, EpisodeSet, check_episodes
 from fewshot_bench.episodic.tasks import TaskBuilder
 from fewshot_bench.method import TRAINING_OPTIONS, FewShotMethod
+from fewshot_bench.stats import ci95
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class TrainSettings:
     seed: int = 0
     compile_backend: str | None = None
     cuda_graphs: bool = True
+    budget_curve: tuple[int, ...] = ()
 
     @classmethod
     def from_config(cls, config: RunConfig) -> TrainSettings:
@@ -48,7 +50,7 @@ class TrainSettings:
         learning rate, its schedule and clipping are each variant's (``MethodVariant.training``), set per cell."""
         shared = {f.name: getattr(config, f.name) for f in fields(cls)
                   if hasattr(config, f.name) and f.name not in TRAINING_OPTIONS}
-        return cls(**{**shared, "episodes": config.train_episodes,
+        return cls(**{**shared, "episodes": config.train_episodes, "budget_curve": tuple(config.budget_curve),
                       "compile_backend": config.compile_backend if config.compile else None})
 
 
@@ -63,6 +65,12 @@ class TrainHistory:
     selected_episode: int | None = None
     seconds: float = 0.0
     step_mode: str = "eager"
+    # The accuracy-versus-budget curve: mean test accuracy after each of ``TrainSettings.budget_curve``'s
+    # training episodes, with its 95% interval, and the seconds those evaluations took (not training time).
+    curve_episodes: list[int] = field(default_factory=list)
+    curve_accuracies: list[float] = field(default_factory=list)
+    curve_ci95: list[float] = field(default_factory=list)
+    curve_seconds: float = 0.0
 
 
 ProgressCallback = Callable[[int, float | None], None]
@@ -95,11 +103,15 @@ def train(
     val_episodes: EpisodeSet | None = None,
     progress: ProgressCallback | None = None,
     checkpointer: Checkpointer | None = None,
+    curve_episodes: EpisodeSet | None = None,
 ) -> TrainHistory:
     """Meta-train ``method`` on episodes from ``sampler`` with Adam and a step learning-rate schedule.
 
     With ``val_episodes`` the weights with the best validation accuracy are kept (model selection on
-    validation classes only). Losses are accumulated on the device and read once per log interval so the
+    validation classes only). With ``curve_episodes`` (the cell's test episodes) and ``settings.budget_curve``,
+    the model is also evaluated on them after each of those numbers of training episodes: what the cell would
+    have scored with that budget (nothing in training depends on the total budget, and evaluation draws from
+    no generator training uses). Those evaluations are reported, never selected on. Losses are accumulated on the device and read once per log interval so the
     episode loop never waits for the device.
 
     With a ``checkpointer`` the complete training state (weights, optimiser, schedule, episode sampler and
@@ -154,6 +166,7 @@ def train(
         if progress is not None:
             progress(done, history.losses[-1] if history.losses else None)
     start = time.perf_counter()
+    curve_before = history.curve_seconds  # the curve's evaluations are not training time
     method.train()
     step = CapturedStep(_loss_step(method, builder, settings, augmenter, running, edited),
                         enabled=on_cuda and settings.cuda_graphs and settings.compile_backend is None)
@@ -187,11 +200,20 @@ def train(
             if accuracy > best_accuracy:
                 best_accuracy, history.selected_episode = accuracy, done
                 best_state = copy.deepcopy(method.state_dict())
+        if curve_episodes is not None and any(done - batch < point <= done for point in settings.budget_curve):
+            began = time.perf_counter()
+            accuracies = evaluate(method, builder, curve_episodes, amp=settings.amp, cuda_graphs=step.enabled,
+                                  purpose="budget-curve").accuracies
+            method.train()
+            history.curve_episodes.append(done)
+            history.curve_accuracies.append(float(accuracies.mean()))
+            history.curve_ci95.append(ci95(accuracies))
+            history.curve_seconds += time.perf_counter() - began
         if progress is not None:
             progress(batch, logged)
         if (checkpointer is not None and at_log and done < settings.episodes
                 and done - last_checkpoint >= settings.checkpoint_interval):
-            history.seconds = elapsed_before + time.perf_counter() - start
+            history.seconds = elapsed_before + time.perf_counter() - start - (history.curve_seconds - curve_before)
             checkpointer.save({
                 "model": method.state_dict(), "optimiser": optimiser.state_dict(),
                 "scheduler": scheduler.state_dict(), "sampler": sampler.state(), "torch_rng": torch.get_rng_state(),
@@ -202,7 +224,7 @@ def train(
     if best_state is not None:
         method.load_state_dict(best_state)
     history.step_mode = step.describe()
-    history.seconds = elapsed_before + time.perf_counter() - start
+    history.seconds = elapsed_before + time.perf_counter() - start - (history.curve_seconds - curve_before)
     return history
 
 

@@ -11,6 +11,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from fewshot_bench.stats import ci95
+
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 
@@ -114,7 +116,52 @@ def per_class_accuracy(cells: Sequence[dict[str, Any]], out: Path) -> list[Path]
     return save_figure(fig, out, "per_class_accuracy")
 
 
+def accuracy_vs_budget(cells: Sequence[dict[str, Any]], out: Path) -> list[Path]:
+    """Test accuracy against training episodes for the cells with a ``budget_curve`` (its points, then the cell's
+    own result at its full budget). One seed: the episodes' 95% CI; several: the seeds' (1.96 · std / √seeds)."""
+    curved = [c for c in cells if c.get("budget_curve")]
+    if not curved:
+        return []
+    plt = pyplot()
+    shots = sorted({c["shot"] for c in curved})
+    labels = list(dict.fromkeys(c["label"] for c in curved))
+    fig, axes = plt.subplots(1, len(shots), figsize=(4.6 * len(shots), 3.6), squeeze=False)
+    seeds = 1
+    for col, shot in enumerate(shots):
+        ax = axes[0][col]
+        for i, label in enumerate(labels):
+            mine = [c for c in curved if c["label"] == label and c["shot"] == shot]
+            if not mine:
+                continue
+            budgets = [*mine[0]["budget_curve"]["episode"], mine[0]["train_episodes"]]
+            mine = [c for c in mine if [*c["budget_curve"]["episode"], c["train_episodes"]] == budgets]
+            means = np.array([[*c["budget_curve"]["mean"], c["mean"]] for c in mine])
+            seeds = max(seeds, len(mine))
+            if len(mine) > 1:
+                error = 1.96 * means.std(axis=0) / np.sqrt(len(mine))
+            else:
+                error = np.array([*mine[0]["budget_curve"]["ci95"], 100 * ci95(mine[0]["accuracies"])])
+            ax.errorbar(budgets, means.mean(axis=0), yerr=error, label=label, color=OKABE_ITO[i % len(OKABE_ITO)],
+                        marker=MARKERS[i % len(MARKERS)], capsize=3, linewidth=1.5)
+        way = curved[0]["way"]
+        ax.axhline(100 / way, color="grey", linestyle=":", linewidth=1, label=f"chance ({100 / way:.1f} %)")
+        ax.set_xscale("log")
+        ticks = sorted({b for c in curved if c["shot"] == shot for b in [*c["budget_curve"]["episode"], c["train_episodes"]]})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel("training episodes (log scale)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{shot}-shot", fontsize=10)
+    axes[0][-1].legend(fontsize=8, frameon=False, loc="best")
+    interval = "95% CI over test episodes" if seeds == 1 else "95% CI over seeds"
+    fig.suptitle(f"{curved[0]['dataset']}: accuracy versus training budget (same test episodes at every point; "
+                 f"mean ± {interval})", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, out, "accuracy_vs_budget")
+
+
 def plot_run(cells: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]], out: Path) -> list[Path]:
     """Write every figure of a run into ``out``; returns the written files."""
     out.mkdir(parents=True, exist_ok=True)
-    return [*accuracy_vs_shots(rows, out), *training_curves(cells, out), *per_class_accuracy(cells, out)]
+    return [*accuracy_vs_shots(rows, out), *training_curves(cells, out), *per_class_accuracy(cells, out),
+            *accuracy_vs_budget(cells, out)]
