@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping, Union, get_args, get_origin, get_type
 
 import yaml
 
-from fewshot_bench.errors import ConfigError
+from fewshot_bench.errors import ConfigError, did_you_mean
 
 # What a key is for; the role decides how runs treat it.
 RESULT = "result"
@@ -398,9 +398,8 @@ def apply(config: RunConfig, overrides: Mapping[str, Any], source: str) -> RunCo
     values = config.to_dict()
     for key, value in overrides.items():
         if key not in SETTINGS:
-            close = [k for k in SETTINGS if k.replace("_", "") == str(key).replace("_", "").replace("-", "")]
-            hint = f"; did you mean '{close[0]}'?" if close else f"; known keys: {', '.join(sorted(SETTINGS))}"
-            raise ConfigError(f"unknown config key '{key}' in {source}{hint}")
+            hint = did_you_mean(str(key), SETTINGS).rstrip() or f"known keys: {', '.join(sorted(SETTINGS))}"
+            raise ConfigError(f"unknown config key '{key}' in {source}; {hint}")
         values[key] = _coerce(key, value)
     return RunConfig(**values)
 

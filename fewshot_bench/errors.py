@@ -4,6 +4,9 @@ The CLI prints ``error: <message>`` for these and exits non-zero, without a trac
 names the problem and, where there is one, the fix.
 """
 
+import difflib
+from typing import Iterable
+
 
 class BenchError(Exception):
     """An error caused by the user's request or inputs (config, names, data); printed without traceback."""
@@ -53,3 +56,16 @@ class ExitCode:
     USAGE = 2          # the command line itself is wrong (unknown flag, missing argument)
     INPUT = 3          # a config, dataset, plugin or run folder is wrong (the message names it and the fix)
     INTERRUPTED = 130  # Ctrl-C or SIGTERM: finished cells and checkpoints are kept; `--resume` continues
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """"did you mean 'X'? " for the known name closest to a mistyped ``name`` (case and ``-``/``_`` ignored), or
+    "" when none is close."""
+    known = list(known)
+
+    def plain(text: str) -> str:
+        return text.lower().replace("-", "_")
+
+    by_plain = {plain(k): k for k in known}
+    close = difflib.get_close_matches(plain(name), list(by_plain), n=1, cutoff=0.5)
+    return f"did you mean '{by_plain[close[0]]}'? " if close else ""

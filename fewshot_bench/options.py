@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from fewshot_bench.errors import ConfigError
+from fewshot_bench.errors import ConfigError, did_you_mean
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -71,7 +71,8 @@ def resolve_options(
     unknown = sorted(set(given) - set(by_name))
     if unknown:
         known = ", ".join(sorted(by_name)) or "none"
-        raise ConfigError(f"unknown option '{unknown[0]}' for {owner}; available: {known}")
+        raise ConfigError(f"unknown option '{unknown[0]}' for {owner}; {did_you_mean(unknown[0], by_name)}available: "
+                          f"{known}")
     return {
         name: opt.coerce(given[name], owner) if name in given else opt.default
         for name, opt in by_name.items()

@@ -27,7 +27,7 @@ from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Generic, Iterator, TypeVar
 
 from fewshot_bench.console import logger, warn
-from fewshot_bench.errors import BenchError, UnknownNameError
+from fewshot_bench.errors import BenchError, UnknownNameError, did_you_mean
 
 if TYPE_CHECKING:  # for the registries' types only: those modules import this one
     from torch import nn
@@ -52,11 +52,15 @@ class Entry(Generic[T]):
 
 
 def first_line(text: str | None) -> str:
-    """The first non-empty line of a docstring, or an empty string."""
+    """The first sentence-paragraph of a docstring (its lines up to the first blank one, joined), or ""."""
+    paragraph: list[str] = []
     for line in (text or "").strip().splitlines():
-        if line.strip():
-            return line.strip()
-    return ""
+        if not line.strip():
+            if paragraph:
+                break
+            continue
+        paragraph.append(line.strip())
+    return " ".join(paragraph)
 
 
 class Registry(Generic[T]):
@@ -116,7 +120,8 @@ class Registry(Generic[T]):
         self.load()
         if name not in self._entries:
             available = ", ".join(self.names()) or "none"
-            raise UnknownNameError(f"unknown {self.kind} '{name}'; available: {available}")
+            raise UnknownNameError(f"unknown {self.kind} '{name}'; {did_you_mean(name, self.names())}available: "
+                                   f"{available}")
         return self._entries[name]
 
     def names(self) -> list[str]:

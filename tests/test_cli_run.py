@@ -77,6 +77,10 @@ def test_rerunning_into_the_same_run_keeps_finished_cells(tmp_path, capsys):
 @pytest.mark.parametrize("extra, message", [
     (["--methods", "nosuchmethod"], re.escape("unknown method 'nosuchmethod'; available:")),
     (["--methods", "protonet[foo=1]"], re.escape("unknown option 'foo' for method 'protonet'")),
+    (["--methods", "protonett"], re.escape("unknown method 'protonett'; did you mean 'protonet'? available:")),
+    (["--methods", "protonet[distanc=euclidean]"], re.escape("unknown option 'distanc' for method 'protonet'; did you "
+                                                             "mean 'distance'?")),
+    (["--dataset", "feer"], re.escape("unknown dataset 'feer'; did you mean 'fer2013'?")),
     (["--way", "5"], re.escape("5-way episodes need 5 classes but the split has only 3")),
     (["--shots", "50"], r"class '\w+' has \d+ items but 50-shot 3-query episodes need 53"),
     (["--dataset", "nosuchdataset"], re.escape("unknown dataset 'nosuchdataset'")),
@@ -275,3 +279,34 @@ def test_images_too_small_for_the_backbone_are_refused_before_training(tmp_path,
     err = capsys.readouterr().err
     assert "8×8 images are too small for backbone 'conv4' of protonet" in err and "Traceback" not in err
     assert not list((tmp_path / "runs").glob("*/cells/*.json"))
+
+
+@pytest.mark.parametrize("line, message", [
+    (["run", "--method", "protonet"], "unrecognized arguments: --method protonet; did you mean '--methods'?"),
+    (["run", "--train-episode", "5"], "unrecognized arguments: --train-episode 5; did you mean '--train-episodes'?"),
+    (["list", "methodz"], "invalid choice: 'methodz' (choose from 'methods', 'datasets', 'backbones', 'formats', "
+                          "'settings'); did you mean 'methods'?"),
+    (["table", "--formt", "json", "x"], "did you mean '--format'?"),
+])
+def test_flags_are_never_abbreviated_and_typos_get_the_closest(tmp_path, capsys, line, message):
+    # Before: argparse expanded --method to --methods and started a run of the defaults.
+    with pytest.raises(SystemExit) as stopped:
+        main([*line, "--output-dir", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert stopped.value.code == 2 and message in err and len(err.splitlines()) == 1, err
+    assert not any(tmp_path.iterdir())
+
+
+def test_run_help_groups_the_flags_by_what_they_change_and_shows_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for title in ("what is measured (these change the numbers):", "the grid (one cell per value):",
+                  "numerics (device and kernels: the last bits of the numbers):",
+                  "where and how it runs (never the numbers):"):
+        assert title in text
+    assert "--train-episodes N meta-training episodes per cell (default: 400)" in text
+    assert "--shots A,B support images per class (K), one cell per value (default: 1,5)" in text
+    assert "--amp true|false" in text
+    grid = text.split("the grid (one cell per value):")[1].split("numerics (")[0]
+    assert "--seeds" in grid and "--train-episodes" not in grid

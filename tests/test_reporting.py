@@ -130,7 +130,7 @@ def test_latex_table_snapshot():
                          r"Method & 1-shot & Params \\", r"\midrule"]
     assert lines[6] == r"protonet & \textbf{66.25 $\pm$ 10.92} & 1,000 \\"
     assert lines[7] == r"crn{[}js\_weight=0{]} & 63.75 $\pm$ 10.92$^\dagger$ & 1,000 \\"
-    assert lines[-2].startswith(r"\caption{Accuracy (\%) on 3-way episodes") and r"$\sqrt{n}$" in lines[-2]
+    assert lines[-2].startswith(r"\caption{toy, split paper. Accuracy (\%) on 3-way episodes") and r"$\sqrt{n}$" in lines[-2]
 
 
 def test_leaderboard_table_marks_ci_overlap_ties():
@@ -222,6 +222,12 @@ def test_every_report_is_data_in_json_and_numeric_csv(tmp_path, capsys):
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert float(rows[0]["1-shot mean"]) == pytest.approx(66.25) and rows[0]["1-shot mark"] == "best"
     assert float(rows[0]["1-shot ci95"]) > 0 and "±" not in "".join(rows[0].values())
+    # Every format says what was tested: CSV in leading columns, the others in the caption.
+    tested = cells[0]["dataset"], cells[0]["split"]
+    assert (rows[0]["dataset"], rows[0]["split"]) == tested and list(rows[0])[:2] == ["dataset", "split"]
+    for name in ("markdown", "latex", "console", "json"):
+        assert main(["table", "demo", *where, "--format", name]) == 0
+        assert f"{tested[0]}, split {tested[1]}. Accuracy" in " ".join(capsys.readouterr().out.split())
     assert main(["compare", "demo", "--baseline", "protonet", *where, "--format", "json"]) == 0
     comparison = json.loads(capsys.readouterr().out)
     maml = next(row for row in comparison["rows"] if row["method"] == "maml" and row["setting"]["shot"] == 1)
@@ -323,3 +329,25 @@ def test_a_run_table_says_its_episodes_were_checked(tmp_path):
     cells = result.store.load_cells()
     table = table_from_cells(cells, summary_rows(cells))
     assert len(table.columns) == 1 and "identical for every method (checked by their sha)" in table.caption
+
+
+def test_figures_draw_a_one_point_loss_curve_and_the_seed_interval_with_several_seeds(tmp_path, monkeypatch):
+    from fewshot_bench.reporting import plots
+
+    figures = {}
+    monkeypatch.setattr(plots, "save_figure", lambda fig, out, name: figures.setdefault(name, fig) and [])
+    # Training episodes ≤ the log interval: one logged loss. Before, markers every 20 % of a 1-point curve
+    # drew nothing: empty axes.
+    cells = [{"label": "protonet", "shot": 1, "loss_curve": {"episode": [4], "loss": [1.1]},
+              "val_curve": {"episode": [], "accuracy": []}}]
+    plots.training_curves(cells, tmp_path)
+    (line,) = figures["training_curves"].axes[0].lines
+    assert line.get_marker() not in (None, "None", "") and line.get_markevery() is None
+    assert list(line.get_xdata()) == [4]
+    rows = [{"label": "protonet", "dataset": "toy", "way": 3, "shot": shot, "mean": 60.0, "ci95": 1.5,
+             "seed_ci95": 9.0, "seeds": 3} for shot in (1, 5)]
+    plots.accuracy_vs_shots(rows, tmp_path)
+    ax = figures["accuracy_vs_shots"].axes[0]
+    bars = ax.containers[0].lines[2][0].get_segments()
+    assert [round(float(b[1][1] - b[0][1]) / 2, 6) for b in bars] == [9.0, 9.0]  # the seeds', not the episodes'
+    assert "CI over seeds" in ax.get_title()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 import threading
@@ -17,22 +18,49 @@ from rich.markup import escape
 from rich.table import Table
 
 from fewshot_bench import __version__
-from fewshot_bench.config import SETTINGS, SLURM_SETTINGS, RunConfig, merge
+from fewshot_bench.config import GRID, LOGISTICS, NUMERICS, RESULT, SETTINGS, SLURM_SETTINGS, RunConfig, merge
 from fewshot_bench.console import make_console, setup_logging
-from fewshot_bench.errors import BenchError, ConfigError, ExitCode
+from fewshot_bench.errors import BenchError, ConfigError, ExitCode, did_you_mean
+
+# ``bench run --help`` in groups by what a setting does (``role`` of config.py), each flag with its default.
+FLAG_GROUPS = {RESULT: "what is measured (these change the numbers)", GRID: "the grid (one cell per value)",
+               NUMERICS: "numerics (device and kernels: the last bits of the numbers)",
+               LOGISTICS: "where and how it runs (never the numbers)"}
+
+
+def _metavar(spec: Any) -> str | None:
+    if spec.types == (bool,):
+        return "true|false"
+    if list in spec.types:
+        return "A,B"
+    return {(int,): "N", (float,): "X"}.get(tuple(t for t in spec.types if t in (int, float)) or (), None)
+
+
+def _with_default(spec: Any) -> str:
+    default = spec.default
+    if default is None or default == []:
+        return spec.help
+    shown = ",".join(map(str, default)) if isinstance(default, list) else str(default).lower() if isinstance(
+        default, bool) else default
+    return f"{spec.help} (default: {shown})"
+
 
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML file with any of the keys below (flags override it)")
     parser.add_argument("--plugin", action="append", default=[], metavar="FILE",
                         help="load a plugin file (method, dataset or backbone); repeatable")
+    groups = {role: parser.add_argument_group(title) for role, title in FLAG_GROUPS.items()}
     for spec in SETTINGS.values():
         if spec.flag:
-            parser.add_argument(spec.flag_name, dest=spec.name, type=spec.flag_type, default=None, help=spec.help)
-    parser.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="an option of the dataset plugin; repeatable")
+            groups[spec.role].add_argument(spec.flag_name, dest=spec.name, type=spec.flag_type, default=None,
+                                           metavar=_metavar(spec), help=_with_default(spec))
+    groups[RESULT].add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
+                                help="an option of the dataset plugin; repeatable")
     for key, (_, help_text) in SLURM_SETTINGS.items():
-        parser.add_argument(f"--slurm-{key.replace('_', '-')}", dest=f"slurm_{key}", default=None, help=help_text)
-    parser.add_argument("--wait", action="store_true", help="with --launcher slurm: wait, showing the cells' states")
+        groups[LOGISTICS].add_argument(f"--slurm-{key.replace('_', '-')}", dest=f"slurm_{key}", default=None,
+                                       help=help_text)
+    groups[LOGISTICS].add_argument("--wait", action="store_true",
+                                   help="with --launcher slurm: wait, showing the cells' states")
 
 
 def _add_output_flags(parser: argparse.ArgumentParser) -> None:
@@ -44,10 +72,38 @@ def _add_output_flags(parser: argparse.ArgumentParser) -> None:
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line naming the problem and where to look, not a usage dump."""
+    """argparse, but a usage error is one line naming the problem and where to look, not a usage dump; a flag is
+    never abbreviated (``--method`` is not ``--methods``), and a mistyped one gets the closest real flag."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self.command_line: list[str] = []
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        self.command_line = list(sys.argv[1:] if args is None else args)
+        return super().parse_args(args, namespace)
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+        hint = ""
+        choice = re.match(r"argument [^:]+: invalid choice: '([^']*)' \(choose from (.*)\)$", message)
+        if message.startswith("unrecognized arguments:"):
+            typed = next((word for word in message.split(":", 1)[1].split() if word.startswith("--")), None)
+            if typed is not None:
+                hint = did_you_mean(typed.split("=")[0], self._flags_of_command())
+        elif choice:
+            hint = did_you_mean(choice.group(1), re.findall(r"'([^']*)'", choice.group(2)))
+        self.exit(2, f"error: {message}{'; ' + hint.strip() if hint else ''} (see `{self.prog} --help`)\n")
+
+    def _flags_of_command(self) -> list[str]:
+        """The long flags of the command being parsed (an unknown flag is reported by the top parser, which does not
+        know which command it was for: the first word of the command line that names one of its commands)."""
+        commands: dict[str, argparse.ArgumentParser] = {}
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                commands.update(action.choices)
+        named = next((commands[word] for word in self.command_line if word in commands), self)
+        return [option for option in named._option_string_actions if option.startswith("--")]
 
 
 def _verbosity_flags() -> argparse.ArgumentParser:

@@ -20,7 +20,9 @@ class CsvFormat(ReportFormat):
 
     def render(self, report: Report) -> str:
         rows = [report.values(row) for row in report.rows]
-        header: list[str] = []
+        # What every row is about (a table's dataset and split), which other formats say in the caption.
+        identity = {key: value for key, value in report.extra.get("identity", {}).items() if value}
+        header: list[str] = list(identity)
         for index, column in enumerate(report.columns):
             keys = list(dict.fromkeys(k for row in rows if row[index] is not None and isinstance(row[index].data, dict)
                                       for k in row[index].data))
@@ -31,7 +33,7 @@ class CsvFormat(ReportFormat):
         writer = csv.DictWriter(out, fieldnames=header, lineterminator="\n", restval="")
         writer.writeheader()
         for row in rows:
-            record: dict[str, Any] = {}
+            record: dict[str, Any] = dict(identity)
             for column, value in zip(report.columns, row):
                 if value is None:
                     continue

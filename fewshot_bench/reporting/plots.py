@@ -39,13 +39,23 @@ def save_figure(fig, out: Path, name: str) -> list[Path]:
     return paths
 
 
+def _over_seeds(row: dict[str, Any]) -> bool:
+    """Whether a row's interval is the one over seeds: with several seeds, the seeds vary more than one seed's
+    episodes do, and the episodes' interval would understate the uncertainty."""
+    return row.get("seeds", 1) > 1 and np.isfinite(row.get("seed_ci95", float("nan")))
+
+
+def _interval(row: dict[str, Any]) -> float:
+    return row["seed_ci95"] if _over_seeds(row) else row["ci95"]
+
+
 def accuracy_vs_shots(rows: Sequence[dict[str, Any]], out: Path) -> list[Path]:
     plt = pyplot()
     labels = list(dict.fromkeys(r["label"] for r in rows))
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for i, label in enumerate(labels):
         mine = sorted((r for r in rows if r["label"] == label), key=lambda r: r["shot"])
-        ax.errorbar([r["shot"] for r in mine], [r["mean"] for r in mine], yerr=[r["ci95"] for r in mine],
+        ax.errorbar([r["shot"] for r in mine], [r["mean"] for r in mine], yerr=[_interval(r) for r in mine],
                     label=label, color=OKABE_ITO[i % len(OKABE_ITO)], marker=MARKERS[i % len(MARKERS)],
                     capsize=3, linewidth=1.5)
     way = rows[0]["way"]
@@ -53,7 +63,9 @@ def accuracy_vs_shots(rows: Sequence[dict[str, Any]], out: Path) -> list[Path]:
     ax.set_xlabel("shots per class (K)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_xticks(sorted({r["shot"] for r in rows}))
-    ax.set_title(f"{rows[0]['dataset']}: {way}-way accuracy, mean ± 95% CI", fontsize=10)
+    over = {"seeds" if _over_seeds(r) else "test episodes" for r in rows}
+    ax.set_title(f"{rows[0]['dataset']}: {way}-way accuracy, mean ± 95% CI over {' or '.join(sorted(over))}",
+                 fontsize=10)
     ax.legend(fontsize=8, frameon=False, loc="best")
     return save_figure(fig, out, "accuracy_vs_shots")
 
@@ -71,7 +83,10 @@ def training_curves(cells: Sequence[dict[str, Any]], out: Path) -> list[Path]:
                 continue
             episodes = mine[0]["loss_curve"]["episode"]
             losses = np.mean([c["loss_curve"]["loss"] for c in mine if len(c["loss_curve"]["loss"]) == len(episodes)], 0)
-            style = dict(color=OKABE_ITO[i % len(OKABE_ITO)], marker=MARKERS[i % len(MARKERS)], markevery=0.2)
+            # A marker on every point of a short curve: one logged loss (training episodes ≤ the log interval)
+            # is a point, which a line alone does not draw.
+            style = dict(color=OKABE_ITO[i % len(OKABE_ITO)], marker=MARKERS[i % len(MARKERS)],
+                         markevery=0.2 if len(episodes) >= 5 else None)
             axes[0][col].plot(episodes, losses, label=label, **style)
             if has_val and mine[0]["val_curve"]["episode"]:
                 axes[1][col].plot(mine[0]["val_curve"]["episode"], np.array(mine[0]["val_curve"]["accuracy"]) * 100,

@@ -82,7 +82,10 @@ def _caption(rows: Sequence[dict[str, Any]], tie_rule: str) -> str:
         identical = "the same for every method only where their sha was recorded (older rows lack it: not checked)"
     grouped = ("; only entries of one column (same split, queries, test episodes) are ranked against each other"
                if len(columns) > len({c[:3] for c in columns}) else "")
-    return (f"Accuracy (%) on {'/'.join(map(str, ways))}-way episodes with {'/'.join(map(str, queries))} queries per "
+    # What was tested, in every format (a pasted table must say it): dataset and split of each column.
+    tested = "; ".join(dict.fromkeys(f"{c[0]}, split {c[3]}" if c[3] else c[0] for c in sorted(
+        columns, key=lambda c: tuple(str(part) for part in c))))
+    return (f"{tested}. Accuracy (%) on {'/'.join(map(str, ways))}-way episodes with {'/'.join(map(str, queries))} queries per "
             f"class, {'/'.join(map(str, episodes))} test episodes × {'/'.join(map(str, seeds))} seed(s), "
             f"{identical}{grouped}; {CI_FORMULA}{seed_rule}. Bold: best in column; †: {tie_rule}.")
 
@@ -271,6 +274,9 @@ def accuracy_report(table: AccuracyTable, context: Sequence[dict[str, Any]] = ()
         rows.append(row)
     from fewshot_bench.reporting.context import context_caption
 
+    # Every row's dataset and split, for formats without a caption (CSV writes them as leading columns).
+    extra["identity"] = {"dataset": "; ".join(dict.fromkeys(c[0] for c in table.columns)),
+                         "split": "; ".join(dict.fromkeys(c[3] for c in table.columns if c[3]))}
     return Report("", columns, rows, caption=table.caption + context_caption(context), kind="accuracy-table",
                   extra=extra)
 
