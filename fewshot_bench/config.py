@@ -214,7 +214,8 @@ class RunConfig:
     query: int = setting(15, "query images per class in test episodes", minimum=1)
     train_query: int | None = setting(None, "query images per class in meta-training episodes (default: `query`)",
                                       minimum=1)
-    train_episodes: int = setting(400, "meta-training episodes per cell", minimum=1)
+    train_episodes: int = setting(400, "meta-training episodes per cell (0: none, e.g. to evaluate given weights)",
+                                  minimum=0)
     test_episodes: int = setting(600, "test episodes per cell (identical for every method)", minimum=1)
     meta_batch: int = setting(1, "episodes per optimiser step", minimum=1)
     batch_episodes: bool = setting(False, "embed a meta-batch's images in one backbone call (ProtoNet, MatchingNet, "

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fewshot_bench.errors import ConfigError, MethodContractError
+from fewshot_bench.errors import ConfigError, MethodContractError, did_you_mean
 from fewshot_bench.options import Option, Spec, format_label, resolve_options
 from fewshot_bench.recipes import PRETRAIN_OPTIONS, Optimisation, PretrainRecipe, recipe_from_options
 from fewshot_bench.registry import BACKBONES, METHODS
@@ -69,6 +69,18 @@ BACKBONE_OPTION = "backbone"
 # that, when set, applies to every variant that does not name it.
 TRAINING_OPTIONS = ("lr", "lr_step", "lr_gamma", "grad_clip")
 COMMON_OPTIONS = (BACKBONE_OPTION, *TRAINING_OPTIONS)
+# Initial weights from a file (the ``load_weights`` stage). Every method has these options, but a variant carries
+# them only when they are given: a variant without them is exactly what it was before they existed (same
+# resolved options, label and records).
+WEIGHTS_OPTIONS = (
+    Option("weights", str, "", "start from the weights in this file (a state dict saved with torch.save, read "
+           "with weights_only=True so nothing in it runs; a run's cell checkpoint works too); recorded by content "
+           "hash. With --train-episodes 0 the cell evaluates them as they are"),
+    Option("weights_layout", str, "native", "how the file's tensors map onto the method: native (its own "
+           "state_dict) or an adapter the method declares for another code's checkpoints (weight_layouts; "
+           "relationnet and crn: csrn)"),
+)
+WEIGHTS_KEYS = tuple(option.name for option in WEIGHTS_OPTIONS)
 
 
 @dataclass(frozen=True)
@@ -132,6 +144,7 @@ class FewShotMethod(nn.Module):
     * ``class_map_figure`` with the hook ``episode_class_maps``: the class maps the feature-map figure draws;
     * hooks with defaults: ``embedding`` (feature maps to vectors, used by the pre-training head),
       ``parameter_groups`` (per-group learning rates), ``clip_groups`` (per-group gradient clipping);
+    * ``weight_layouts``: adapters that read other code's checkpoints into the method (``weights_layout``);
     * ``episodes_per_prediction`` with the hook ``predict_episodes``: how many test episodes the evaluator hands
       over at once (1 by default; each score matrix must equal ``predict`` on its episode alone);
     * ``code_modules``: modules besides the class's own files that compute its numbers (exact provenance).
@@ -157,6 +170,9 @@ class FewShotMethod(nn.Module):
     # Test episodes per ``predict_episodes`` call. More than one only pays where an episode's own work is too
     # small to keep the device busy (hundreds of tiny fitting steps); every episode's images are then held at once.
     episodes_per_prediction: ClassVar[int] = 1
+    # Adapters from other code's checkpoints (the object torch.load returns) to this method's state_dict, by layout
+    # name: ``mymethod[weights=FILE,weights_layout=NAME]`` (the ``load_weights`` stage).
+    weight_layouts: ClassVar[dict[str, Callable[[Any], dict[str, torch.Tensor]]]] = {}
 
     def __init__(self, backbone: nn.Module, image_shape: tuple[int, int, int], **options: Any) -> None:
         super().__init__()
@@ -267,7 +283,7 @@ class FewShotMethod(nn.Module):
         the pre-training options when the method declares a pre-training recipe."""
         backbone = Option(BACKBONE_OPTION, str, cls.default_backbone, "feature extractor (see `bench list backbones`)")
         staged = cls.pretraining.as_options() if cls.pretraining is not None else ()
-        return (*cls.options, backbone, *cls.optimisation.as_options(), *staged)
+        return (*cls.options, backbone, *cls.optimisation.as_options(), *staged, *WEIGHTS_OPTIONS)
 
 
 @dataclass(frozen=True)
@@ -324,7 +340,8 @@ def build_method(cls: type[FewShotMethod], options: dict[str, Any], image_shape:
     """``cls`` with resolved ``options`` (every option of ``all_options``) for images of ``image_shape``: the
     backbone by name, the recipe options left to the stages; weights drawn after ``torch.manual_seed(seed)`` when
     a seed is given."""
-    options = {k: v for k, v in options.items() if k not in TRAINING_OPTIONS and k not in PRETRAIN_OPTIONS}
+    options = {k: v for k, v in options.items()
+               if k not in TRAINING_OPTIONS and k not in PRETRAIN_OPTIONS and k not in WEIGHTS_KEYS}
     backbone_name = options.pop(BACKBONE_OPTION)
     if seed is not None:
         torch.manual_seed(seed)
@@ -351,6 +368,15 @@ def resolve_variant(spec: Spec) -> MethodVariant:
     resolved = resolve_options(declared, spec.option_dict, owner=f"method '{spec.name}'")
     if resolved[BACKBONE_OPTION] not in BACKBONES:
         BACKBONES.get(resolved[BACKBONE_OPTION])  # raises the standard unknown-name error
+    layout = resolved["weights_layout"]
+    if layout != "native" and layout not in cls.weight_layouts:
+        known = ", ".join(["native", *cls.weight_layouts])
+        hint = did_you_mean(layout, ["native", *cls.weight_layouts])
+        raise ConfigError(f"method '{spec.name}' has no weights layout '{layout}'; {hint}layouts: {known}")
+    if layout != "native" and not resolved["weights"]:
+        raise ConfigError(f"method '{spec.name}': weights_layout={layout} needs a file, weights=PATH")
+    defaults = {option.name: option.default for option in WEIGHTS_OPTIONS}
+    resolved = {k: v for k, v in resolved.items() if k not in defaults or v != defaults[k]}
     label = format_label(spec.name, resolved, declared)
     return MethodVariant(spec.name, tuple(resolved.items()), label)
 

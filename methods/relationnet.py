@@ -99,11 +99,33 @@ def one_hot_mse(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(scores, target)
 
 
+# CSRN's relation module (smu-ivpl/CSRN, ``RelationNetWork``): its blocks and layers → ours (``RelationModule``).
+_CSRN_RELATION = {"layer1.0": "convs.0", "layer1.1": "convs.1", "layer2.0": "convs.4", "layer2.1": "convs.5",
+                  "fc1": "fc1", "fc2": "fc2"}
+
+
+def from_csrn(checkpoint: dict) -> dict[str, torch.Tensor]:
+    """The state dict of an RN/CRN from one of CSRN's released checkpoints (Zhu et al.'s code, smu-ivpl/CSRN,
+    ``weights/<dataset>/*_model_best.pth``): one file holding the encoder (``feature_embed_state_dict``: blocks
+    ``layer1``-``layer4``, each [conv, batch norm]) and the relation module (``Relation_score_state_dict``:
+    ``layer1``-``layer2`` [conv, batch norm], ``fc1``, ``fc2``). Their FER2013 files were trained on 3×64×64
+    images (14×14 encoder maps), so they fit ``--image-size 64 --channels 3``."""
+    state = {}
+    for key, value in checkpoint["feature_embed_state_dict"].items():
+        block, rest = key.split(".", 1)
+        state[f"backbone.{int(block.removeprefix('layer')) - 1}.{rest}"] = value
+    for key, value in checkpoint["Relation_score_state_dict"].items():
+        module, name = key.rsplit(".", 1)
+        state[f"relation.{_CSRN_RELATION[module]}.{name}"] = value
+    return state
+
+
 class RelationStyleMethod(FewShotMethod):
     """Shared machinery of RN and CRN: encoder maps, a relation module, and MSE on relation scores."""
 
     default_backbone = "rn-encoder"
     class_map_figure = True
+    weight_layouts = {"csrn": from_csrn}
     # Sung et al.'s code: Adam 1e-3 for encoder and relation module, each halved every 100,000 episodes, and
     # the gradient norm of each clipped at 0.5 (the runner clips the backbone and the head separately).
     optimisation = Optimisation(lr=1e-3, lr_step=100_000, lr_gamma=0.5, grad_clip=0.5,

@@ -33,8 +33,8 @@ class QueryCensus(Stage):
 
 
 def test_the_builtin_pipeline_and_its_order():
-    assert [name for name, _ in pipeline()] == ["pretrain", "compile", "meta_train", "fit_training_classes",
-                                                "evaluate", "evaluate_seen"]
+    assert [name for name, _ in pipeline()] == ["pretrain", "load_weights", "compile", "meta_train",
+                                                "fit_training_classes", "evaluate", "evaluate_seen"]
 
 
 def test_each_variant_runs_the_stages_it_declares(tmp_path):

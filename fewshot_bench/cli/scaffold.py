@@ -51,6 +51,7 @@ class {cls}(FewShotMethod):
     # transductive = False            # True: predict uses the query set as a whole
     # compilable = True               # False: --compile leaves the backbone alone (swapped-in weights)
     # episodes_per_prediction = 1     # >1: implement predict_episodes(...) for that many test episodes at once
+    # weight_layouts = {{}}             # {{"name": adapter(checkpoint) -> state_dict}} for other code's checkpoints
     # code_modules = ()               # modules besides this file whose code computes the method's numbers
     # Hooks with defaults, to override when they differ: embedding(feature_maps) -> (N, D) (flattened maps; the
     # pre-training head uses it), parameter_groups() -> [ParameterGroup(params, lr_scale)] (one group at the

@@ -21,6 +21,7 @@ from fewshot_bench.device import choose_device, prepare_device
 from fewshot_bench.engine.cell import run_cell
 from fewshot_bench.engine.training import TrainSettings
 from fewshot_bench.context.rows import check_ceiling, compute_context
+from fewshot_bench.engine.weights import check_weights
 from fewshot_bench.episodic.protocol import Protocol, prepare, seen_fraction
 from fewshot_bench.episodic.tasks import TaskBuilder, channel_statistics
 from fewshot_bench.errors import CellsFailed, ConfigError, RecordError
@@ -140,6 +141,7 @@ def start_run(config: RunConfig) -> StartedRun:
     protocol = prepare(config)
     for variant in {cell.variant.label: cell.variant for cell in cells}.values():
         variant.check_image_shape(protocol.dataset.image_shape)
+        check_weights(variant, protocol.dataset.image_shape)
     if "ceiling" in config.context:
         check_ceiling(protocol, list(config.shots))
     beyond = [point for point in config.budget_curve if point > config.train_episodes]

@@ -4,10 +4,12 @@ A cell (one method variant at one shot and seed) is a pipeline of stages run in 
 
 ====  ======================  ===============================================================================
  10   ``pretrain``            supervised pre-training on the training classes (variants with ``pretrain_epochs``)
+ 15   ``load_weights``        initial weights from a file (variants with ``weights=PATH``)
  20   ``compile``             ``torch.compile`` of the backbone (``--compile``, methods that are ``compilable``)
  30   ``meta_train``          episodic meta-training (methods that declare ``meta_trained``)
  40   ``fit_training_classes``  statistics of the training classes (methods that declare ``fits_training_classes``)
  50   ``evaluate``            accuracy on the setting's fixed test episodes (every cell)
+ 55   ``evaluate_seen``       accuracy on held-out images of the training classes (``--context seen``)
 ====  ======================  ===============================================================================
 
 Which stages a cell runs follows from its variant's declarations (``FewShotMethod``'s capability attributes and

@@ -36,7 +36,7 @@ class MetaTrain(Stage):
     order = 30
 
     def applies(self, cell: CellContext) -> bool:
-        return cell.method.meta_trained
+        return cell.method.meta_trained and cell.settings.episodes > 0
 
     def run(self, cell: CellContext) -> dict[str, Any]:
         protocol = cell.protocol
@@ -49,5 +49,6 @@ class MetaTrain(Stage):
                               protocol.validation_source if cell.val_episodes is not None else None)
 
     def skipped(self, cell: CellContext) -> dict[str, Any]:
-        # Baseline, Baseline++, SimpleShot: their papers do no episodic training after pre-training.
+        # Baseline, Baseline++, SimpleShot: their papers do no episodic training after pre-training; any method
+        # with --train-episodes 0 (given weights evaluated as they are).
         return _history_block(TrainHistory(step_mode="none"), 0)
