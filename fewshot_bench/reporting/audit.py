@@ -115,7 +115,8 @@ def audit_report(rows: Sequence[AuditRow], small_episodes: int = SMALL_EPISODES)
     table = []
     for row in rows:
         def inflated(value: float) -> Value:
-            return Value({"value": value, "inflation": value - row.honest}, f"{value:.2f} (+{value - row.honest:.2f})")
+            inflation = round(value - row.honest, 6) + 0.0  # + 0.0: no "-0.00" where the best is the honest number
+            return Value({"value": value, "inflation": inflation}, f"{value:.2f} ({inflation:+.2f})")
 
         table.append([row.label, f"{row.way}-way {row.shot}-shot",
                       Value({"mean": row.honest, "ci95": row.honest_ci95}, f"{row.honest:.2f} ± {row.honest_ci95:.2f}"),

@@ -20,8 +20,9 @@ from fewshot_bench.errors import ConfigError
 from fewshot_bench.results.leaderboard import leaderboard_rows, load_cells, render_csv
 from fewshot_bench.stats import CI_FORMULA, SEED_CI_FORMULA
 
-# "gpu": a budget sized for a GPU session (no paper's: each row states its episodes); "reduced": cut to fit a 2-core CPU.
-BUDGETS = ("gpu", "reduced")
+# "gpu": a budget sized for a GPU session (no paper's: each row states its episodes); "reduced": cut to fit a 2-core CPU;
+# "checkpoint": no training here, a released file evaluated under this protocol (``weights=FILE``).
+BUDGETS = ("gpu", "reduced", "checkpoint")
 
 
 @dataclass(frozen=True)
@@ -332,6 +333,8 @@ def _provenance(ours: dict[str, Any] | None) -> str:
 def _budget_text(row: CardRow) -> str:
     if row.ours is None:
         return ""
+    if row.budget == "checkpoint":
+        return "none: a released checkpoint"
     pretrain = row.ours.get("pretrain_epochs") or 0
     stage = f"{pretrain} pre-training epochs + " if pretrain else ""
     return f"{stage}{row.ours['train_episodes']} episodes ({row.budget})"
@@ -370,8 +373,10 @@ def render_section(result: SectionResult) -> str:
             paper = row.paper
             text = (f"- **{row.label}, {row.way}-way {row.shot}-shot**: ours {row.ours['mean']:.2f} vs "
                     f"{paper.mean:.2f} ({paper.source}), Δ {row.delta:+.2f} with a CI of the difference of "
-                    f"±{row.tolerance:.2f}. Our training: {row.ours['train_episodes']} episodes ({row.budget} "
-                    f"budget)")
+                    f"±{row.tolerance:.2f}. " + ("Our training: none (the released checkpoint, evaluated here)"
+                                                  if row.budget == "checkpoint" else
+                                                  f"Our training: {row.ours['train_episodes']} episodes "
+                                                  f"({row.budget} budget)"))
             text += f"; the paper's: {paper.budget}." if paper.budget else "."
             if paper.note:
                 text += f" {paper.note}"
