@@ -87,3 +87,10 @@ def test_a_file_that_cannot_serve_is_one_line_before_any_result(tmp_path, spec, 
     with pytest.raises(ConfigError) as raised:
         run(merge(None, flags))
     assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_the_fingerprint_probe_measures_the_code_not_the_file():
+    from fewshot_bench.fingerprint.probe import probe_label
+
+    assert probe_label("crn[weights=../CSRN/weights/fer2013/CRN.pth,weights_layout=csrn]") == "crn"
+    assert probe_label("protonet[distance=euclidean,weights=a.pt]") == "protonet[distance=euclidean]"

@@ -72,10 +72,13 @@ def parse_label(label: str) -> tuple[str, list[tuple[str, str]]]:
 
 
 def probe_label(label: str) -> str:
-    """The label the probe runs for ``label``: pre-training cut to ``PROBE_PRETRAIN_EPOCHS`` epochs."""
+    """The label the probe runs for ``label``: pre-training cut to ``PROBE_PRETRAIN_EPOCHS`` epochs, and no weights
+    file (``weights``, ``weights_layout``: a file is data, recorded by its sha256 with the cell; the probe measures
+    the code, on its own images, which a checkpoint for other images would not fit)."""
     from fewshot_bench.registry import METHODS
 
     name, options = parse_label(label)
+    options = [(k, v) for k, v in options if k not in ("weights", "weights_layout")]
     given = dict(options)
     if "pretrain_epochs" in given:
         try:
