@@ -305,7 +305,8 @@ def test_run_help_groups_the_flags_by_what_they_change_and_shows_defaults(capsys
                   "numerics (device and kernels: the last bits of the numbers):",
                   "where and how it runs (never the numbers):"):
         assert title in text
-    assert "--train-episodes N meta-training episodes per cell (default: 400)" in text
+    assert "--train-episodes N meta-training episodes per cell (0: none, e.g. to evaluate given weights) " \
+           "(default: 400)" in text
     assert "--shots A,B support images per class (K), one cell per value (default: 1,5)" in text
     assert "--amp true|false" in text
     grid = text.split("the grid (one cell per value):")[1].split("numerics (")[0]
