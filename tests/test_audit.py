@@ -39,3 +39,26 @@ def test_a_perfect_model_has_nothing_to_inflate_and_seeds_pool(tmp_path, capsys)
     assert abs(document["rows"][0]["honest"]["mean"] - result.summary[0]["mean"]) < 1e-3
     assert bench_here("audit", result.store.root, "--episodes", "0") != 0
     assert "--episodes must be at least 1" in capsys.readouterr().err
+
+
+def test_per_class_best_of_the_seeds_and_its_empty_entries_in_csv(tmp_path, capsys):
+    import csv
+    import io
+
+    from fewshot_bench.formats.csv_table import CsvFormat
+    from fewshot_bench.reporting.audit import audit_report
+
+    def cell(label, seed, classes):
+        return {"label": label, "way": 2, "shot": 1, "query": 5, "seed": seed, "accuracies": [0.35] * 20,
+                "mean": 35.0, "class_accuracy": classes}
+
+    cells = [cell("m", 0, {"a": 0.5, "b": 0.2}), cell("m", 1, {"a": 0.3, "b": 0.4}), cell("one", 0, {"a": 0.5, "b": 0.2})]
+    rows = audit_cells(cells, selections=(10,))
+    by_label = {row.label: row for row in rows}
+    # Each class from its best seed: a from seed 0 (50 %), b from seed 1 (40 %).
+    assert by_label["m"].best_seed_per_class == 45.0
+    assert by_label["one"].best_seed_per_class is None  # one seed: nothing to pick from
+    table = list(csv.DictReader(io.StringIO(CsvFormat().render(audit_report(rows)))))
+    assert float(table[0]["per class, best of the seeds value"]) == 45.0
+    assert float(table[0]["per class, best of the seeds inflation"]) == 45.0 - by_label["m"].honest
+    assert table[1]["per class, best of the seeds value"] == ""  # an empty entry, not an error

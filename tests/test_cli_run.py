@@ -311,3 +311,24 @@ def test_run_help_groups_the_flags_by_what_they_change_and_shows_defaults(capsys
     assert "--amp true|false" in text
     grid = text.split("the grid (one cell per value):")[1].split("numerics (")[0]
     assert "--seeds" in grid and "--train-episodes" not in grid
+
+
+def test_a_run_continues_whether_its_data_root_is_written_relative_or_absolute(tmp_path, capsys, monkeypatch):
+    rng = np.random.default_rng(0)
+    (tmp_path / "data").mkdir()
+    path = tmp_path / "data" / "faces.npz"
+    np.savez(path, images=rng.integers(0, 256, (40, 16, 16), dtype=np.uint8), labels=np.repeat(np.arange(4), 10),
+             class_names=np.array(["happy", "sad", "angry", "fear"]))
+    flags = tiny_run_flags(tmp_path, shots=[1], way=2, train_episodes=2, test_episodes=2)
+    flags.pop("dataset_options")
+    flags.pop("image_size")
+    split = ["--split", "{train: [happy, sad], test: [angry, fear]}"]
+    assert main(["run", *cli_args(flags), "--dataset", "array", "--data-root", str(path), *split]) == 0
+    monkeypatch.chdir(tmp_path / "data")  # the same file, written relative to another directory
+    assert main(["run", *cli_args(flags), "--dataset", "array", "--data-root", "faces.npz", "--seeds", "1",
+                 *split]) == 0
+    assert "already exists" not in capsys.readouterr().err
+    other = tmp_path / "data" / "other.npz"
+    other.write_bytes(path.read_bytes())
+    assert main(["run", *cli_args(flags), "--dataset", "array", "--data-root", "other.npz", *split]) == 3
+    assert "already exists with data_root=" in capsys.readouterr().err

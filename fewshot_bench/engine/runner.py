@@ -331,6 +331,14 @@ def settings_hash(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+def _same_setting(key: str, before: Any, now: Any) -> bool:
+    """Whether a saved setting and today's are the same; a data root is the same file or folder however it is
+    written (relative to this directory, absolute, through a link)."""
+    if key == "data_root" and before is not None and now is not None:
+        return Path(before).expanduser().resolve() == Path(now).expanduser().resolve()
+    return before == now
+
+
 def merge_with_folder(store: RunStore, config: RunConfig) -> RunConfig:
     """The config to save in a (possibly existing) run folder, after checking it may write there.
 
@@ -345,7 +353,7 @@ def merge_with_folder(store: RunStore, config: RunConfig) -> RunConfig:
     previous = {**RunConfig().to_dict(), **load_yaml(path)}
     current = config.to_dict()
     for key in config_keys(RESULT):
-        if previous.get(key) != current.get(key):
+        if not _same_setting(key, previous.get(key), current.get(key)):
             raise ConfigError(
                 f"run '{store.run_id}' already exists with {key}={previous.get(key)!r} (now {current.get(key)!r}); "
                 "use another --run-id, or the same settings to continue that run"

@@ -35,7 +35,7 @@ class CsvFormat(ReportFormat):
         for row in rows:
             record: dict[str, Any] = dict(identity)
             for column, value in zip(report.columns, row):
-                if value is None:
+                if value is None or value.data is None:  # an empty entry ("—") stays empty in every sub-column
                     continue
                 if isinstance(value.data, dict):
                     record.update({f"{column.name} {k}": _number(v) for k, v in value.data.items()})
