@@ -62,3 +62,26 @@ def test_per_class_best_of_the_seeds_and_its_empty_entries_in_csv(tmp_path, caps
     assert float(table[0]["per class, best of the seeds value"]) == 45.0
     assert float(table[0]["per class, best of the seeds inflation"]) == 45.0 - by_label["m"].honest
     assert table[1]["per class, best of the seeds value"] == ""  # an empty entry, not an error
+
+
+def test_test_time_batch_statistics_are_measured_from_the_saved_weights(tmp_path, capsys):
+    from fewshot_bench.reporting.batch_statistics import batch_statistics_accuracies
+    from fewshot_bench.engine.runner import cell_id
+
+    result = run(merge(None, tiny_run_flags(tmp_path, shots=[1], methods=["protonet", "maml"], train_episodes=6,
+                                            test_episodes=8)))
+    cells = result.store.load_cells()
+    honest = {c["label"]: c["mean"] for c in cells}
+    measured = batch_statistics_accuracies(result.store.root, cells)
+    by_label = {key[0]: value for key, value in measured.items()}
+    # MAML normalises with batch statistics already (Finn et al.'s bn=batch): the same numbers. ProtoNet's batch
+    # norm uses running statistics at test time; the episode's own statistics change its scores.
+    assert abs(by_label["maml"] - honest["maml"]) < 1e-6
+    assert abs(by_label["protonet"] - honest["protonet"]) > 1e-6
+    # A cell without saved weights is left out, never guessed.
+    protonet = next(c for c in cells if c["label"] == "protonet")
+    result.store.checkpoint(cell_id("protonet", protonet["way"], 1, protonet["query"], 0)).path.unlink()
+    assert {key[0] for key in batch_statistics_accuracies(result.store.root, cells)} == {"maml"}
+    assert bench_here("audit", result.store.root, "--batch-stats", "--format", "json") == 0
+    document = json.loads(capsys.readouterr().out)
+    assert "test-time batch statistics" in document["columns"]

@@ -179,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "evaluations, 1 query per class) would print for a run")
     audit.add_argument("run", help="a run id or run folder")
     audit.add_argument("--episodes", type=int, default=25, help="episodes of the small evaluations (default 25)")
+    audit.add_argument("--batch-stats", action="store_true",
+                       help="also evaluate each cell's saved weights again with test-time batch statistics (reads "
+                            "the run's data; minutes for a large run)")
+    audit.add_argument("--trust", action="store_true", help="with --batch-stats: read the run's data even when "
+                                                            "its dataset reads pickle files")
     audit.add_argument("--output-dir", default=RunConfig().output_dir)
     _add_output_flags(audit)
 
@@ -677,8 +682,16 @@ def command_audit(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         raise ConfigError(f"--episodes must be at least 1, got {args.episodes}")
-    cells, _ = _run_cells(resolve_run(args.run, args.output_dir))
-    _show(audit_report(audit_cells(cells, small_episodes=args.episodes), args.episodes), args.format)
+    folder = resolve_run(args.run, args.output_dir)
+    cells, _ = _run_cells(folder)
+    batch = None
+    if args.batch_stats:
+        from fewshot_bench.reporting.batch_statistics import batch_statistics_accuracies
+
+        saved = merge(folder / "config.yaml", {})
+        _confirm_run_code(folder, saved, given=saved.plugins, trusted=args.trust)
+        batch = batch_statistics_accuracies(folder, cells)
+    _show(audit_report(audit_cells(cells, batch, small_episodes=args.episodes), args.episodes), args.format)
     return 0
 
 

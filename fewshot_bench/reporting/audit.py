@@ -15,6 +15,8 @@ seeded generator so an audit is reproducible:
   accuracies along its training (the curve's points and the final one), seeds averaged. This one is measured, not
   simulated: the selection during training that a "best test accuracy" protocol performs, at the run's size.
 
+* **test-time batch statistics** (``bench audit --batch-stats``) — the cells' saved weights evaluated again on
+  their test episodes with batch norm normalising by each episode's own images (``reporting.batch_statistics``).
 * **per class, best of the seeds** — for rows with several seeds: each test class's accuracy taken from the seed
   where it is highest, then averaged over the classes (as a table of per-class accuracies that keeps each class's
   best repeat prints it). Measured from the cells' per-class accuracies.
@@ -57,6 +59,7 @@ class AuditRow:
     best_checkpoint: float | None = None   # best test accuracy along training (budget curve), seeds averaged
     checkpoints: int = 0                   # evaluations per cell that selection picks from (curve points + final)
     best_seed_per_class: float | None = None  # mean over classes of each class's best seed (several seeds only)
+    batch_statistics: float | None = None  # the saved weights with test-time batch statistics (``--batch-stats``)
 
 
 def simulated_evaluations(accuracies: np.ndarray, episodes: int, queries: int, way: int, n: int,
@@ -90,8 +93,10 @@ def audit_row(label: str, way: int, shot: int, query: int, accuracies: Sequence[
                     best_small, best_full)
 
 
-def audit_cells(cells: Sequence[dict[str, Any]], **options: Any) -> list[AuditRow]:
-    """The audit of every (variant, way, shot, query) of ``cells``, seeds pooled in seed order."""
+def audit_cells(cells: Sequence[dict[str, Any]], batch_statistics: dict[tuple, float] | None = None,
+                **options: Any) -> list[AuditRow]:
+    """The audit of every (variant, way, shot, query) of ``cells``, seeds pooled in seed order; with
+    ``batch_statistics`` (``reporting.batch_statistics``), those re-evaluations beside them."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for cell in cells:
         groups.setdefault((cell["label"], cell["way"], cell["shot"], cell["query"]), []).append(cell)
@@ -103,6 +108,8 @@ def audit_cells(cells: Sequence[dict[str, Any]], **options: Any) -> list[AuditRo
         if len(group) > 1 and classes and all(set(c.get("class_accuracy") or {}) == set(classes) for c in group):
             best = [max(c["class_accuracy"][name] for c in group) for name in classes]
             row = replace(row, best_seed_per_class=float(np.mean(best) * 100))
+        if batch_statistics and (label, way, shot, query) in batch_statistics:
+            row = replace(row, batch_statistics=batch_statistics[(label, way, shot, query)])
         if all(c.get("budget_curve") for c in group):
             along = [[*c["budget_curve"]["mean"], c["mean"]] for c in group]
             row = replace(row, best_checkpoint=float(np.mean([max(points) for points in along])),
@@ -124,6 +131,9 @@ def audit_report(rows: Sequence[AuditRow], small_episodes: int = SMALL_EPISODES)
     per_class = any(row.best_seed_per_class is not None for row in rows)
     if per_class:
         columns.append(Column("per class, best of the seeds", "right"))
+    batch = any(row.batch_statistics is not None for row in rows)
+    if batch:
+        columns.append(Column("test-time batch statistics", "right"))
     table = []
     for row in rows:
         def inflated(value: float) -> Value:
@@ -139,7 +149,9 @@ def audit_report(rows: Sequence[AuditRow], small_episodes: int = SMALL_EPISODES)
                       *([inflated(row.best_checkpoint) if row.best_checkpoint is not None else Value(None, "—")]
                         if along else []),
                       *([inflated(row.best_seed_per_class) if row.best_seed_per_class is not None
-                         else Value(None, "—")] if per_class else [])])
+                         else Value(None, "—")] if per_class else []),
+                      *([inflated(row.batch_statistics) if row.batch_statistics is not None
+                         else Value(None, "—")] if batch else [])])
     caption = (f"Accuracy (%) of each row's fixed model as common reporting protocols would print it, simulated "
                f"from the run's saved per-episode accuracies ({REPEATS} simulated reports per number, seeded): "
                f"'one eval' is the 95 % range of one evaluation of {small_episodes} episodes with 1 query per class; "
@@ -150,5 +162,7 @@ def audit_report(rows: Sequence[AuditRow], small_episodes: int = SMALL_EPISODES)
                                         "training (its budget curve and the end), seeds averaged" if along else "")
                + ("; 'per class, best of the seeds' is measured: each test class's accuracy from its best seed, "
                   "averaged over the classes" if per_class else "")
+               + ("; 'test-time batch statistics' is measured: the saved weights evaluated again on the same "
+                  "episodes with batch norm normalising by each episode's own images (transductive)" if batch else "")
                + ". Never part of a table, leaderboard or comparison.")
     return Report("", columns, table, caption=caption, kind="audit")
