@@ -9,6 +9,11 @@
 #   4. benchmarks/throughput.py --device cuda against easyfsl and learn2learn (steady state, one process);
 #   optional stage "modern": configs/fer2013-modern.yaml (Baseline, Baseline++, SimpleShot, FEAT) beside the
 #   grid, --jobs $MODERN_JOBS, stopped after $MODERN_S seconds;
+#   optional stage "context": the context issue's runs at the GPU budget, each stopped after a third of $CONTEXT_S
+#   seconds and resumable: the FER2013 context table (configs/fer2013-context.yaml: five methods and
+#   crn[js_scale=standardise] with floor, seen and ceiling rows; $CONTEXT_ARGS, default 3000 training and 600 test
+#   episodes, seeds 0-2), CSRN's CRN checkpoint on 3000 test episodes (when gpu_prepare.sh found it) and the
+#   Omniglot accuracy-versus-budget curve to 30,000 episodes at 1 and 5 shots ($CURVE_ARGS);
 #   optional stage "scaling": a short ProtoNet + MAML grid with --jobs 1, 2, 4, 8 ($SCALING_JOBS), for how
 #   many workers one GPU serves best. MPS=1 starts the CUDA MPS daemon first (workers' kernels then run
 #   concurrently instead of time-sliced) and stops it at the end.
@@ -20,6 +25,8 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$REPO/gpu-out}; mkdir -p "$OUT"
 DEVICE=${DEVICE:-cuda}; GRID_ARGS=${GRID_ARGS:-}  # DEVICE=cpu GRID_ARGS=--reduced: a dry run of the script
 MODERN_S=${MODERN_S:-300}; MODERN_JOBS=${MODERN_JOBS:-3}; MODERN_ARGS=${MODERN_ARGS:-}
+CONTEXT_S=${CONTEXT_S:-540}; CONTEXT_ARGS=${CONTEXT_ARGS:---train-episodes 3000 --test-episodes 600 --seeds 0,1,2}
+CURVE_ARGS=${CURVE_ARGS:-}; CHECKPOINT_ARGS=${CHECKPOINT_ARGS:-}  # dry runs: smaller budgets
 STAGES=${STAGES:-tests grid throughput}; JOBS=${JOBS:-4}; GRID_S=${GRID_S:-400}; THROUGHPUT_S=${THROUGHPUT_S:-120}; RUN_ID=${RUN_ID:-fer2013-grid-gpu}; RUNS=${RUNS:-/tmp/runs}
 export PYTHONUNBUFFERED=1 COLUMNS=200 PYTHONPATH=/tmp/site
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee "$OUT/gpu.txt"
@@ -69,7 +76,30 @@ if [[ " $STAGES " == *" grid "* ]]; then
   tail -80 "$OUT/grid.log"
 fi
 if [ -n "${modern:-}" ]; then wait "$modern"; tail -40 "$OUT/modern.log"; fi
-if [[ " $STAGES " == *" grid "* || " $STAGES " == *" modern "* ]]; then
+if [[ " $STAGES " == *" context "* ]]; then
+  share=$((CONTEXT_S / 3))
+  timeout "$share" python3 -m fewshot_bench run --config configs/fer2013-context.yaml \
+    --data-root "$REPO/.gpu/data/fer2013-gpu.npz" --device "$DEVICE" --jobs "$JOBS" --output-dir "$RUNS" \
+    --run-id fer2013-context-gpu $CONTEXT_ARGS > "$OUT/context.log" 2>&1
+  echo "context table exit $?" >> "$OUT/context.log"
+  checkpoint="$REPO/.gpu/csrn/CRN_fer2013_feature_encoder_model_best.pth"
+  if [ -f "$checkpoint" ]; then
+    timeout "$share" python3 -m fewshot_bench run --config configs/reproduce/csrn-checkpoint-fer2013.yaml \
+      --methods "crn[weights=$checkpoint,weights_layout=csrn]" --data-root "$REPO/.gpu/data/fer2013-gpu.npz" \
+      --device "$DEVICE" --output-dir "$RUNS" --run-id csrn-checkpoint-fer2013-gpu --test-episodes 3000 $CHECKPOINT_ARGS \
+      >> "$OUT/context.log" 2>&1
+    echo "checkpoint exit $?" >> "$OUT/context.log"
+  else
+    echo "checkpoint skipped: $checkpoint is missing (gpu_prepare.sh copies it from \$CSRN, ../CSRN)" >> "$OUT/context.log"
+  fi
+  timeout "$share" python3 -m fewshot_bench run --config configs/reproduce/omniglot-curve-cpu.yaml \
+    --data-root "$REPO/.gpu/data/omniglot28.npz" --device "$DEVICE" --jobs "$JOBS" --output-dir "$RUNS" \
+    --run-id omniglot-curve-gpu --shots 1,5 --train-episodes 30000 --budget-curve 300,1000,3000,10000 $CURVE_ARGS \
+    >> "$OUT/context.log" 2>&1
+  echo "budget curve exit $?" >> "$OUT/context.log"
+  tail -60 "$OUT/context.log"
+fi
+if [[ " $STAGES " == *" grid "* || " $STAGES " == *" modern "* || " $STAGES " == *" context "* ]]; then
   # Claims, checkpoints and pre-trained backbones stay behind: a claim names this machine's processes, the
   # weights are large.
   tar czf "$OUT/runs.tgz" --exclude='checkpoints' --exclude='claims' --exclude='pretrained' -C "$RUNS" . 2>/dev/null

@@ -2,7 +2,8 @@
 # Prepares .gpu/ (git-ignored) for benchmarks/gpu_check.sh on a GPU machine without internet:
 # the project as a wheel, the peers' wheels (easyfsl, submitit, gym), learn2learn's sdist with its C files
 # regenerated (that machine has a compiler and Python 3.12), and FER2013 with the paper split's test classes
-# complete and 3000 images of each training class (49 MiB, under the 64 MiB a device call accepts).
+# complete and 3000 images of each training class (49 MiB), Omniglot at 28×28 (6.6 MiB) and CSRN's FER2013 CRN
+# checkpoint (2.7 MiB): under the 64 MiB a device call accepts.
 #   bash benchmarks/gpu_prepare.sh [path/to/fer2013.npz]      (after scripts/setup.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,4 +25,13 @@ if [ ! -d .gpu/l2l-src ]; then
 fi
 [ -f .gpu/data/fer2013-gpu.npz ] || "$PY" benchmarks/grid.py --make-subset .gpu/data/fer2013-gpu.npz --data "$FER" \
   --cap 3000 --uncapped angry,disgust,fear
+# The context stage: Omniglot for the budget curve, and CSRN's released CRN checkpoint when a clone of their
+# repository is at $CSRN (github.com/smu-ivpl/CSRN; the file is theirs and is not committed here).
+[ -f .gpu/data/omniglot28.npz ] || cp "${OMNIGLOT:-../shared/data/omniglot28.npz}" .gpu/data/omniglot28.npz
+CSRN=${CSRN:-../CSRN}
+if [ -f "$CSRN/weights/fer2013/CRN_fer2013_feature_encoder_model_best.pth" ]; then
+  mkdir -p .gpu/csrn && cp "$CSRN/weights/fer2013/CRN_fer2013_feature_encoder_model_best.pth" .gpu/csrn/
+else
+  echo "note: no CSRN checkpoint at $CSRN/weights/fer2013 (git clone https://github.com/smu-ivpl/CSRN $CSRN); the context stage skips it"
+fi
 du -sh .gpu
