@@ -94,3 +94,17 @@ def test_the_fingerprint_probe_measures_the_code_not_the_file():
 
     assert probe_label("crn[weights=../CSRN/weights/fer2013/CRN.pth,weights_layout=csrn]") == "crn"
     assert probe_label("protonet[distance=euclidean,weights=a.pt]") == "protonet[distance=euclidean]"
+
+
+def test_a_kept_cell_is_never_mixed_with_other_weights_at_the_same_path(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save(resolve_variant(Spec.parse("protonet")).build((1, 24, 24), seed=1).state_dict(), path)
+    flags = tiny_run_flags(tmp_path, methods=[f"protonet[weights={path}]"], shots=[1], train_episodes=0,
+                           test_episodes=2)
+    first = _cells(run(merge(None, flags)))
+    assert _cells(run(merge(None, flags))) == first  # the same file: the finished cell is kept
+    torch.save(resolve_variant(Spec.parse("protonet")).build((1, 24, 24), seed=2).state_dict(), path)
+    with pytest.raises(ConfigError, match="now holds other weights; start a new --run-id"):
+        run(merge(None, flags))
+    assert _cells(run(merge(None, {**flags, "run_id": "new"})))[0]["initial_weights"]["sha256"] != \
+        first[0]["initial_weights"]["sha256"]

@@ -21,7 +21,7 @@ from fewshot_bench.device import choose_device, prepare_device
 from fewshot_bench.engine.cell import run_cell
 from fewshot_bench.engine.training import TrainSettings
 from fewshot_bench.context.rows import check_ceiling, compute_context
-from fewshot_bench.engine.weights import check_weights
+from fewshot_bench.engine.weights import check_weights, file_sha256
 from fewshot_bench.episodic.protocol import Protocol, prepare, seen_fraction
 from fewshot_bench.episodic.tasks import TaskBuilder, channel_statistics
 from fewshot_bench.errors import CellsFailed, ConfigError, RecordError
@@ -150,6 +150,7 @@ def start_run(config: RunConfig) -> StartedRun:
                           f"({config.train_episodes}); drop them or raise --train-episodes")
     config = RunConfig(**{**config.to_dict(), "run_id": config.run_id or default_run_id(config)})
     store = RunStore(Path(config.output_dir) / config.run_id)
+    check_kept_weights(store, cells)
     # Several processes may grow one run at once (other methods, seeds): each reads the saved config and
     # plan, joins its own grid in and writes them back, one process at a time.
     with locked(store.root / "config.yaml"):
@@ -157,6 +158,23 @@ def start_run(config: RunConfig) -> StartedRun:
         store.save_plan([{"cell": c.cell_id, "label": c.variant.label, "shot": c.shot, "seed": c.seed} for c in cells])
     store.save_environment(environment_info(str(device)))
     return StartedRun(config, store, cells, protocol, device)
+
+
+def check_kept_weights(store: RunStore, cells: Iterable[Cell]) -> None:
+    """Refuse, before anything runs, to keep a finished cell whose weights file now holds other weights: its label
+    names the file, not the content, so keeping it would mix two models under one row."""
+    for cell in cells:
+        given = cell.variant.option_dict.get("weights")
+        if not given or not store.has_cell(cell.cell_id):
+            continue
+        try:
+            kept = (store.load_cell(cell.cell_id).get("initial_weights") or {}).get("sha256")
+        except RecordError:
+            continue  # a damaged record is recomputed anyway
+        if kept and file_sha256(Path(given).expanduser()) != kept:
+            raise ConfigError(f"cell {cell.cell_id} was computed from weights with sha256 {kept[:12]}…, but "
+                              f"'{given}' now holds other weights; start a new --run-id, or delete "
+                              f"{store.cell_path(cell.cell_id)} to evaluate the new file")
 
 
 class CellRunner:
