@@ -163,6 +163,7 @@ def start_run(config: RunConfig) -> StartedRun:
 def check_kept_weights(store: RunStore, cells: Iterable[Cell]) -> None:
     """Refuse, before anything runs, to keep a finished cell whose weights file now holds other weights: its label
     names the file, not the content, so keeping it would mix two models under one row."""
+    hashes: dict[str, str] = {}  # one hash per file, however many cells (shots, seeds) start from it
     for cell in cells:
         given = cell.variant.option_dict.get("weights")
         if not given or not store.has_cell(cell.cell_id):
@@ -171,7 +172,9 @@ def check_kept_weights(store: RunStore, cells: Iterable[Cell]) -> None:
             kept = (store.load_cell(cell.cell_id).get("initial_weights") or {}).get("sha256")
         except RecordError:
             continue  # a damaged record is recomputed anyway
-        if kept and file_sha256(Path(given).expanduser()) != kept:
+        if kept and given not in hashes:
+            hashes[given] = file_sha256(Path(given).expanduser())
+        if kept and kept != hashes[given]:
             raise ConfigError(f"cell {cell.cell_id} was computed from weights with sha256 {kept[:12]}…, but "
                               f"'{given}' now holds other weights; start a new --run-id, or delete "
                               f"{store.cell_path(cell.cell_id)} to evaluate the new file")
