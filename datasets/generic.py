@@ -25,17 +25,54 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fewshot_bench.data import DatasetPlugin, ImageDataset
 from fewshot_bench.errors import DatasetError
-from fewshot_bench.imageio import class_folder_files, decoded_dataset
+from fewshot_bench.imageio import class_folder_files, decoded_dataset, groups_from_paths
 from fewshot_bench.options import Option
 from fewshot_bench.registry import register_dataset
+from fewshot_bench.splits import ClassSplit
 
 # Geometry comes from --image-size / --channels (default: the images' own: the most common size, a non-square
 # one's shorter side; 1 channel when all are grayscale).
 DECODE_OPTIONS = (
     Option("skip_corrupt", bool, False, "skip unreadable image files (reported) instead of failing"),
 )
+# Subjects and sequences (``episodic.groups``), from each file's path relative to the data root.
+GROUP_OPTIONS = (
+    Option("group_pattern", str, "", "regular expression finding each image's subject (named group 'group') and "
+                                     "sequence ('subgroup') in its path below the data root, e.g. "
+                                     "'(?P<group>S\\d+)_(?P<subgroup>\\d+)_' for CK+ (default: no groups)"),
+)
+
+
+def _decode_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The options that decide the decoded pixels (the cache key): not the group options."""
+    return {k: v for k, v in options.items() if k not in ("group_pattern", "group_column", "subgroup_column")}
+
+
+def _with_groups(dataset: ImageDataset, groups: dict[str, Any]) -> ImageDataset:
+    """``dataset`` with per-image groups, following the files that were kept (corrupt ones may be skipped)."""
+    files = [str(f) for f in dataset.metadata["files"]]
+    for key, by_file in groups.items():
+        dataset.metadata[key] = np.array([by_file[f] for f in files], dtype=object)
+    return dataset
+
+
+def emotion_presets(dataset: ImageDataset | None) -> tuple[str | None, dict[str, ClassSplit]]:
+    """The CRN paper's split as preset ``paper`` (the default) when the dataset's classes hold all seven of its
+    emotions under any spelling of the emotion vocabulary (``anger``, ``Sadness``, ...); else no preset."""
+    from fewshot_bench.datasets.combined import PAPER_TEST, PAPER_TRAIN
+    from fewshot_bench.emotions import find
+
+    if dataset is None:
+        return None, {}
+    train = [find(name, dataset.class_names) for name in PAPER_TRAIN]
+    test = [find(name, dataset.class_names) for name in PAPER_TEST]
+    if None in train or None in test:
+        return None, {}
+    return "paper", {"paper": ClassSplit(tuple(train), tuple(test), (), "paper")}  # type: ignore[arg-type]
 
 
 @register_dataset("image-folder")
@@ -43,15 +80,26 @@ class ImageFolder(DatasetPlugin):
     """Any dataset laid out as <data-root>/<class name>/<images>; split from your config."""
 
     where_to_get = "point --data-root at a folder with one sub-folder of images per class"
-    options = DECODE_OPTIONS
+    options = DECODE_OPTIONS + GROUP_OPTIONS
 
     def load(self, root: Path | None, options: dict[str, Any]) -> ImageDataset:
         assert root is not None
-        return decoded_dataset("image-folder", class_folder_files(root), options)
+        items = class_folder_files(root)
+        dataset = decoded_dataset("image-folder", items, _decode_options(options))
+        if options.get("group_pattern"):
+            paths = [str(path) for path, _ in items]
+            parsed = groups_from_paths(paths, options["group_pattern"], root=root)
+            _with_groups(dataset, {key: dict(zip(paths, values)) for key, values in parsed.items()})
+        return dataset
+
+    def split_presets(self, dataset: ImageDataset | None = None) -> tuple[str | None, dict[str, ClassSplit]]:
+        return emotion_presets(dataset)
 
 
 # A manifest's own options: its encoding, and the class list its labels must come from.
-MANIFEST_OPTIONS = DECODE_OPTIONS + (
+MANIFEST_OPTIONS = DECODE_OPTIONS + GROUP_OPTIONS + (
+    Option("group_column", str, "", "column holding each image's subject (group), e.g. subject"),
+    Option("subgroup_column", str, "", "column holding each image's sequence or recording (sub-group)"),
     Option("classes", str, "", "the manifest's classes, comma-separated: a label outside them is refused (default: "
                                "every label must be a class of the split, so a typo is never an extra class)"),
     Option("encoding", str, "auto", "text encoding of the CSV (auto: UTF-8, else Latin-1 with a notice; or e.g. "
@@ -79,7 +127,12 @@ class CSVManifest(DatasetPlugin):
         if "path" not in columns or "label" not in columns:
             raise DatasetError(f"CSV '{root}' has columns {','.join(columns) or '(none)'}; a manifest needs "
                                "'path' and 'label' columns")
+        for option in ("group_column", "subgroup_column"):
+            if options.get(option) and options[option] not in columns:
+                raise DatasetError(f"CSV '{root}' has no column '{options[option]}' (--dataset-option {option}); its "
+                                   f"columns: {','.join(columns)}")
         items, first_line, listed = [], {}, {}
+        group_of: dict[str, dict[str, str]] = {"groups": {}, "subgroups": {}}
         for number, row in enumerate(reader, start=2):
             row = {k.strip(): (v or "").strip() for k, v in row.items() if k}
             if not row["path"] or not row["label"]:
@@ -106,6 +159,11 @@ class CSVManifest(DatasetPlugin):
                          "as query and support")
                 raise DatasetError(f"CSV '{root}': image '{path}' is listed {where}; list each image once")
             listed[key] = (number, label)
+            if options.get("group_column"):
+                group_of["groups"][str(path)] = row.get(options["group_column"], "") or f"line {number}"
+            if options.get("subgroup_column"):
+                group = row.get(options["group_column"], "") if options.get("group_column") else ""
+                group_of["subgroups"][str(path)] = f"{group}/{row.get(options['subgroup_column'], '')}"
             first_line.setdefault(label, number)
             items.append((path, label))
         if not items:
@@ -114,14 +172,22 @@ class CSVManifest(DatasetPlugin):
             from fewshot_bench.console import logger
 
             logger.info(f"CSV '{root}' is not UTF-8: read as {encoding} (--dataset-option encoding=... to choose)")
-        dataset = decoded_dataset("csv-manifest", items, options, class_names=declared or None,
+        dataset = decoded_dataset("csv-manifest", items, _decode_options(options), class_names=declared or None,
                                   extra_key_files=[root])
+        if options.get("group_pattern"):
+            paths = [str(path) for path, _ in items]
+            parsed = groups_from_paths(paths, options["group_pattern"], root=root.parent)
+            group_of.update({key: dict(zip(paths, values)) for key, values in parsed.items()})
+        _with_groups(dataset, {key: values for key, values in group_of.items() if values})
         dataset.metadata["manifest"] = str(root)
         if not declared:
             # Without a declared class list, every label must be a class of the run's split
             # (``protocol.check_manifest_labels``): a typo is refused, not turned into an extra, unused class.
             dataset.metadata["manifest_labels"] = first_line
         return dataset
+
+    def split_presets(self, dataset: ImageDataset | None = None) -> tuple[str | None, dict[str, ClassSplit]]:
+        return emotion_presets(dataset)
 
 
 def read_manifest_text(path: Path, encoding: str) -> tuple[str, str]:

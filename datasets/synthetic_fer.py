@@ -175,8 +175,9 @@ def _draw_batch(identity: dict[str, np.ndarray], expr: np.ndarray, nuisance: dic
 
 
 def generate(total: int = 4000, size: int = 48, identities: int = 120, seed: int = 0,
-             expression_noise: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
-    """Draw the dataset: (N, size, size) uint8 images and (N,) int64 labels in CLASS_NAMES order."""
+             expression_noise: float = 0.25) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Draw the dataset: (N, size, size) uint8 images, (N,) int64 labels in CLASS_NAMES order and (N,) the
+    synthetic person each image shows (its identity traits)."""
     rng = np.random.default_rng(seed)
     sizes = class_sizes(total)
     labels = np.concatenate([np.full(sizes[name], i, dtype=np.int64) for i, name in enumerate(CLASS_NAMES)])
@@ -211,7 +212,7 @@ def generate(total: int = 4000, size: int = 48, identities: int = 120, seed: int
         ident = {k: v[who[start:stop]] for k, v in identity_table.items()}
         nuis = {k: v[start:stop] for k, v in nuisance.items()}
         images[start:stop] = _draw_batch(ident, expr[start:stop], nuis, size, rng)
-    return images, labels
+    return images, labels, who
 
 
 @register_dataset("synthetic-fer")
@@ -238,12 +239,15 @@ class SyntheticFER(DatasetPlugin):
         key = hashlib.sha256(Path(__file__).read_bytes() + repr(sorted(options.items())).encode()).hexdigest()[:16]
 
         def build() -> dict[str, np.ndarray]:
-            images, labels = generate(options["total"], options["size"], options["identities"], options["seed"],
-                                      options["expression_noise"])
-            return {"images": images, "labels": labels}
+            images, labels, who = generate(options["total"], options["size"], options["identities"],
+                                           options["seed"], options["expression_noise"])
+            return {"images": images, "labels": labels, "identity": who}
 
         arrays = cached_arrays("synthetic-fer", key, build)
         # The fingerprint (which seeds the episodes) is the content hash ImageDataset computes, so episodes
         # change only when the images do, not when the generator's source is merely edited.
+        # Each image's synthetic person is its group (subject): --group-separation keeps them apart.
+        groups = np.array([f"person-{i:03d}" for i in arrays["identity"]], dtype=object)
         return ImageDataset(torch.from_numpy(arrays["images"][:, None].copy()),
-                            torch.from_numpy(arrays["labels"].astype(np.int64)), list(CLASS_NAMES), "synthetic-fer")
+                            torch.from_numpy(arrays["labels"].astype(np.int64)), list(CLASS_NAMES), "synthetic-fer",
+                            metadata={"groups": groups})

@@ -150,6 +150,60 @@ def _split_value(value: str | dict) -> str | dict:
     return value
 
 
+def _mapping_value(key: str, example: str) -> Callable[[Any], dict]:
+    """A check turning a flag's text into a mapping: ``A=B,C=D`` pairs, or a YAML mapping ``'{...}'``."""
+
+    def check(value: Any) -> dict:
+        if isinstance(value, dict):
+            return value
+        text = str(value).strip()
+        if text.startswith("{"):
+            try:
+                parsed = yaml.safe_load(text)
+            except yaml.YAMLError:
+                parsed = None
+            if isinstance(parsed, dict):
+                return parsed
+        elif text and all("=" in pair for pair in text.split(",")):
+            return {k.strip(): v.strip() for k, v in (pair.split("=", 1) for pair in text.split(","))}
+        elif not text:
+            return {}
+        raise ConfigError(f"config key '{key}' must be a mapping, on the command line FROM=TO pairs or YAML, e.g. "
+                          f"{example}")
+
+    return check
+
+
+def _class_map_value(value: Any) -> dict:
+    """``{from: to}`` as text pairs; ``{part: {from: to}}`` (a part of ``combined``/``bench cross``) becomes
+    ``{"part/from": to}``."""
+    mapping = _mapping_value("class_map", "--class-map anger=angry,1=fear")(value)
+    flat: dict[str, str] = {}
+    for source, target in mapping.items():
+        if isinstance(target, dict):
+            flat.update({f"{source}/{k}": str(v) for k, v in target.items()})
+        elif isinstance(target, (list, tuple)) or target is None:
+            raise ConfigError(f"config key 'class_map' maps class names to class names, got {source!r}: {target!r}")
+        else:
+            flat[str(source)] = str(target)
+    return flat
+
+
+def _part_splits_value(value: Any) -> dict:
+    mapping = _mapping_value("part_splits", "--part-splits '{ckplus: {train: [happy, sad], test: [angry, fear]}}'")(value)
+    for part, split in mapping.items():
+        if not isinstance(split, dict):
+            raise ConfigError(f"config key 'part_splits' gives each dataset's split as a mapping with train/test "
+                              f"class lists, got {part!r}: {split!r}")
+    return mapping
+
+
+def _check_group_holdout(value: float) -> None:
+    if not 0 < value < 1:
+        raise ConfigError(f"config key 'group_holdout' must be a share between 0 and 1 (exclusive), got {value}; e.g. "
+                          "--group-holdout 0.5")
+
+
 # The context rows a run can compute (``fewshot_bench.context``); ``floor`` is on by default: it trains nothing.
 CONTEXT_KINDS = ("floor", "seen", "ceiling")
 # The share of each training class's images the ``seen`` rows hold out of all training (``--seen-holdout``).
@@ -198,6 +252,26 @@ class RunConfig:
     dedup: bool | None = setting(None, "remove exact duplicate images (one kept per class; images filed under several "
                                        "classes dropped); default: the dataset's own choice (on for FER2013); see "
                                        "`bench datasets check`", hashed=False)
+    near_dedup: bool = setting(False, "also remove near-duplicate images (frames of one sequence: thumbnails within "
+                                      "--near-threshold; one kept per class, groups spanning classes dropped); see "
+                                      "`bench datasets check`", hashed=False)
+    near_threshold: float = setting(10.0, "near-duplicate rule: RMS difference of 16×16 grayscale thumbnails (0-255 "
+                                          "scale) at most this", minimum=0.0, hashed=False)
+    class_map: dict | str = setting({}, "rename classes before the split, FROM=TO pairs (e.g. CK+'s numeric folders: "
+                                        "1=angry,5=happy); a part of bench cross as PART/FROM=TO; emotion synonyms "
+                                        "(anger, sadness, ...) are matched without it", hashed=False,
+                                    check=_class_map_value)
+    group_separation: str = setting("none", "keep groups (subjects, sequences) declared by the dataset apart: "
+                                            "subgroup or group (no query shares one with its episode's support), "
+                                            "split (group, and subjects that train never test); `none` still counts "
+                                            "the shared pairs", hashed=False, choices=("none", "subgroup", "group",
+                                                                                        "split"))
+    group_holdout: float = setting(0.5, "with --group-separation split: share of the groups (subjects) kept for test "
+                                        "and validation episodes", minimum=0.0, hashed=False,
+                                   check=_check_group_holdout)
+    part_splits: dict | str = setting({}, "bench cross: a split per dataset, by its name (YAML: {ckplus: {train: "
+                                          "[...], test: [...]}}); default: its preset, or the CRN paper's emotions",
+                                      hashed=False, check=_part_splits_value)
     split: str | dict | None = setting(None, "class split: a preset name of the dataset, or a mapping with "
                                              "train/val/test class names (on the command line in YAML: "
                                              "'{train: [a, b], test: [c, d]}')", hashed=False, check=_split_value)

@@ -119,6 +119,10 @@ class DatasetPlugin:
     where_to_get: ClassVar[str] = ""
     # Whether exact duplicate images are removed unless the run says otherwise (config key ``dedup``).
     dedup_default: ClassVar[bool] = False
+    # Whether the dataset is made of parts de-duplicated each by its own default (``combined``): ``load`` then sets
+    # ``metadata["part_of"]`` (each image's part) and ``metadata["part_dedup_default"]`` ({part: bool}), and the
+    # harness removes duplicates within each part (the run's ``dedup``, when given, applies to every part).
+    dedups_parts: ClassVar[bool] = False
     # Whether ``load`` unpickles files under --data-root (which can run code): a resumed run's config that
     # names such a dataset is shown and confirmed before it loads.
     unpickles: ClassVar[bool] = False

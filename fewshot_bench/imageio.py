@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -215,3 +216,35 @@ def decoded_dataset(name: str, items: list[tuple[Path, str]], options: dict[str,
     metadata["files"] = np.array([str(p) for p in paths if str(p) not in skipped], dtype=object)
     return ImageDataset(as_uint8_nchw(arrays["images"], name), torch.from_numpy(arrays["labels"]),
                         class_names, name, metadata=metadata)
+
+
+def groups_from_paths(paths: Sequence[str | Path], pattern: str, root: Path | None = None) -> dict[str, np.ndarray]:
+    """Groups and sub-groups parsed from each image's path (relative to ``root`` when given) with the regular
+    expression ``pattern`` (searched, not anchored): its named groups ``group`` and ``subgroup``, else its first
+    and second capture groups. A path it does not match is a one-line error naming it."""
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise DatasetError(f"group_pattern '{pattern}' is not a regular expression ({exc}); e.g. "
+                           r"'(?P<group>S\d+)_(?P<subgroup>\d+)_' for CK+ file names S005_001_00000011.png") from None
+    names = regex.groupindex
+    if not names and regex.groups == 0:
+        raise DatasetError(f"group_pattern '{pattern}' captures nothing; put the subject in a group, e.g. "
+                           r"'(?P<group>S\d+)_(?P<subgroup>\d+)_'")
+    groups, subgroups = [], []
+    for path in paths:
+        text = str(Path(path).relative_to(root)) if root is not None and Path(path).is_relative_to(root) else str(path)
+        text = text.replace("\\", "/")
+        found = regex.search(text)
+        if found is None:
+            raise DatasetError(f"group_pattern '{pattern}' does not match image '{text}'; every image needs a group "
+                               "(fix the pattern, or the file name)")
+        group = found.group("group") if "group" in names else found.group(1)
+        sub = found.group("subgroup") if "subgroup" in names else (found.group(2) if not names and regex.groups > 1
+                                                                     else None)
+        groups.append(group)
+        subgroups.append(None if sub is None else f"{group}/{sub}")
+    result = {"groups": np.array(groups, dtype=object)}
+    if any(s is not None for s in subgroups):
+        result["subgroups"] = np.array(subgroups, dtype=object)
+    return result

@@ -356,8 +356,12 @@ def test_cross_dataset_split_trains_on_one_dataset_and_tests_on_another(tmp_path
             "--methods", "protonet", "--shots", "1", "--query", "2", "--train-episodes", "2", "--test-episodes", "3",
             "--output-dir", str(tmp_path / "runs"), "--run-id", "cross", "--device", "cpu"]
     assert main(args) == 0
-    with pytest.raises(Exception, match="needs at least two name=path entries"):
-        load_dataset(merge(None, {"dataset": "combined", "dataset_options": {"parts": "fer2013=/x"}}))
+    with pytest.raises(Exception, match="needs name=path entries"):
+        load_dataset(merge(None, {"dataset": "combined", "dataset_options": {"parts": " ; "}}))
+    # One part alone is the in-domain diagonal of `bench cross`: its own training and test emotions, prefixed.
+    alone = merge(None, {"dataset": "combined", "dataset_options": {"parts": parts.split(";")[1]}, "image_size": 32})
+    data = load_dataset(alone)
+    assert resolve_split(alone, data).test == ("rafdb/angry", "rafdb/disgust", "rafdb/fear")
 
 
 def test_mini_imagenet_from_the_cache_pickles_with_the_ravi_split_and_no_float_copy(tmp_path, monkeypatch):

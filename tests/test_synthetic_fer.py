@@ -7,9 +7,9 @@ from fewshot_bench.episodic.protocol import load_dataset, resolve_split
 
 
 def test_same_seed_gives_identical_bytes_and_other_seeds_differ():
-    a_images, a_labels = generate(total=300, size=24, identities=10, seed=3)
-    b_images, b_labels = generate(total=300, size=24, identities=10, seed=3)
-    c_images, _ = generate(total=300, size=24, identities=10, seed=4)
+    a_images, a_labels, _ = generate(total=300, size=24, identities=10, seed=3)
+    b_images, b_labels, _ = generate(total=300, size=24, identities=10, seed=3)
+    c_images, _, _ = generate(total=300, size=24, identities=10, seed=4)
     assert a_images.tobytes() == b_images.tobytes() and np.array_equal(a_labels, b_labels)
     assert a_images.tobytes() != c_images.tobytes()
     assert a_images.dtype == np.uint8 and a_images.shape[1:] == (24, 24)
@@ -26,7 +26,7 @@ def test_class_sizes_follow_raf_db_and_never_drop_below_40():
 
 
 def test_images_vary_within_a_class_and_classes_differ_on_average():
-    images, labels = generate(total=1500, size=32, identities=30, seed=0)
+    images, labels, _ = generate(total=1500, size=32, identities=30, seed=0)
     images = images.astype(np.float64)
     means = np.stack([images[labels == c].mean(0) for c in range(7)])
     assert images[labels == 3].std(0).mean() > 10  # nuisances and identities vary the images

@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_flags(run)
 
     cross = sub.add_parser("cross", parents=[common], help="cross-dataset suite: train on each dataset's training "
-                           "emotions, test on every other's unseen ones; prints the train × test matrix")
+                           "emotions, test on every dataset's unseen ones (the diagonal in-domain); prints the train × "
+                           "test matrix, a failed pair marked")
     cross.add_argument("datasets", nargs="+", metavar="NAME=PLUGIN:PATH",
                        help="two or more datasets, each with your name for it: fer2013=fer2013:~/data/fer2013.npz, "
                             "rafdb=rafdb:~/data/RAF-DB, ckplus=image-folder:~/data/ck (NAME=PATH when NAME is the "
@@ -251,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--image-size", type=int, help="image side (default: the dataset's own)")
     show.add_argument("--channels", type=int, help="image channels, 1 or 3 (default: the dataset's own)")
     show.add_argument("--plugin", action="append", default=[], metavar="FILE")
-    check = dsub.add_parser("check", parents=[common], help="report exact duplicate images, per class and across the split's parts")
+    check = dsub.add_parser("check", parents=[common], help="report exact and near-duplicate images (frames of one "
+                                                            "video), per class and across the split's parts")
     check.add_argument("name", help="dataset name")
     check.add_argument("--data-root", default=None, help="folder of the dataset, if not built in")
     check.add_argument("--split", default=None, help="split preset to check across (default: the dataset's)")
@@ -259,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--image-size", type=int, help="image side (default: the dataset's own)")
     check.add_argument("--channels", type=int, help="image channels, 1 or 3 (default: the dataset's own)")
     check.add_argument("--plugin", action="append", default=[], metavar="FILE")
+    # 10.0 is near_duplicates.DEFAULT_NEAR_THRESHOLD (tested equal), not imported here: that module imports
+    # torch, which would slow every command's start.
+    check.add_argument("--near-threshold", type=float, default=10.0, metavar="FLOAT",
+                       help="two images are near-duplicates when the RMS difference of their 16×16 grayscale "
+                            "thumbnails is at most this many grey levels of 255 (default: %(default)g)")
+    check.add_argument("--no-near", action="store_true", help="report exact duplicates only (skip near-duplicates)")
     return parser
 
 
@@ -403,10 +411,7 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def command_cross(args: argparse.Namespace) -> int:
-    from fewshot_bench.cli.progress import run_observer
     from fewshot_bench.engine.cross import cross_runs
-    from fewshot_bench.engine.launch import execute
-    from fewshot_bench.engine.runner import resolve_variants
     from fewshot_bench.reporting.cross import cross_report
 
     args.resume, args.trust = None, False
@@ -414,24 +419,83 @@ def command_cross(args: argparse.Namespace) -> int:
     base = _run_config(args)
     runs = cross_runs(base, args.datasets, prefix)
     out, err = make_console(), make_console(stderr=True)
-    pairs, failures = [], []
+    parallel = base.launcher == "slurm" or base.jobs > 1
+    try:
+        pairs, failed, failures = (_cross_parallel if parallel else _cross_in_turn)(runs, base, err)
+    except KeyboardInterrupt:
+        err.print(f"interrupted: finished pairs and cells are kept; rerun the same command with --run-id {prefix} "
+                  "to continue")
+        return ExitCode.INTERRUPTED
+    datasets = list(dict.fromkeys(pair.train for pair in runs))
+    _show(cross_report(pairs, failed, datasets), args.format, out)
+    err.print(f"runs: {base.output_dir}/{prefix}-*")  # stderr: stdout holds only the matrix (json, csv, ...)
+    for train, test, reason in failed:
+        err.print(f"[red]pair {escape(train)} → {escape(test)} failed: {escape(reason)}[/]")
+    if failed and not failures:
+        err.print(f"{len(failed)} pair(s) failed (above); fix the cause and rerun the same command with --run-id "
+                  f"{prefix}: finished pairs are kept")
+        return 1
+    return _report_failures(failures, prefix, err)
+
+
+def _cross_in_turn(runs, base: RunConfig, err: Console):
+    """The pairs one after another in this process, with the run's progress display."""
+    from fewshot_bench.cli.progress import run_observer
+    from fewshot_bench.engine.launch import execute
+    from fewshot_bench.engine.runner import resolve_variants
+
+    pairs, failed, failures = [], [], []
     for number, pair in enumerate(runs, 1):
-        err.print(f"pair {number}/{len(runs)}: train on {escape(pair.train)}, test on {escape(pair.test)} "
+        kind = "in-domain" if pair.diagonal else "cross"
+        err.print(f"pair {number}/{len(runs)} ({kind}): train on {escape(pair.train)}, test on {escape(pair.test)} "
                   f"(run {pair.config.run_id})")
         try:
             config = pair.config
             total = len(resolve_variants(config)) * len(config.shots) * len(config.seeds)
             with run_observer(err, total, config.log_interval) as observer:
                 result = execute(config, observer)
-        except KeyboardInterrupt:
-            err.print(f"interrupted: finished pairs and cells are kept; rerun the same command with --run-id {prefix} "
-                      "to continue")
-            return ExitCode.INTERRUPTED
+        except BenchError as exc:  # this pair's data or split: the others still run
+            failed.append((pair.train, pair.test, str(exc)))
+            continue
         pairs.append((pair.train, pair.test, result.summary))
         failures += result.failures
-    _show(cross_report(pairs), args.format, out)
-    err.print(f"runs: {base.output_dir}/{prefix}-*")  # stderr: stdout holds only the matrix (json, csv, ...)
-    return _report_failures(failures, prefix, err)
+    return pairs, failed, failures
+
+
+def _cross_parallel(runs, base: RunConfig, err: Console):
+    """``--jobs N``: up to N pairs at once, each one worker process with its share of the cores; on Slurm,
+    every pair's cells submitted at once. A pair whose data or split is refused is reported, the others run."""
+    import os
+
+    from fewshot_bench.engine.launch import submit_run, wait_run
+
+    limit = len(runs) if base.launcher == "slurm" else base.jobs
+    threads = base.threads or max(1, (os.cpu_count() or 1) // max(1, base.jobs))
+    pending, running = list(runs), []
+    pairs, failed, failures = [], [], []
+    while pending or running:
+        while pending and len(running) < limit:
+            pair = pending.pop(0)
+            config = pair.config if base.launcher == "slurm" else replace(pair.config, jobs=1, threads=threads)
+            try:
+                running.append((pair, submit_run(config)))
+                err.print(f"pair {escape(pair.train)} → {escape(pair.test)} started (run {config.run_id})")
+            except BenchError as exc:
+                failed.append((pair.train, pair.test, str(exc)))
+        done = [item for item in running if all(job.done() for job in item[1].jobs)]
+        if not done:
+            time.sleep(0.5)
+            continue
+        for item in done:
+            running.remove(item)
+            pair, submission = item
+            result = wait_run(submission)
+            pairs.append((pair.train, pair.test, result.summary))
+            failures += result.failures
+            err.print(f"pair {escape(pair.train)} → {escape(pair.test)} finished")
+    order = {(p.train, p.test): i for i, p in enumerate(runs)}
+    pairs.sort(key=lambda item: order[(item[0], item[1])])
+    return pairs, failed, failures
 
 
 def _report_failures(failures: Sequence[str], run_id: str, err: Console) -> int:
@@ -554,12 +618,13 @@ def command_datasets(args: argparse.Namespace) -> int:
     console = make_console()
     if args.datasets_command == "check":
         try:
-            split = resolve_split(replace(config, split=args.split), dataset)
+            # A preset name, or a mapping in YAML ('{train: [...], test: [...]}'), read as `bench run --split` reads it.
+            split = resolve_split(merge(None, {**config.to_dict(), "split": args.split}), dataset)
         except ConfigError:
             if args.split:
                 raise
             split = None  # a dataset without presets (an image folder, an array file): no split to cross
-        return _print_duplicates(dataset, split, console)
+        return _print_duplicates(dataset, split, console, None if args.no_near else args.near_threshold)
     table = Table(title=f"{dataset.name}: {len(dataset.labels)} images, {dataset.image_shape} (C, H, W)",
                   title_justify="left")
     table.add_column("class")
@@ -579,7 +644,8 @@ def command_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_duplicates(dataset, split, console: Console) -> int:
+def _print_duplicates(dataset, split, console: Console, near_threshold: float | None = None) -> int:
+    """The exact-duplicate report, then (unless ``near_threshold`` is None) the near-duplicate one."""
     from fewshot_bench.episodic.duplicates import check
 
     report = check(dataset, split)
@@ -596,11 +662,45 @@ def _print_duplicates(dataset, split, console: Console) -> int:
                   "removed by dedup: its label is ambiguous)")
     if split is None:
         console.print("no split preset to check across (give one with --split)")
+    else:
+        crossing = ", ".join(f"{pair}: {groups} groups, {report.cross_split_images[pair]} images"
+                             for pair, groups in report.cross_split_groups.items()) or "none"
+        console.print(f"split '{split.name}', groups spanning two of its parts (an image seen in meta-training "
+                      f"and again at test): {crossing}")
+    if near_threshold is None:
         return 0
-    crossing = ", ".join(f"{pair}: {groups} groups, {report.cross_split_images[pair]} images"
-                         for pair, groups in report.cross_split_groups.items()) or "none"
-    console.print(f"split '{split.name}', groups spanning two of its parts (an image seen in meta-training "
-                  f"and again at test): {crossing}")
+    from fewshot_bench.episodic.near_duplicates import check_near, near_rule
+
+    near = check_near(dataset, split, near_threshold)
+    console.print(f"near-duplicates ({near_rule(near.threshold)}; --near-threshold to change): {near.pairs} "
+                  f"pairs ({near.exact_pairs} of them byte-identical) in {near.groups} groups holding "
+                  f"{near.grouped_images} images")
+    table = Table(title="near-duplicate pairs within a class (a query can be a frame of its own support image)",
+                  title_justify="left")
+    table.add_column("class")
+    table.add_column("pairs", justify="right")
+    for name in dataset.class_names:
+        table.add_row(escape(name), str(near.same_class_pairs.get(name, 0)))
+    console.print(table)
+    console.print(f"near-duplicate groups filed under two or more classes: {near.cross_class_groups} (their "
+                  "label is ambiguous)")
+    if split is not None:
+        crossing = ", ".join(f"{pair}: {groups} groups, {near.cross_split_images[pair]} images"
+                             for pair, groups in near.cross_split_groups.items()) or "none"
+        console.print(f"split '{split.name}', near-duplicate groups spanning two of its parts (a face seen in "
+                      f"meta-training and again at test): {crossing}")
+    if dataset.metadata.get("parts"):
+        crossing = ", ".join(f"{pair}: {groups} groups" for pair, groups in near.cross_part_groups.items()) or "none"
+        console.print(f"near-duplicate groups spanning two parts of the combined dataset: {crossing}")
+    files = dataset.metadata.get("files")
+    named = files is not None and len(files) == near.images
+
+    def described(index: int, name: str) -> str:
+        where = f"'{files[index]}'" if named else f"image {index}"
+        return escape(f"{where} ({name})")
+
+    for i, j, class_i, class_j, distance in near.examples:
+        console.print(f"example: {described(i, class_i)} ~ {described(j, class_j)}, RMS difference {distance:.1f}")
     return 0
 
 

@@ -288,7 +288,9 @@ class CellRunner:
                       split=self.protocol.split.name,
                       test_episodes_file=f"episodes/{setting}.npz", test_episodes_sha=test_episodes.fingerprint(),
                       settings=self.result_settings, settings_hash=self.settings_hash,
-                      dedup=self.protocol.dataset.metadata.get("dedup"))
+                      dedup=self.protocol.dataset.metadata.get("dedup"),
+                      near_dedup=self.protocol.dataset.metadata.get("near_dedup"),
+                      group_leak=self.protocol.group_leak(test_episodes))
         self.store.save_cell(cell.cell_id, record)
         self.store.clear_state(cell.cell_id)
         observer.cell_finished(record, skipped=False)
@@ -340,6 +342,10 @@ def result_settings(config: RunConfig, protocol: Protocol) -> dict[str, Any]:
     split = protocol.split
     settings["split_classes"] = {"train": list(split.train), "val": list(split.val), "test": list(split.test)}
     settings["data_fingerprint"] = protocol.dataset.fingerprint
+    if config.group_separation != "none":  # absent otherwise: the hashes of runs without it are unchanged
+        settings["group_separation"] = config.group_separation
+        if config.group_separation == "split":
+            settings["group_holdout"] = config.group_holdout
     if protocol.holds_out_seen_images:  # absent otherwise: the hashes of runs without a hold-out are unchanged
         settings["seen_holdout_images"] = {"fraction": seen_fraction(config), "sha": protocol.seen_holdout_sha}
     # The content of weights files a backbone plugin loads (absent when none declares any: hashes unchanged).

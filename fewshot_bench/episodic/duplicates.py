@@ -110,13 +110,18 @@ def check(dataset: ImageDataset, split: ClassSplit | None = None) -> DuplicateRe
     return report
 
 
-def deduplicated(dataset: ImageDataset) -> tuple[ImageDataset, dict[str, int]]:
+def deduplicated(dataset: ImageDataset, within: np.ndarray | None = None) -> tuple[ImageDataset, dict[str, int]]:
     """``dataset`` without exact duplicates: one image kept per same-class group, every image of a
-    cross-class group dropped; returns the counts of what was removed."""
+    cross-class group dropped; returns the counts of what was removed. ``within``: only duplicates among these
+    indices (one part of a combined dataset)."""
     labels = dataset.labels.numpy()
     drop: list[int] = []
     same_class = cross_class = 0
-    for group in duplicate_groups(dataset.images):
+    if within is None:
+        groups = duplicate_groups(dataset.images)
+    else:
+        groups = [within[g] for g in duplicate_groups(dataset.images[torch.from_numpy(within)])]
+    for group in groups:
         if len(np.unique(labels[group])) > 1:
             drop.extend(group.tolist())
             cross_class += len(group)

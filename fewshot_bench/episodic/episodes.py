@@ -99,6 +99,7 @@ class EpisodeSampler:
         seed: int | np.random.SeedSequence,
         class_names: Sequence[str] | None = None,
         purpose: str = "episodes",
+        groups: np.ndarray | None = None,
     ) -> None:
         labels = np.asarray(labels)
         self.class_ids = np.asarray(sorted(set(int(c) for c in class_ids)), dtype=np.int64)
@@ -124,9 +125,25 @@ class EpisodeSampler:
                     f"{self.n_query}-query episodes need {need}; lower the shot or query count, or "
                     "remove the class from the split"
                 )
+        # Each item's group (subject or sequence; ``episodic.groups``): when given, no query shares a group with any
+        # support item of its episode. Without it the draws are exactly those of earlier versions.
+        self.groups = None if groups is None else np.asarray(groups)
+        self.purpose, self.names = purpose, names
+        if self.groups is not None:
+            for c in self.class_ids:
+                if len(np.unique(self.groups[self._items[int(c)]])) < 2:
+                    raise EpisodeError(
+                        f"{purpose}: class '{names[c]}' holds images of one group (subject or sequence) only, so "
+                        "no query can come from another group than its support; add images of other groups, "
+                        "remove the class from the split, or use --group-separation none")
         self.rng = np.random.default_rng(seed)
 
+    # Draws of one episode before a group-separated request is declared impossible.
+    GROUP_ATTEMPTS = 200
+
     def sample(self) -> Episode:
+        if self.groups is not None:
+            return self._sample_separated()
         chosen = self.rng.choice(self.class_ids, size=self.n_way, replace=False)
         k, q = self.n_shot, self.n_query
         support = np.empty((self.n_way, k), dtype=np.int64)
@@ -136,6 +153,35 @@ class EpisodeSampler:
             picked = items[self.rng.choice(len(items), size=k + q, replace=False)]
             support[row], query[row] = picked[:k], picked[k:]
         return Episode(chosen.astype(np.int64), support.reshape(-1), query.reshape(-1))
+
+    def _sample_separated(self) -> Episode:
+        """An episode whose queries share no group with any of its support items: support drawn as usual, then
+        each class's queries from its items outside the support's groups; an episode where some class has too
+        few such items is drawn again (seeded, so the same episodes every time)."""
+        k, q = self.n_shot, self.n_query
+        groups = self.groups
+        assert groups is not None
+        for _ in range(self.GROUP_ATTEMPTS):
+            chosen = self.rng.choice(self.class_ids, size=self.n_way, replace=False)
+            support = np.empty((self.n_way, k), dtype=np.int64)
+            for row, c in enumerate(chosen):
+                items = self._items[int(c)]
+                support[row] = items[self.rng.choice(len(items), size=k, replace=False)]
+            banned = np.unique(groups[support])
+            query = np.empty((self.n_way, q), dtype=np.int64)
+            for row, c in enumerate(chosen):
+                items = self._items[int(c)]
+                eligible = items[~np.isin(groups[items], banned)]
+                if len(eligible) < q:
+                    break
+                query[row] = eligible[self.rng.choice(len(eligible), size=q, replace=False)]
+            else:
+                return Episode(chosen.astype(np.int64), support.reshape(-1), query.reshape(-1))
+        raise EpisodeError(
+            f"{self.purpose}: no {self.n_shot}-shot {self.n_query}-query episode with support and queries from "
+            f"different groups was found in {self.GROUP_ATTEMPTS} draws (too few images outside the support's "
+            "groups, e.g. class '" + self.names[int(c)] + "'); lower the shot or query count, separate by sub-group "
+            "(--group-separation subgroup), or use --group-separation none")
 
     def sample_set(self, n_episodes: int) -> EpisodeSet:
         episodes = [self.sample() for _ in range(n_episodes)]

@@ -36,6 +36,31 @@ def image_holdout(labels: np.ndarray, class_ids: list[int], fraction: float, pur
     return np.sort(np.concatenate(held)).astype(np.int64) if held else np.zeros(0, dtype=np.int64)
 
 
+def group_holdout(labels: np.ndarray, class_ids: list[int], codes: np.ndarray, fraction: float, purpose: str,
+                  data_fingerprint: str, split_fingerprint: str, within: np.ndarray | None = None) -> np.ndarray:
+    """Like ``image_holdout``, but whole groups (subjects), so no subject of the held-out images ever trains
+    (``--group-separation split``): groups are taken in a seeded order until the held-out images are at least
+    ``fraction`` of the candidates (images of ``class_ids``, among ``within`` when given) and every class has
+    images of two groups, never leaving a class's remaining images fewer than two groups (what group-separated episodes need)."""
+    rng = np.random.default_rng(derive_seed(0, purpose, "groups", data_fingerprint, split_fingerprint, fraction))
+    items = np.flatnonzero(np.isin(labels, class_ids))
+    if within is not None:
+        items = np.intersect1d(items, within)
+    item_codes, item_labels = codes[items], labels[items]
+    present = np.unique(item_codes)
+    held = np.zeros(len(items), dtype=bool)
+    for group in rng.permutation(present):
+        if held.sum() >= fraction * len(items) and all(
+                len(np.unique(item_codes[held & (item_labels == c)])) >= 2 for c in np.unique(item_labels)):
+            break
+        mine = item_codes == group
+        would_empty = any(len(np.unique(item_codes[~held & ~mine & (item_labels == c)])) < 2
+                          for c in np.unique(item_labels[mine]))
+        if not would_empty:
+            held |= mine
+    return np.sort(items[held]).astype(np.int64)
+
+
 def holdout_sha(indices: np.ndarray) -> str:
     """A short sha256 of the held-out indices (recorded in the result settings)."""
     return hashlib.sha256(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest()[:16]

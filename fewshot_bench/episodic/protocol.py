@@ -12,14 +12,17 @@ import difflib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 
 from fewshot_bench.config import DEFAULT_SEEN_HOLDOUT, RunConfig
 from fewshot_bench.data import DatasetPlugin, ImageDataset, class_ids_for
 from fewshot_bench.episodic.duplicates import cross_class_groups, deduplicated
 from fewshot_bench.episodic.episodes import EpisodeSampler, EpisodeSet, check_episodes, derive_seed
-from fewshot_bench.episodic.holdout import holdout_sha, image_holdout, masked_labels, seen_holdout
+from fewshot_bench.episodic.groups import episode_group_leak, episode_pair_leak, group_codes, group_partition
+from fewshot_bench.episodic.holdout import group_holdout, holdout_sha, image_holdout, masked_labels, seen_holdout
 from fewshot_bench.errors import ConfigError, DatasetError
 from fewshot_bench.options import resolve_options
 from fewshot_bench.registry import DATASETS
@@ -63,6 +66,13 @@ class Protocol:
     # The part of the hold-out that model selection validates on, when a split without validation classes asks
     # for selection (``--val-episodes``); the seen-class rows are drawn from the rest. Empty: no such selection.
     seen_selection: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # ``--group-separation``: none, subgroup, group or split (``episodic.groups``).
+    group_separation: str = "none"
+    # With ``split``: which groups (subjects) are the test side, and the images the split's side rule removed.
+    test_groups: np.ndarray | None = None
+    group_excluded: int = 0
+    # The near-duplicate rule the leak counter uses (``--near-threshold``).
+    near_threshold: float = 10.0
 
     @property
     def class_names(self) -> list[str]:
@@ -81,6 +91,61 @@ class Protocol:
         """``labels`` with the seen-class hold-out labelled -1: what every training stage draws from."""
         return masked_labels(self.labels, drop=self.seen_holdout) if self.holds_out_seen_images else self.labels
 
+    @cached_property
+    def groups(self) -> np.ndarray | None:
+        """Each image's group code (subject), or None when the dataset declares none."""
+        return group_codes(self.dataset.metadata, "group", len(self.labels))
+
+    @cached_property
+    def subgroups(self) -> np.ndarray | None:
+        """Each image's sub-group code (sequence), or None when the dataset declares none."""
+        return group_codes(self.dataset.metadata, "subgroup", len(self.labels))
+
+    @property
+    def separating_groups(self) -> np.ndarray | None:
+        """The codes the samplers keep apart within an episode (``--group-separation``), or None."""
+        if self.group_separation == "none":
+            return None
+        codes = self.subgroups if self.group_separation == "subgroup" else self.groups
+        if codes is None:
+            raise DatasetError(f"--group-separation {self.group_separation} needs the dataset to declare "
+                               f"{'sub-groups (sequences)' if self.group_separation == 'subgroup' else 'groups (subjects)'}"
+                               f" per image; dataset '{self.dataset.name}' declares none (image-folder and "
+                               "csv-manifest take them with --dataset-option group_pattern=REGEX or group_column=NAME)")
+        return codes
+
+    def group_leak(self, episodes: EpisodeSet) -> dict[str, Any]:
+        """How many support/query pairs of ``episodes`` share a group, a sub-group (None where the dataset declares
+        none), or are near-duplicate images (``episodic.near_duplicates``, at ``near_threshold``)."""
+        return {"group": episode_group_leak(episodes.support, episodes.query, self.groups),
+                "subgroup": episode_group_leak(episodes.support, episodes.query, self.subgroups),
+                "near_duplicate": {**episode_pair_leak(episodes.support, episodes.query, self.test_near_pairs,
+                                                       len(self.labels)), "threshold": self.near_threshold},
+                "separation": self.group_separation}
+
+    @cached_property
+    def test_near_pairs(self) -> np.ndarray:
+        """(P, 2) near-duplicate pairs among the test and validation classes' images (what test episodes hold)."""
+        from fewshot_bench.episodic.near_duplicates import near_duplicate_pairs
+
+        indices = np.flatnonzero(np.isin(self.labels, [*self.test_ids, *self.val_ids]))
+        return near_duplicate_pairs(self.dataset.images, self.near_threshold, indices=indices)
+
+    @cached_property
+    def test_seed_parts(self) -> tuple[str, ...]:
+        """What the test episodes' seed is derived from besides the episode sizes. A dataset's fingerprint and the
+        split's; for a ``combined`` dataset (``bench cross``), the test classes' own images and names, so every
+        row of a cross-dataset column (each trained on another dataset) is tested on the same episodes."""
+        if "parts" not in self.dataset.metadata:
+            return (self.dataset.fingerprint, self.split.fingerprint())
+        import hashlib
+
+        digest = hashlib.sha256()
+        for class_id in sorted(self.test_ids, key=lambda c: self.class_names[c]):
+            digest.update(self.class_names[class_id].encode())
+            digest.update(self.dataset.images[torch.from_numpy(np.flatnonzero(self.labels == class_id))].numpy().tobytes())
+        return ("combined-test-classes", digest.hexdigest()[:16])
+
     def training_images(self) -> TrainingImages:
         """The training classes' images, without the seen-class hold-out (the one place that computes them)."""
         class_ids = sorted(self.train_ids)
@@ -91,15 +156,14 @@ class Protocol:
         return EpisodeSampler(self.training_labels, self.train_ids, self.train_way, shot, self.train_query,
                               derive_seed(seed, "train", self.dataset.fingerprint, self.split.fingerprint(),
                                           self.train_way, shot, self.train_query),
-                              self.class_names, purpose="meta-training")
+                              self.class_names, purpose="meta-training", groups=self.separating_groups)
 
     def test_episodes(self, shot: int, seed: int, n_episodes: int) -> EpisodeSet:
         """The fixed test episodes of a setting: a function of the data, split, N, K, Q and seed only,
         so every method is evaluated on exactly the same episodes."""
         sampler = EpisodeSampler(self.labels, self.test_ids, self.way, shot, self.query,
-                                 derive_seed(seed, "test", self.dataset.fingerprint, self.split.fingerprint(),
-                                             self.way, shot, self.query),
-                                 self.class_names, purpose="test")
+                                 derive_seed(seed, "test", *self.test_seed_parts, self.way, shot, self.query),
+                                 self.class_names, purpose="test", groups=self.separating_groups)
         episodes = sampler.sample_set(n_episodes)
         check_episodes(episodes, self.labels, self.test_ids, self.class_names, "test")
         return episodes
@@ -121,7 +185,7 @@ class Protocol:
         sampler = EpisodeSampler(self.labels, self.val_ids, way, shot, self.query,
                                  derive_seed(seed, "val", self.dataset.fingerprint, self.split.fingerprint(),
                                              way, shot, self.query),
-                                 self.class_names, purpose="validation")
+                                 self.class_names, purpose="validation", groups=self.separating_groups)
         episodes = sampler.sample_set(n_episodes)
         check_episodes(episodes, self.labels, self.val_ids, self.class_names, "validation")
         return episodes
@@ -136,7 +200,7 @@ class Protocol:
         way = min(self.way, len(self.train_ids))
         images = self.seen_row_images if images is None else images
         return EpisodeSampler(masked_labels(self.labels, keep=images), self.train_ids, way, shot, self.query, seed,
-                              self.class_names, purpose=purpose)
+                              self.class_names, purpose=purpose, groups=self.separating_groups)
 
     def _seen_selection_episodes(self, shot: int, seed: int, n_episodes: int) -> EpisodeSet:
         sampler = self._seen_sampler(shot, derive_seed(seed, "seen-selection", self.dataset.fingerprint,
@@ -167,10 +231,10 @@ class Protocol:
             if len(self.seen_selection) and val_episodes:
                 self._seen_sampler(shot, 0, self.seen_selection, "validation (seen-class hold-out, selection part)")
             EpisodeSampler(self.labels, self.test_ids, self.way, shot, self.query, 0, self.class_names,
-                           purpose="test")
+                           purpose="test", groups=self.separating_groups).sample()
             if self.val_ids and val_episodes:
                 EpisodeSampler(self.labels, self.val_ids, min(self.way, len(self.val_ids)), shot, self.query, 0,
-                               self.class_names, purpose="validation")
+                               self.class_names, purpose="validation", groups=self.separating_groups)
 
 
 def dataset_plugin(name: str) -> DatasetPlugin:
@@ -199,10 +263,57 @@ def load_dataset(config: RunConfig) -> ImageDataset:
     if root is not None and not root.exists():
         raise DatasetError(f"data root '{root}' does not exist; pass the folder of your copy of "
                            f"'{config.dataset}' with --data-root")
-    dataset = plugin.load(root, options)
-    if plugin.dedup_default if config.dedup is None else config.dedup:
+    dataset = renamed_classes(plugin.load(root, options), config.class_map)
+    if plugin.dedups_parts:
+        dataset = deduplicated_parts(dataset, config.dedup)
+    elif plugin.dedup_default if config.dedup is None else config.dedup:
         dataset = deduplicated(dataset)[0]
+    if config.near_dedup:
+        from fewshot_bench.episodic.near_duplicates import near_deduplicated
+
+        dataset = near_deduplicated(dataset, config.near_threshold)[0]
     return dataset.resized(config.image_size, config.channels)
+
+
+def deduplicated_parts(dataset: ImageDataset, wanted: bool | None) -> ImageDataset:
+    """A dataset of parts (``combined``) with exact duplicates removed within each part whose own default (or
+    ``wanted``, when the run sets ``dedup``) says so; ``metadata["dedup"]`` records what each part lost (None: not
+    de-duplicated). Duplicates across parts stay, for the split check to refuse."""
+    record: dict[str, Any] = {}
+    for part, default in dataset.metadata["part_dedup_default"].items():
+        if not (default if wanted is None else wanted):
+            record[part] = None
+            continue
+        within = np.flatnonzero(dataset.metadata["part_of"] == part)
+        dataset, record[part] = deduplicated(dataset, within=within)
+    dataset.metadata["dedup"] = record
+    return dataset
+
+
+def renamed_classes(dataset: ImageDataset, mapping: dict[str, str]) -> ImageDataset:
+    """``dataset`` with its classes renamed by ``--class-map`` (two classes mapped to one name merge). In a
+    ``combined`` dataset a key ``part/name`` renames that part's class and keeps the part's prefix."""
+    if not mapping:
+        return dataset
+    names = dataset.class_names
+    unknown = [key for key in mapping if key not in names]
+    if unknown:
+        from fewshot_bench.emotions import nearest
+
+        close = nearest(unknown[0], names)
+        hint = f"nearest: {', '.join(close)}; " if close else ""
+        raise ConfigError(f"--class-map renames class '{unknown[0]}', which dataset '{dataset.name}' does not have ("
+                          f"{hint}its classes: {', '.join(names[:20])}{', ...' if len(names) > 20 else ''})")
+    renamed = []
+    for name in names:
+        target = mapping.get(name, name)
+        if name in mapping and "/" in name and "/" not in target:
+            target = f"{name.split('/', 1)[0]}/{target}"
+        renamed.append(target)
+    unique = list(dict.fromkeys(renamed))
+    relabel = torch.tensor([unique.index(name) for name in renamed], dtype=torch.int64)
+    return ImageDataset(dataset.images, relabel[dataset.labels], unique, dataset.name,
+                        metadata={**dataset.metadata, "class_map": dict(mapping)})
 
 
 def resolve_split(config: RunConfig, dataset: ImageDataset) -> ClassSplit:
@@ -221,12 +332,34 @@ def resolve_split(config: RunConfig, dataset: ImageDataset) -> ClassSplit:
                               f"{', '.join(sorted(presets)) or 'none'}")
         preset = presets[name]
         split = ClassSplit(preset.train, preset.test, preset.val, name)
+    split = in_dataset_names(split, dataset.class_names, config.dataset)
     split.validate(dataset.class_names, config.dataset)
     return split
 
 
+def in_dataset_names(split: ClassSplit, class_names: list[str], dataset: str) -> ClassSplit:
+    """``split`` with each class name the dataset lacks replaced by the dataset's name for the same emotion
+    (``fewshot_bench.emotions``: ``angry`` finds a folder ``anger``, ``happy`` finds ``Happiness``); a name without
+    such a match stays, and ``ClassSplit.validate`` reports it with the dataset's classes and the nearest names."""
+    from fewshot_bench.emotions import find
+
+    def matched(names: tuple[str, ...]) -> tuple[str, ...]:
+        result = []
+        for name in names:
+            prefix, _, own = name.rpartition("/")
+            options = [c.rpartition("/")[2] for c in class_names if c.rpartition("/")[0] == prefix]
+            found = find(own, options) if name not in class_names else own
+            result.append(f"{prefix}/{found}" if prefix and found else found or name)
+        return tuple(result)
+
+    return ClassSplit(matched(split.train), matched(split.test), matched(split.val), split.name)
+
+
 def prepare(config: RunConfig) -> Protocol:
     """Load the data, validate the split and every episode request of ``config``."""
+    if config.part_splits:
+        raise ConfigError("part_splits gives each dataset of `bench cross` its split; for one run of the combined "
+                          "dataset give them as --dataset-option 'splits={part: {train: [...], test: [...]}}'")
     dataset = load_dataset(config)
     split = resolve_split(config, dataset)
     check_validation(config, split)
@@ -246,18 +379,56 @@ def prepare(config: RunConfig) -> Protocol:
         train_query=config.train_query or config.query,
         labels=dataset.labels.numpy(),
     )
+    protocol.group_separation = config.group_separation
+    protocol.near_threshold = config.near_threshold
+    if config.group_separation != "none":
+        protocol.separating_groups  # refuses a dataset without groups, before anything runs
+    if config.group_separation == "split":
+        separate_group_sides(protocol, config.group_holdout)
     fraction = seen_fraction(config)
+    by_groups = config.group_separation == "split"
     if fraction:
-        protocol.seen_holdout = seen_holdout(protocol.labels, protocol.train_ids, fraction, dataset.fingerprint,
-                                             split.fingerprint())
+        if by_groups:  # whole training-side subjects: none of the held-out people ever trains
+            protocol.seen_holdout = group_holdout(protocol.labels, protocol.train_ids, protocol.groups, fraction,
+                                                  "seen-holdout", dataset.fingerprint, split.fingerprint())
+        else:
+            protocol.seen_holdout = seen_holdout(protocol.labels, protocol.train_ids, fraction, dataset.fingerprint,
+                                                 split.fingerprint())
         if config.val_episodes > 0 and not split.val:
             # Selection on the training classes' held-out images: half of each class's hold-out (seeded), so the
             # seen-class rows stay an evaluation the selection never looked at.
-            protocol.seen_selection = image_holdout(protocol.labels, protocol.train_ids, 0.5, "seen-selection",
-                                                    dataset.fingerprint, split.fingerprint(),
-                                                    within=protocol.seen_holdout)
+            if by_groups:
+                protocol.seen_selection = group_holdout(protocol.labels, protocol.train_ids, protocol.groups, 0.5,
+                                                        "seen-selection", dataset.fingerprint, split.fingerprint(),
+                                                        within=protocol.seen_holdout)
+            else:
+                protocol.seen_selection = image_holdout(protocol.labels, protocol.train_ids, 0.5, "seen-selection",
+                                                        dataset.fingerprint, split.fingerprint(),
+                                                        within=protocol.seen_holdout)
     protocol.check_requests(list(config.shots), config.val_episodes)
     return protocol
+
+
+def separate_group_sides(protocol: Protocol, share: float) -> None:
+    """``--group-separation split``: a seeded ``share`` of the groups (subjects) is the test side; images of
+    training classes from test-side groups and images of validation and test classes from training-side groups
+    are labelled -1, which no sampler, training stage or context row draws from. No subject is then in a training
+    and a test (or validation) episode, and the seen-class hold-out is drawn from training-side subjects only."""
+    codes = protocol.groups
+    assert codes is not None
+    rng = np.random.default_rng(derive_seed(0, "group-sides", protocol.dataset.fingerprint,
+                                            protocol.split.fingerprint(), share))
+    test_side = group_partition(codes, share, rng)
+    protocol.test_groups = np.flatnonzero(test_side)
+    on_test_side = test_side[codes]
+    labels = protocol.labels.copy()
+    training_class = np.isin(labels, protocol.train_ids)
+    evaluated_class = np.isin(labels, [*protocol.test_ids, *protocol.val_ids])
+    excluded = (training_class & on_test_side) | (evaluated_class & ~on_test_side)
+    labels[excluded] = -1
+    protocol.labels = labels
+    protocol.group_excluded = int(excluded.sum())
+    protocol.__dict__.pop("training_labels", None)
 
 
 def seen_fraction(config: RunConfig) -> float:

@@ -174,6 +174,7 @@ def table_from_cells(cells: Sequence[dict[str, Any]], rows: Sequence[dict[str, A
                           caption=_caption(rows, f"not significantly different from the best (paired "
                                                  f"{'t-test' if test == 't' else 'Wilcoxon test'} on the same "
                                                  f"episodes, {correction}-corrected, α = {ALPHA})"))
+    table.caption += group_leak_warning(cells)
     per_episode: dict[tuple[str, tuple], dict[int, list[float]]] = {}
     episode_sets: dict[tuple[str, tuple], dict[int, str | None]] = {}
     for cell in cells:
@@ -202,6 +203,35 @@ def table_from_cells(cells: Sequence[dict[str, Any]], rows: Sequence[dict[str, A
             if p >= ALPHA:
                 table.tied.add((label, column))
     return table
+
+
+def group_leak_warning(cells: Sequence[dict[str, Any]]) -> str:
+    """A caption sentence when test episodes put one group (subject) or sub-group (sequence) in a query and its
+    episode's support (``episodic.groups``; cells record it as ``group_leak``): empty when none did, or when the
+    dataset declares no groups. Counted once per test-episode set (cells of one set share it)."""
+    sets: dict[str, dict[str, Any]] = {}
+    for cell in cells:
+        leak = cell.get("group_leak")
+        if leak:
+            sets.setdefault(cell.get("test_episodes_sha") or cell["cell"], leak)
+    parts = []
+    fixes = []
+    for level, what, fix in (("subgroup", "share a sequence (sub-group) with", "--group-separation subgroup"),
+                             ("group", "share a subject (group) with", "--group-separation group"),
+                             ("near_duplicate", "are near-duplicates (16×16 thumbnails within RMS {threshold:g}) of",
+                              "--near-dedup true")):
+        counts = [leak[level] for leak in sets.values() if leak.get(level)]
+        queries = sum(c["queries"] for c in counts)
+        if queries:
+            total = sum(c["query_total"] for c in counts)
+            verb = what.format(threshold=counts[0].get("threshold", 10.0))
+            parts.append(f"{queries} of {total} test queries ({100 * queries / total:.1f} %) {verb} a support image "
+                         "of their episode")
+            fixes.append(fix)
+    if not parts:
+        return ""
+    return (" Warning: " + "; ".join(parts) + ": such a query can be recognised by who or which recording it is, "
+            f"not by its class; {' or '.join(fixes)} removes it.")
 
 
 def table_from_rows(rows: Sequence[dict[str, Any]]) -> AccuracyTable:

@@ -196,6 +196,8 @@ class CellRecord(TypedDict, total=False):
     settings_hash: str
     numerics: dict[str, str]       # device_kind and precision (results.numerics); older records derive it
     dedup: bool | None
+    near_dedup: dict[str, Any] | None  # what --near-dedup removed (threshold, counts), or None
+    group_leak: dict[str, Any] | None  # support/query pairs of the test episodes sharing a group or sub-group
     checksum: str                  # sha256 of the rest of the record, as written (``seal``); older records lack it
     run_id: str                    # added when cells are loaded from several runs
     environment: dict[str, Any]    # likewise: the run's environment.json
