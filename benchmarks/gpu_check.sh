@@ -28,40 +28,52 @@ MODERN_S=${MODERN_S:-300}; MODERN_JOBS=${MODERN_JOBS:-3}; MODERN_ARGS=${MODERN_A
 CONTEXT_S=${CONTEXT_S:-540}; CONTEXT_ARGS=${CONTEXT_ARGS:---train-episodes 3000 --test-episodes 600 --seeds 0,1,2}
 CURVE_ARGS=${CURVE_ARGS:-}; CHECKPOINT_ARGS=${CHECKPOINT_ARGS:-}  # dry runs: smaller budgets
 STAGES=${STAGES:-tests grid throughput}; JOBS=${JOBS:-4}; GRID_S=${GRID_S:-400}; THROUGHPUT_S=${THROUGHPUT_S:-120}; RUN_ID=${RUN_ID:-fer2013-grid-gpu}; RUNS=${RUNS:-/tmp/runs}
-export PYTHONUNBUFFERED=1 COLUMNS=200 PYTHONPATH=/tmp/site
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee "$OUT/gpu.txt"
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$REPO"/.gpu/whl/*.whl || exit 1
-rm -rf /tmp/l2l-src && cp -r "$REPO/.gpu/l2l-src" /tmp/l2l-src  # built in a copy: the build writes into its source
-(python3 -m pip install -q --no-deps --no-build-isolation --target /tmp/site /tmp/l2l-src \
-  > "$OUT/l2l-build.log" 2>&1; echo "exit $?" >> "$OUT/l2l-build.log") &
-builder=$!
+# The CPU dry run (tests/test_gpu_script.py): DEVICE=cpu INSTALL=0 PY=<a python with the project installed>
+# GPU=<folder of tiny data> PROJ=<scratch> RUNS=<scratch>, tiny budgets through GRID_ARGS=--tiny, MODERN_ARGS,
+# CONTEXT_ARGS, CHECKPOINT_ARGS, CURVE_ARGS and THROUGHPUT_ARGS (flags given later override earlier ones).
+GPU=${GPU:-$REPO/.gpu}; PY=${PY:-python3}; PROJ=${PROJ:-/tmp/proj}; INSTALL=${INSTALL:-1}; THROUGHPUT_ARGS=${THROUGHPUT_ARGS:-}
+export PYTHONUNBUFFERED=1 COLUMNS=200
+if command -v nvidia-smi > /dev/null; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee "$OUT/gpu.txt"
+else
+  echo "no nvidia-smi: device $DEVICE" | tee "$OUT/gpu.txt"
+fi
+builder=
+if [ "$INSTALL" = 1 ]; then
+  export PYTHONPATH=/tmp/site
+  $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$GPU"/whl/*.whl || exit 1
+  rm -rf /tmp/l2l-src && cp -r "$GPU/l2l-src" /tmp/l2l-src  # built in a copy: the build writes into its source
+  ($PY -m pip install -q --no-deps --no-build-isolation --target /tmp/site /tmp/l2l-src \
+    > "$OUT/l2l-build.log" 2>&1; echo "exit $?" >> "$OUT/l2l-build.log") &
+  builder=$!
+fi
 # Run from a copy without the source folders: with the repository root on sys.path, fewshot_bench would be
 # imported from the source tree, where fewshot_bench.methods (mapped from methods/ by an install) is missing.
-rm -rf /tmp/proj && mkdir -p /tmp/proj && cp -r "$REPO"/benchmarks "$REPO"/configs "$REPO"/tests /tmp/proj && cd /tmp/proj
-if [ -f "$REPO/.gpu/runs.tgz" ]; then mkdir -p "$RUNS" && tar xzf "$REPO/.gpu/runs.tgz" -C "$RUNS"; fi
-python3 -c "import torch, fewshot_bench; print('torch', torch.__version__, 'fewshot_bench', fewshot_bench.__file__)"
+rm -rf "$PROJ" && mkdir -p "$PROJ" && cp -r "$REPO"/benchmarks "$REPO"/configs "$REPO"/tests "$PROJ" && cd "$PROJ"
+if [ -f "$GPU/runs.tgz" ]; then mkdir -p "$RUNS" && tar xzf "$GPU/runs.tgz" -C "$RUNS"; fi
+$PY -c "import torch, fewshot_bench; print('torch', torch.__version__, 'fewshot_bench', fewshot_bench.__file__)"
 if [ "${MPS:-0}" = 1 ]; then
   export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
   mkdir -p /tmp/mps-pipe /tmp/mps-log && nvidia-cuda-mps-control -d && echo "MPS daemon started"
   trap 'echo quit | nvidia-cuda-mps-control' EXIT
 fi
 if [[ " $STAGES " == *" tests "* ]]; then
-  timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py > "$OUT/test_gpu.log" 2>&1
+  timeout 150 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py > "$OUT/test_gpu.log" 2>&1
   status=$?; tail -40 "$OUT/test_gpu.log"
   # A failing GPU test (CUDA graphs not equal to eager steps, say) makes the grid's numbers suspect: say so.
   [ "$status" = 0 ] || echo "WARNING: tests/test_gpu.py failed (exit $status); check it before trusting the grid"
 fi
 if [[ " $STAGES " == *" modern "* ]]; then
   # The modern baselines (configs/fer2013-modern.yaml) beside the grid: the GPU is launch-bound, not busy.
-  (timeout "$MODERN_S" python3 -m fewshot_bench run --config configs/fer2013-modern.yaml \
-     --data-root "$REPO/.gpu/data/fer2013-gpu.npz" --device "$DEVICE" --jobs "$MODERN_JOBS" --output-dir "$RUNS" \
+  (timeout "$MODERN_S" $PY -m fewshot_bench run --config configs/fer2013-modern.yaml \
+     --data-root "$GPU/data/fer2013-gpu.npz" --device "$DEVICE" --jobs "$MODERN_JOBS" --output-dir "$RUNS" \
      --run-id fer2013-modern-gpu --checkpoint-interval 500 $MODERN_ARGS > "$OUT/modern.log" 2>&1
    echo "modern exit $?" >> "$OUT/modern.log") &
   modern=$!
 fi
 if [[ " $STAGES " == *" grid "* ]]; then
   grid_start=$SECONDS
-  timeout "$GRID_S" python3 benchmarks/grid.py --data "$REPO/.gpu/data/fer2013-gpu.npz" --device "$DEVICE" --jobs "$JOBS" \
+  timeout "$GRID_S" $PY benchmarks/grid.py --data "$GPU/data/fer2013-gpu.npz" --device "$DEVICE" --jobs "$JOBS" \
     --output-dir "$RUNS" --run-id "$RUN_ID" $GRID_ARGS > "$OUT/grid.log" 2>&1
   status=$?; echo "grid exit $status" >> "$OUT/grid.log"
   # --jobs on CUDA has failed before (workers that could not see the GPU): finish in one process rather than
@@ -69,7 +81,7 @@ if [[ " $STAGES " == *" grid "* ]]; then
   left=$((GRID_S - (SECONDS - grid_start)))
   if [ "$status" != 0 ] && [ "$status" != 124 ] && [ "$JOBS" != 1 ] && [ "$left" -gt 30 ]; then
     echo "grid with --jobs $JOBS failed; the rest with --jobs 1 in ${left} s" | tee -a "$OUT/grid.log"
-    timeout "$left" python3 benchmarks/grid.py --data "$REPO/.gpu/data/fer2013-gpu.npz" --device "$DEVICE" --jobs 1 \
+    timeout "$left" $PY benchmarks/grid.py --data "$GPU/data/fer2013-gpu.npz" --device "$DEVICE" --jobs 1 \
       --output-dir "$RUNS" --run-id "$RUN_ID" $GRID_ARGS >> "$OUT/grid.log" 2>&1
     echo "grid exit $?" >> "$OUT/grid.log"
   fi
@@ -78,22 +90,22 @@ fi
 if [ -n "${modern:-}" ]; then wait "$modern"; tail -40 "$OUT/modern.log"; fi
 if [[ " $STAGES " == *" context "* ]]; then
   share=$((CONTEXT_S / 3))
-  timeout "$share" python3 -m fewshot_bench run --config configs/fer2013-context.yaml \
-    --data-root "$REPO/.gpu/data/fer2013-gpu.npz" --device "$DEVICE" --jobs "$JOBS" --output-dir "$RUNS" \
+  timeout "$share" $PY -m fewshot_bench run --config configs/fer2013-context.yaml \
+    --data-root "$GPU/data/fer2013-gpu.npz" --device "$DEVICE" --jobs "$JOBS" --output-dir "$RUNS" \
     --run-id fer2013-context-gpu $CONTEXT_ARGS > "$OUT/context.log" 2>&1
   echo "context table exit $?" >> "$OUT/context.log"
-  checkpoint="$REPO/.gpu/csrn/CRN_fer2013_feature_encoder_model_best.pth"
+  checkpoint="$GPU/csrn/CRN_fer2013_feature_encoder_model_best.pth"
   if [ -f "$checkpoint" ]; then
-    timeout "$share" python3 -m fewshot_bench run --config configs/reproduce/csrn-checkpoint-fer2013.yaml \
-      --methods "crn[weights=$checkpoint,weights_layout=csrn]" --data-root "$REPO/.gpu/data/fer2013-gpu.npz" \
+    timeout "$share" $PY -m fewshot_bench run --config configs/reproduce/csrn-checkpoint-fer2013.yaml \
+      --methods "crn[weights=$checkpoint,weights_layout=csrn]" --data-root "$GPU/data/fer2013-gpu.npz" \
       --device "$DEVICE" --output-dir "$RUNS" --run-id csrn-checkpoint-fer2013-gpu --test-episodes 3000 $CHECKPOINT_ARGS \
       >> "$OUT/context.log" 2>&1
     echo "checkpoint exit $?" >> "$OUT/context.log"
   else
     echo "checkpoint skipped: $checkpoint is missing (gpu_prepare.sh copies it from \$CSRN, ../CSRN)" >> "$OUT/context.log"
   fi
-  timeout "$share" python3 -m fewshot_bench run --config configs/reproduce/omniglot-curve-cpu.yaml \
-    --data-root "$REPO/.gpu/data/omniglot28.npz" --device "$DEVICE" --jobs "$JOBS" --output-dir "$RUNS" \
+  timeout "$share" $PY -m fewshot_bench run --config configs/reproduce/omniglot-curve-cpu.yaml \
+    --data-root "$GPU/data/omniglot28.npz" --device "$DEVICE" --jobs "$JOBS" --output-dir "$RUNS" \
     --run-id omniglot-curve-gpu --shots 1,5 --train-episodes 30000 --budget-curve 300,1000,3000,10000 $CURVE_ARGS \
     >> "$OUT/context.log" 2>&1
   echo "budget curve exit $?" >> "$OUT/context.log"
@@ -105,18 +117,22 @@ if [[ " $STAGES " == *" grid "* || " $STAGES " == *" modern "* || " $STAGES " ==
   tar czf "$OUT/runs.tgz" --exclude='checkpoints' --exclude='claims' --exclude='pretrained' -C "$RUNS" . 2>/dev/null
 fi
 if [[ " $STAGES " == *" throughput "* ]]; then
-  wait "$builder"; tail -2 "$OUT/l2l-build.log"
-  timeout "$THROUGHPUT_S" python3 benchmarks/throughput.py --device "$DEVICE" --datasets fer2013 \
-    --methods protonet,relationnet,matchingnet,maml --fer2013 "$REPO/.gpu/data/fer2013-gpu.npz" \
-    --train 150 --test 150 2>&1 | tee "$OUT/throughput.log"
+  if [ -n "$builder" ]; then wait "$builder"; tail -2 "$OUT/l2l-build.log"; fi
+  timeout "$THROUGHPUT_S" $PY benchmarks/throughput.py --device "$DEVICE" --datasets fer2013 \
+    --methods protonet,relationnet,matchingnet,maml --fer2013 "$GPU/data/fer2013-gpu.npz" \
+    --train 150 --test 150 $THROUGHPUT_ARGS 2>&1 | tee "$OUT/throughput.log"
 fi
 if [[ " $STAGES " == *" scaling "* ]]; then
   for jobs in ${SCALING_JOBS:-1 2 4 8}; do
     start=$SECONDS
-    timeout 200 python3 -m fewshot_bench run --dataset fer2013 --data-root "$REPO/.gpu/data/fer2013-gpu.npz" \
+    timeout 200 $PY -m fewshot_bench run --dataset fer2013 --data-root "$GPU/data/fer2013-gpu.npz" \
       --methods protonet,maml --shots 1 --seeds 0,1,2,3 --train-episodes 500 --test-episodes 100 --device "$DEVICE" \
       --jobs "$jobs" --output-dir /tmp/scaling --run-id "jobs$jobs" > "$OUT/scaling-$jobs.log" 2>&1
     rc=$?
     echo "scaling: --jobs $jobs, 8 cells of 600 episodes: $((SECONDS - start)) s wall (exit $rc)" | tee -a "$OUT/scaling.txt"
   done
 fi
+# One line per stage's exit, and a failing exit (a timeout, 124, is a stop the next call resumes) for the script.
+summary=$(grep -h -E "^(grid|modern|context table|checkpoint|budget curve) exit [0-9]+" "$OUT"/*.log 2>/dev/null)
+echo "$summary" | sed '/^$/d' | tee "$OUT/summary.txt"
+if echo "$summary" | grep -E "exit [0-9]+" | grep -v -E "exit (0|124)$" > /dev/null; then exit 1; fi

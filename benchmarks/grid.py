@@ -70,6 +70,8 @@ def main() -> int:
     parser.add_argument("--data", help="FER2013 (.npz, fer2013.csv or Kaggle folders)")
     parser.add_argument("--reduced", action="store_true", help="CPU size: 1 seed, shots 1 and 5, 20 training / "
                         "50 test episodes")
+    parser.add_argument("--tiny", action="store_true", help="dry-run size (protonet and MAML, 1 shot, 2 training / 3 "
+                                                            "test episodes, 16 px): checks the path, measures nothing")
     parser.add_argument("--jobs", type=int, default=1, help="cells run concurrently (bench run --jobs)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--output-dir", default=str(REPO / "results" / "runs"))
@@ -94,7 +96,10 @@ def main() -> int:
 
     size = (["--seeds", "0", "--shots", "1,5", "--train-episodes", "20", "--test-episodes", "50"] if args.reduced
             else [])
-    run_id = args.run_id or f"grid-{'reduced' if args.reduced else 'full'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if args.tiny:  # the GPU script's CPU dry run: every step of the path, seconds of work
+        size = ["--methods", "protonet,maml", "--seeds", "0", "--shots", "1", "--query", "2", "--train-query", "2",
+                "--train-episodes", "2", "--test-episodes", "3", "--image-size", "16", "--context", "none"]
+    run_id = args.run_id or f"grid-{'tiny' if args.tiny else 'reduced' if args.reduced else 'full'}-{time.strftime('%Y%m%d-%H%M%S')}"
     # Checkpoints every 500 episodes: a resumable cell without writing one every 100 (the default).
     command = ["run", "--config", str(REPO / "configs" / "fer2013-grid.yaml"), "--data-root", args.data,
                "--jobs", str(args.jobs), "--device", args.device, "--output-dir", args.output_dir,
@@ -109,7 +114,7 @@ def main() -> int:
     episodes = sum(c["train_episodes"] + len(c["accuracies"]) for c in cells)
     print(f"\n{len(cells)} cells, {episodes} episodes in {wall / 60:.1f} min wall ({episodes / wall:.1f} episodes/s); "
           f"target for the full grid on one GPU: under {TARGET_SECONDS // 60} min"
-          + (" (reduced size: not comparable)" if args.reduced else
+          + (" (reduced size: not comparable)" if args.reduced or args.tiny else
              f" -> {'met' if wall < TARGET_SECONDS else 'NOT met'}"))
     return 0
 

@@ -387,3 +387,80 @@ def check_dataset(cls: type, root: str | Path | None = None, options: dict[str, 
             preset.validate(dataset.class_names, name)
         except Exception as exc:
             _fail(f"{name}: split preset '{preset.name}' is invalid: {exc}")
+
+
+def check_backbone(factory: Any, image_size: int = 32) -> None:
+    """Verify that backbone factory ``factory`` builds what every method expects of a backbone.
+
+    Checks: ``factory(in_channels)`` returns an ``nn.Module`` for 1 and 3 channels; it maps (n, C, H, W) float
+    images to float feature maps (n, C', h, w) at ``image_size`` and at a larger size; in eval mode an image's
+    features do not depend on the other images of the batch (test episodes are embedded together); it has
+    trainable parameters that receive gradients; two builds under one seed are identical (cells are a function
+    of their seed).
+    """
+    name = getattr(factory, "__name__", str(factory))
+    if not callable(factory):
+        _fail(f"{name} must be a factory (in_channels) -> nn.Module")
+    for channels in (1, 3):
+        torch.manual_seed(0)
+        module = factory(channels)
+        if not isinstance(module, torch.nn.Module):
+            _fail(f"{name}({channels}) must return a torch.nn.Module, got {type(module).__name__}")
+        torch.manual_seed(0)
+        again = factory(channels)
+        first, second = module.state_dict(), again.state_dict()
+        if first.keys() != second.keys() or any(not torch.equal(first[k], second[k]) for k in first):
+            _fail(f"{name}({channels}) builds different weights under one seed: draw them from torch's generator only")
+        for size in (image_size, image_size * 2):
+            images = torch.randn(4, channels, size, size, generator=torch.Generator().manual_seed(size))
+            module.train()
+            features = module(images)
+            if not isinstance(features, torch.Tensor) or features.dim() != 4 or len(features) != 4:
+                shape = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
+                _fail(f"{name} must return feature maps (n, C', h, w) for {size}×{size} images, got {shape}")
+            if not features.is_floating_point() or not torch.isfinite(features).all():
+                _fail(f"{name} returns non-finite or non-float features")
+            parameters = [p for p in module.parameters() if p.requires_grad]
+            if not parameters:
+                _fail(f"{name} has no trainable parameters")
+            features.square().mean().backward()
+            if not any(p.grad is not None and p.grad.abs().sum() > 0 for p in parameters):
+                _fail(f"{name}: no parameter receives a gradient from its features")
+            module.zero_grad(set_to_none=True)
+            module.eval()
+            with torch.no_grad():
+                together, alone = module(images), module(images[:1])
+            if not torch.allclose(together[:1], alone, rtol=1e-4, atol=1e-5):
+                _fail(f"{name} in eval mode gives an image other features beside other images; use running "
+                      "statistics in eval mode (nn.BatchNorm2d does)")
+
+
+def check_format(cls: type) -> None:
+    """Verify that output-format plugin ``cls`` renders every report a command can give.
+
+    Checks: it subclasses ``ReportFormat`` with a docstring (what `bench list formats` shows); ``render`` returns
+    text for a report with numbers, text, marks (best, tied), empty entries and a caption, and for a report with
+    no rows; the text holds every column name and the caption (a pasted table must say what it is).
+    """
+    from fewshot_bench.report import BEST, TIED, Column, Report, ReportFormat, Value
+
+    name = getattr(cls, "__name__", str(cls))
+    if not (isinstance(cls, type) and issubclass(cls, ReportFormat)):
+        _fail(f"{name} must subclass fewshot_bench.report.ReportFormat")
+    if not (cls.__doc__ or "").strip():
+        _fail(f"{name} needs a docstring: its first line is what `bench list formats` shows")
+    caption = "synthetic-fer, split paper. Accuracy (%) on 3-way episodes; 95% CI over 600 test episodes."
+    columns = [Column("method"), Column("1-shot", "right"), Column("5-shot", "right"), Column("params", "right")]
+    rows = [["protonet", Value({"mean": 50.41, "ci95": 0.84}, "50.41 ± 0.84", BEST), None, 111936],
+            ["crn", Value({"mean": 49.9, "ci95": 0.9}, "49.90 ± 0.90", TIED),
+             Value({"mean": 64.0, "ci95": 0.5}, "64.00 ± 0.50"), 1.5e5]]
+    for report in (Report("accuracy", columns, rows, caption=caption, kind="accuracy-table"),
+                   Report("empty", columns, [], caption=caption, kind="accuracy-table")):
+        text = cls().render(report)
+        if not isinstance(text, str) or not text.strip():
+            _fail(f"{name}.render must return the report as text, got {type(text).__name__}")
+        missing = [column.name for column in columns if column.name not in text]
+        if missing:
+            _fail(f"{name}.render leaves out column '{missing[0]}'")
+        if caption not in " ".join(text.split()):
+            _fail(f"{name}.render leaves out the caption (what was measured): a pasted table must say it")

@@ -44,6 +44,28 @@ def test_batched_finetuning_gives_every_episode_its_own_scores(name):
     assert not torch.allclose(together[0], together[1])
 
 
+def test_each_distinct_image_goes_through_the_frozen_backbone_once_on_a_cpu():
+    model = build("baseline[finetune_epochs=5]", SHAPE).eval()
+    builder, episodes = _evaluation_setup(20)  # 20 episodes of 5 classes × 10 images: images recur
+    tasks = [builder.task(episode, model.memory_format) for episode in episodes]
+    seen: list[int] = []
+    handle = model.backbone.register_forward_hook(lambda module, args, out: seen.append(len(args[0])))
+    with torch.no_grad():
+        together = model.predict_episodes([t.support for t in tasks], [t.support_labels for t in tasks],
+                                          [t.query for t in tasks], 3)
+    handle.remove()
+    slots = sum(len(t.support) + len(t.query) for t in tasks)
+    distinct = len(set(int(i) for e in episodes for i in [*e.support, *e.query]))
+    assert sum(seen) == distinct < slots  # one backbone pass per distinct image, not per episode slot
+    with torch.no_grad():
+        for task, many in zip(tasks, together):
+            torch.testing.assert_close(many, model.predict(task.support, task.support_labels, task.query, 3),
+                                       atol=1e-5, rtol=1e-5)
+    # In training mode batch norm would depend on the batch: every episode is then embedded as it is.
+    model.train()
+    assert model._embedded_once([tasks[0].support, tasks[0].query]) is None
+
+
 @pytest.mark.parametrize("name", ["baseline", "baselinepp"])
 def test_the_evaluator_gives_the_same_accuracies_batched_and_one_by_one(name):
     model = build(f"{name}[finetune_epochs=20]", SHAPE)

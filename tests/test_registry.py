@@ -200,6 +200,62 @@ def test_the_method_scaffold_is_a_feature_head_that_conforms(tmp_path):
     assert 'check_method(METHODS.get("scaffolded-cosine"))' in test_file.read_text()
 
 
+def test_backbone_and_format_scaffolds_conform_and_run(tmp_path, capsys):
+    from fewshot_bench.cli.scaffold import scaffold
+    from fewshot_bench.registry import BACKBONES, FORMATS, load_plugin_file
+    from fewshot_bench.testing import check_backbone, check_format
+
+    backbone_file, backbone_test = scaffold("backbone", "scaffolded-net", tmp_path)
+    format_file, format_test = scaffold("format", "scaffolded-tsv", tmp_path)
+    load_plugin_file(backbone_file)
+    load_plugin_file(format_file)
+    check_backbone(BACKBONES.get("scaffolded-net"))
+    check_format(FORMATS.get("scaffolded-tsv"))
+    assert 'check_backbone(BACKBONES.get("scaffolded-net"))' in backbone_test.read_text()
+    # The scaffolds in use: a run on the new backbone, its table in the new format.
+    runs = tmp_path / "runs"
+    assert main(["run", "--plugin", str(backbone_file), "--methods", "protonet", "--backbone", "scaffolded-net",
+                 "--shots", "1", "--query", "2", "--train-episodes", "2", "--test-episodes", "3", "--image-size", "20",
+                 "--dataset-option", "total=300", "--context", "none", "--device", "cpu", "--output-dir", str(runs),
+                 "--run-id", "s"]) == 0
+    capsys.readouterr()
+    assert main(["table", str(runs / "s"), "--plugin", str(format_file), "--format", "scaffolded-tsv"]) == 0
+    out = capsys.readouterr().out
+    assert "method | 1-shot" in out and "protonet" in out and "# synthetic-fer, split paper." in out
+    # Packages register through entry points: the object the registry holds, by module path.
+    scaffold("backbone", "packaged-net", tmp_path, package=True)
+    pyproject = (tmp_path / "fewshot-bench-packaged-net" / "pyproject.toml").read_text()
+    assert 'packaged-net = "fewshot_bench_packaged_net.packaged_net:packaged_net"' in pyproject
+    assert '[project.entry-points."fewshot_bench.backbones"]' in pyproject
+
+
+def test_the_backbone_and_format_checks_refuse_what_breaks_the_harness():
+    from torch import nn
+
+    from fewshot_bench.report import ReportFormat
+    from fewshot_bench.testing import ConformanceError, check_backbone, check_format
+
+    def vectors(in_channels):  # flattened features: methods expect maps
+        return nn.Sequential(nn.Conv2d(in_channels, 4, 3), nn.Flatten())
+
+    def batch_dependent(in_channels):  # batch statistics in eval mode
+        return nn.Sequential(nn.Conv2d(in_channels, 4, 3), nn.BatchNorm2d(4, track_running_stats=False))
+
+    with pytest.raises(ConformanceError, match="feature maps"):
+        check_backbone(vectors)
+    with pytest.raises(ConformanceError, match="eval mode"):
+        check_backbone(batch_dependent)
+
+    class NoCaption(ReportFormat):
+        """Columns only."""
+
+        def render(self, report):
+            return " ".join(column.name for column in report.columns) + "\n"
+
+    with pytest.raises(ConformanceError, match="caption"):
+        check_format(NoCaption)
+
+
 def test_a_resumed_run_that_unpickles_files_is_confirmed_first(tmp_path):
     from fewshot_bench.cli.main import _confirm_run_code
     from fewshot_bench.config import merge

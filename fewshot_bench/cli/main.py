@@ -205,8 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--output-dir", default=RunConfig().output_dir)
     _add_output_flags(status)
 
-    new = sub.add_parser("new", parents=[common], help="write a ready-to-edit method or dataset plugin with its test")
-    new.add_argument("kind", choices=["method", "dataset"])
+    new = sub.add_parser("new", parents=[common], help="write a ready-to-edit method, dataset, backbone or output-format "
+                                                       "plugin with its conformance test")
+    new.add_argument("kind", choices=["method", "dataset", "backbone", "format"])
     new.add_argument("name", help="registry name, e.g. cosine-proto")
     new.add_argument("--out", default=".", help="folder to write into (default: here)")
     new.add_argument("--package", action="store_true", help="an installable package with an entry point")
@@ -240,6 +241,21 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("run", help="a run id or run folder")
     publish.add_argument("--out", required=True, help="record folder to (re)write, e.g. results/records/<run id>")
     publish.add_argument("--output-dir", default=RunConfig().output_dir)
+    publish.add_argument("--weights", nargs="?", const="*", default=None, metavar="CELLS",
+                         help="also keep the trained weights of the cells matching this pattern (all without one), for "
+                              "bench predict and load_cell")
+
+    predict = sub.add_parser("predict", parents=[common], help="classify new images with a trained cell against a "
+                                                               "support set of labelled images")
+    predict.add_argument("run", help="a run id, run folder or record (published with --weights)")
+    predict.add_argument("cell", help="the cell id, or a pattern matching one (bench status RUN lists them)")
+    predict.add_argument("--support", required=True, metavar="DIR", help="one folder of images per class")
+    predict.add_argument("--query", required=True, metavar="DIR",
+                         help="images to classify (with class folders named as the support's: accuracy too)")
+    predict.add_argument("--device", default="cpu", help="cpu, cuda, mps")
+    predict.add_argument("--trust", action="store_true", help="load the plugin files the run's config names")
+    predict.add_argument("--output-dir", default=RunConfig().output_dir)
+    _add_output_flags(predict)
 
     datasets = sub.add_parser("datasets", parents=[common], help="inspect datasets")
     dsub = datasets.add_subparsers(dest="datasets_command", metavar="ACTION")
@@ -902,10 +918,35 @@ def command_fingerprint(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_predict(args: argparse.Namespace) -> int:
+    from fewshot_bench.engine.reuse import folder_images, load_cell
+    from fewshot_bench.report import Column, Report, Value
+
+    _load_plugins(args.plugin)
+    folder = Path(args.run) if (Path(args.run) / "config.yaml").is_file() else resolve_run(args.run, args.output_dir)
+    model = load_cell(folder, args.cell, device=args.device, trust=args.trust)
+    support, support_labels = folder_images(Path(args.support))
+    if support_labels is None:
+        raise ConfigError(f"--support '{args.support}' must hold one folder of images per class")
+    query, truth = folder_images(Path(args.query))
+    result = model.classify(support, support_labels, query)
+    columns = [Column("image"), Column("predicted"), *(Column(f"score {c}", "right") for c in result.classes)]
+    rows = [[str(path), predicted, *(Value(float(v), f"{v:.3f}") for v in scores.tolist())]
+            for path, predicted, scores in zip(query, result.predictions, result.scores)]
+    caption = (f"{model.label} ({model.record.get('cell')}, {model.record.get('mean', float('nan')):.2f} % on its "
+               f"test episodes), {len(result.classes)}-way {len(support) // len(result.classes)}-shot support from "
+               f"{args.support}")
+    if truth is not None:
+        right = sum(p == t for p, t in zip(result.predictions, truth))
+        caption += f"; accuracy on the labelled queries: {100 * right / len(truth):.2f} % ({right}/{len(truth)})"
+    _show(Report("predictions", columns, rows, caption=caption, kind="predictions"), args.format)
+    return 0
+
+
 def command_publish(args: argparse.Namespace) -> int:
     from fewshot_bench.results.publish import publish_run
 
-    files = publish_run(resolve_run(args.run, args.output_dir), Path(args.out))
+    files = publish_run(resolve_run(args.run, args.output_dir), Path(args.out), weights=args.weights)
     size = sum(p.stat().st_size for p in files)
     make_console().print(f"wrote {args.out}: {len(files)} files, {size / 1e6:.1f} MB")
     return 0
@@ -920,7 +961,7 @@ def _class_list(names: Sequence[str], limit: int = 10) -> str:
 COMMANDS = {"run": command_run, "list": command_list, "datasets": command_datasets,
             "leaderboard": command_leaderboard, "table": command_table, "compare": command_compare, "audit": command_audit,
             "plot": command_plot, "new": command_new, "status": command_status, "card": command_card,
-            "publish": command_publish, "cross": command_cross, "fingerprint": command_fingerprint}
+            "publish": command_publish, "predict": command_predict, "cross": command_cross, "fingerprint": command_fingerprint}
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -1,4 +1,5 @@
-"""``bench new method|dataset NAME``: ready-to-edit plugin files (or small installable packages) with tests."""
+"""``bench new method|dataset|backbone|format NAME``: ready-to-edit plugin files (or small installable packages)
+with tests that run the conformance kit (``fewshot_bench.testing``)."""
 
 from __future__ import annotations
 
@@ -103,6 +104,67 @@ class {cls}(DatasetPlugin):
         return decoded_dataset("{name}", class_folder_files(root), options)
 '''
 
+BACKBONE_TEMPLATE = '''"""{title}: TODO describe the feature extractor (its architecture and where it comes from).
+
+A backbone is a factory ``(in_channels) -> nn.Module`` whose module maps (n, in_channels, H, W) images to feature
+maps (n, C', h, w); methods flatten or pool them themselves (``fewshot_bench.backbones.feature_shape`` gives
+C', h, w for an image shape). A backbone that loads pre-trained weights declares the files with
+``@loads_weights(path)`` (from ``fewshot_bench.backbones``), so their content enters every cell's settings hash.
+The whole contract is in docs/plugins.md ("The backbone contract"). Use it with ``--backbone {name}`` or
+``mymethod[backbone={name}]``.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from fewshot_bench.registry import register_backbone
+
+
+def _block(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, padding=1), nn.BatchNorm2d(out_channels),
+                         nn.ReLU(inplace=True), nn.MaxPool2d(2))
+
+
+@register_backbone("{name}")
+def {module}(in_channels: int) -> nn.Module:
+    """{title}: TODO one line shown by `bench list backbones` (three conv blocks of 32-64-64 filters here)."""
+    return nn.Sequential(_block(in_channels, 32), _block(32, 64), _block(64, 64))
+'''
+
+FORMAT_TEMPLATE = '''"""{title}: TODO what the output format is for.
+
+A format renders every command's ``Report`` (accuracy tables, comparisons, the cross-dataset matrix, status):
+a title, ``columns`` (``name``, ``align``), ``rows`` of entries and a ``caption`` that says what was measured.
+``report.values(row)`` gives each entry as a ``Value`` (``text`` for people, ``data`` for machines, ``mark``:
+best or tied) or None for an empty one. A pasted table must say what it is: keep the caption. The whole
+contract is in docs/plugins.md ("The output-format contract"). Use it with ``--format {name}``.
+"""
+
+from __future__ import annotations
+
+from fewshot_bench.registry import register_format
+from fewshot_bench.report import BEST, EMPTY, TIED, Report, ReportFormat
+
+
+@register_format("{name}")
+class {cls}(ReportFormat):
+    """{title}: TODO one line shown by `bench list formats` (plain text, ' | ' between entries, here)."""
+
+    def render(self, report: Report) -> str:
+        lines = [f"# {{report.title}}"] if report.title else []
+        lines.append(" | ".join(column.name for column in report.columns))
+        for row in report.rows:
+            texts = []
+            for value in report.values(row):
+                mark = {{BEST: " (best)", TIED: " (tied)"}}.get(value.mark, "") if value is not None else ""
+                texts.append(EMPTY if value is None else value.text + mark)
+            lines.append(" | ".join(texts))
+        if report.caption:
+            lines.append(f"# {{report.caption}}")
+        return "\\n".join(lines) + "\\n"
+'''
+
 DATASET_PRESETS = '''# Class splits of {name}: TODO name your classes. Train and test classes must be disjoint.
 default: default
 splits:
@@ -127,12 +189,12 @@ def test_{module}_conforms():
 
 PACKAGE_TEST = '''"""Conformance test of the {name} plugin (run with pytest)."""
 
-from {package}.{module} import {cls}
+from {package}.{module} import {obj}
 from fewshot_bench.testing import {check}
 
 
 def test_{module}_conforms():
-    {check}({cls}{extra})
+    {check}({obj}{extra})
 '''
 
 PYPROJECT = '''[build-system]
@@ -147,7 +209,7 @@ requires-python = ">=3.10"
 dependencies = ["fewshot-bench"]
 
 [project.entry-points."fewshot_bench.{group}"]
-{name} = "{package}.{module}:{cls}"
+{name} = "{package}.{module}:{obj}"
 
 [tool.setuptools]
 packages = ["{package}"]
@@ -178,9 +240,9 @@ def _check_name_is_free(kind: str, name: str, dist: str | None) -> None:
     installed one would replace it on ``pip install``: say so now rather than then."""
     import importlib.metadata
 
-    from fewshot_bench.registry import DATASETS, METHODS
+    from fewshot_bench.registry import BACKBONES, DATASETS, FORMATS, METHODS
 
-    registry = METHODS if kind == "method" else DATASETS
+    registry = {"method": METHODS, "dataset": DATASETS, "backbone": BACKBONES, "format": FORMATS}[kind]
     if name in registry:
         raise ConfigError(f"a {kind} named '{name}' is already registered ({registry.entry(name).source}); "
                           "choose another name")
@@ -193,16 +255,25 @@ def _check_name_is_free(kind: str, name: str, dist: str | None) -> None:
                           "installing the new one would replace it: choose another name")
 
 
+# Per kind: the template, the conformance check, the registry, the check's extra arguments, and the object the
+# registry holds (a class, or the backbone's factory function).
+KINDS = {
+    "method": (METHOD_TEMPLATE, "check_method", "METHODS", "", "{cls}"),
+    "dataset": (DATASET_TEMPLATE, "check_dataset", "DATASETS", ', root="TODO/path/to/a/small/copy"', "{cls}"),
+    "backbone": (BACKBONE_TEMPLATE, "check_backbone", "BACKBONES", "", "{module}"),
+    "format": (FORMAT_TEMPLATE, "check_format", "FORMATS", "", "{cls}"),
+}
+
+
 def scaffold(kind: str, name: str, out: Path, package: bool = False) -> list[Path]:
-    """Write a plugin of ``kind`` ('method' or 'dataset') called ``name`` into ``out``; return the files."""
+    """Write a plugin of ``kind`` (method, dataset, backbone or format) called ``name`` into ``out``; return the
+    files."""
     module, cls = _identifiers(name)
     _check_name_is_free(kind, name, f"fewshot-bench-{name}" if package else None)
     title = name.replace("-", " ").replace("_", " ").title()
-    template = METHOD_TEMPLATE if kind == "method" else DATASET_TEMPLATE
-    check = "check_method" if kind == "method" else "check_dataset"
-    registry = "METHODS" if kind == "method" else "DATASETS"
-    extra = "" if kind == "method" else ', root="TODO/path/to/a/small/copy"'
+    template, check, registry, extra, obj = KINDS[kind]
     fields = dict(name=name, module=module, cls=cls, title=title, check=check, registry=registry, extra=extra)
+    fields["obj"] = obj.format(**fields)
     written = []
     if not package:
         written.append(_write(out / f"{module}.py", template.format(**fields)))
@@ -216,7 +287,7 @@ def scaffold(kind: str, name: str, out: Path, package: bool = False) -> list[Pat
     fields.update(dist=dist, package=package_name, group=f"{kind}s")
     written.append(_write(root / "pyproject.toml", PYPROJECT.format(**fields)))
     written.append(_write(root / package_name / "__init__.py", f'"""{title} plugin for fewshot-bench."""\n'))
-    # Inside a package the entry point registers the class; the decorator would register it a second time.
+    # Inside a package the entry point registers the object; the decorator would register it a second time.
     body = template.format(**fields).replace(f'@register_{kind}("{name}")\n', "")
     body = body.replace(f"from fewshot_bench.registry import register_{kind}\n", "")
     written.append(_write(root / package_name / f"{module}.py", body))

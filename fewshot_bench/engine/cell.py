@@ -62,7 +62,10 @@ def run_cell(variant: MethodVariant, protocol: Protocol, builder: TaskBuilder, s
         else:
             blocks.update(stage.skipped(cell))
     if checkpoint is not None:
-        checkpoint.save_final({k: v.detach().cpu() for k, v in method.state_dict().items()})
+        # What ``engine.reuse.load_cell`` needs to classify new images without the run's data.
+        checkpoint.save_final({k: v.detach().cpu() for k, v in method.state_dict().items()},
+                              {"label": variant.label, "image_shape": list(protocol.dataset.image_shape),
+                               "mean": builder.mean, "std": builder.std, "shot": shot, "way": protocol.way})
     registered = variant.unregistered_class is None
     entry = METHODS.entry(variant.name) if registered else None
     return {

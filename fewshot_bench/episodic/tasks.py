@@ -62,6 +62,8 @@ class TaskBuilder:
             self.images = dataset.images.pin_memory() if device.type == "cuda" else dataset.images
         self.on_device = on_device
         channels = self.images.shape[1]
+        # The normalisation, kept with a cell's final weights so the trained model can be used without the data.
+        self.mean, self.std = mean.detach().cpu().float(), std.detach().cpu().float()
         self.scale = (1.0 / (255.0 * std)).view(1, channels, 1, 1).to(device)
         self.shift = (mean / std).view(1, channels, 1, 1).to(device)
 

@@ -9,6 +9,7 @@ folder, so ``bench table``, ``bench compare``, ``bench leaderboard`` and ``bench
 
 from __future__ import annotations
 
+import fnmatch
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,8 +22,10 @@ RECORD_FOLDERS = {"cells": "*.json", "episodes": "*.npz", "context": "*.json"}
 OPTIONAL_FOLDERS = ("context",)
 
 
-def publish_run(run: Path, out: Path) -> list[Path]:
-    """Write the record of run folder ``run`` to ``out`` (replacing an earlier record there); the files written."""
+def publish_run(run: Path, out: Path, weights: str | None = None) -> list[Path]:
+    """Write the record of run folder ``run`` to ``out`` (replacing an earlier record there); the files written.
+    ``weights``: a cell-id pattern (``*`` for all) whose finished cells' weights go into ``weights/`` too, so the
+    record's models can be used without the run (``engine.reuse.load_cell``, ``bench predict``)."""
     cells = sorted((run / "cells").glob("*.json"))
     if not (run / "config.yaml").is_file() or not cells:
         raise ConfigError(f"run '{run}' has no config.yaml or no finished cells; nothing to publish")
@@ -44,6 +47,16 @@ def publish_run(run: Path, out: Path) -> list[Path]:
         (staging / folder).mkdir()
         for path in paths:
             shutil.copy2(path, staging / folder / path.name)
+    if weights is not None:
+        chosen = [p.stem for p in cells if fnmatch.fnmatch(p.stem, weights)]
+        missing = [c for c in chosen if not (run / "checkpoints" / f"{c}.pt").is_file()]
+        if not chosen or missing:
+            shutil.rmtree(staging)
+            what = f"cell '{missing[0]}' has no saved weights" if missing else f"no finished cell matches '{weights}'"
+            raise ConfigError(f"--weights: {what} in '{run}'; its cells: {', '.join(p.stem for p in cells)}")
+        (staging / "weights").mkdir()
+        for cell in chosen:
+            shutil.copy2(run / "checkpoints" / f"{cell}.pt", staging / "weights" / f"{cell}.pt")
     if out.exists():
         shutil.rmtree(out)
     staging.rename(out)

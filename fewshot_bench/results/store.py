@@ -831,5 +831,7 @@ class CellCheckpoint:
         torch.save({**state, "code_version": self.code_version}, buffer)
         atomic_write_bytes(self.path, buffer.getvalue())
 
-    def save_final(self, model_state: dict[str, Any]) -> None:
-        self.save({"model": model_state})
+    def save_final(self, model_state: dict[str, Any], about: dict[str, Any] | None = None) -> None:
+        """The finished cell's weights, with what using them needs (``about``: the variant's label, the image
+        shape and the normalisation; see ``engine.reuse``)."""
+        self.save({"model": model_state, **({"about": about} if about else {})})
