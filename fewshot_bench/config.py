@@ -353,6 +353,9 @@ class RunConfig:
     threads: int | None = setting(None, "CPU threads per process (default: all cores, divided among --jobs "
                                         "workers); CPU results depend on it in the last bits, so compare runs made "
                                         "with the same value", role=NUMERICS, minimum=1)
+    tensorboard: str | None = setting(None, "also write each cell's loss, validation and test accuracy as TensorBoard "
+                                            "events under this folder (<folder>/<run id>/<cell>; needs the "
+                                            "tensorboard extra)", role=LOGISTICS)
     jobs: int = setting(1, "local worker processes running cells concurrently (1 = in this process)",
                         role=LOGISTICS, minimum=1)
     slurm: dict = setting({}, "Slurm job settings: " + ", ".join(SLURM_SETTINGS) + " (mapping; flags --slurm-*)",

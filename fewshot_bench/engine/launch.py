@@ -290,13 +290,20 @@ def wait_run(submission: Submission, on_poll: Callable[[], None] | None = None) 
     return RunResult(submission.store, summary, submission.config, failures)
 
 
-def execute(config: RunConfig, observer: Any = None) -> "RunResult":
+def execute(config: RunConfig, observer: Any = None, progress: bool = True) -> "RunResult":
     """Run ``config``'s grid the way it asks: in this process (``jobs: 1``, local launcher), or as local
-    worker processes or a Slurm array, waiting for them. The one entry point of the CLI and the Python API."""
-    from fewshot_bench.engine.runner import run
+    worker processes or a Slurm array, waiting for them. The one entry point of the CLI and the Python API.
+
+    ``observer`` receives each cell's progress (``engine.runner.RunObserver``); without one, progress goes to the
+    package logger as plain lines (a cell's start, its loss every ``log_interval`` episodes, its result), unless
+    ``progress=False``. ``logging.getLogger("fewshot_bench")`` decides where those lines go."""
+    from fewshot_bench.engine.progress import LogLinesObserver
+    from fewshot_bench.engine.runner import plan_cells, run
 
     if config.launcher == "slurm" or config.jobs > 1:
         return wait_run(submit_run(config))
+    if observer is None and progress:
+        observer = LogLinesObserver(len(plan_cells(config)), config.log_interval)
     return run(config, observer)
 
 

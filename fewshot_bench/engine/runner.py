@@ -137,6 +137,10 @@ class StartedRun:
 def start_run(config: RunConfig) -> StartedRun:
     """Validate everything before any training and initialise the run folder (config, environment, plan)."""
     cells = plan_cells(config)
+    if config.tensorboard:
+        from fewshot_bench.results.tensorboard import check_available
+
+        check_available()
     device = choose_device(config.device)
     protocol = prepare(config)
     for variant in {cell.variant.label: cell.variant for cell in cells}.values():
@@ -292,6 +296,10 @@ class CellRunner:
                       near_dedup=self.protocol.dataset.metadata.get("near_dedup"),
                       group_leak=self.protocol.group_leak(test_episodes))
         self.store.save_cell(cell.cell_id, record)
+        if self.config.tensorboard:
+            from fewshot_bench.results.tensorboard import write_cell
+
+            write_cell(Path(self.config.tensorboard).expanduser(), self.store.run_id, record)
         self.store.clear_state(cell.cell_id)
         observer.cell_finished(record, skipped=False)
         return record
