@@ -660,6 +660,16 @@ def command_datasets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _per_class_table(title: str, header: str, class_names: Sequence[str], counts: dict[str, int]) -> Table:
+    """A count per class (0 where none), for the duplicate reports."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("class")
+    table.add_column(header, justify="right")
+    for name in class_names:
+        table.add_row(escape(name), str(counts.get(name, 0)))
+    return table
+
+
 def _print_duplicates(dataset, split, console: Console, near_threshold: float | None = None) -> int:
     """The exact-duplicate report, then (unless ``near_threshold`` is None) the near-duplicate one."""
     from fewshot_bench.episodic.duplicates import check
@@ -667,13 +677,8 @@ def _print_duplicates(dataset, split, console: Console, near_threshold: float | 
     report = check(dataset, split)
     console.print(f"{dataset.name}: {report.images} images; {report.groups} groups of identical images holding "
                   f"{report.duplicated_images} images ({report.duplicated_images - report.groups} extra copies)")
-    table = Table(title="extra copies within a class (removed by dedup, one image of each group kept)",
-                  title_justify="left")
-    table.add_column("class")
-    table.add_column("copies", justify="right")
-    for name in dataset.class_names:
-        table.add_row(name, str(report.same_class_copies.get(name, 0)))
-    console.print(table)
+    console.print(_per_class_table("extra copies within a class (removed by dedup, one image of each group kept)",
+                                   "copies", dataset.class_names, report.same_class_copies))
     console.print(f"groups filed under two or more classes: {report.cross_class_groups} (every image of them is "
                   "removed by dedup: its label is ambiguous)")
     if split is None:
@@ -691,13 +696,8 @@ def _print_duplicates(dataset, split, console: Console, near_threshold: float | 
     console.print(f"near-duplicates ({near_rule(near.threshold)}; --near-threshold to change): {near.pairs} "
                   f"pairs ({near.exact_pairs} of them byte-identical) in {near.groups} groups holding "
                   f"{near.grouped_images} images")
-    table = Table(title="near-duplicate pairs within a class (a query can be a frame of its own support image)",
-                  title_justify="left")
-    table.add_column("class")
-    table.add_column("pairs", justify="right")
-    for name in dataset.class_names:
-        table.add_row(escape(name), str(near.same_class_pairs.get(name, 0)))
-    console.print(table)
+    console.print(_per_class_table("near-duplicate pairs within a class (a query can be a frame of its own support "
+                                   "image)", "pairs", dataset.class_names, near.same_class_pairs))
     console.print(f"near-duplicate groups filed under two or more classes: {near.cross_class_groups} (their "
                   "label is ambiguous)")
     if split is not None:
