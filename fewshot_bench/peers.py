@@ -22,5 +22,5 @@ def import_learn2learn() -> ModuleType:
     except ImportError:
         raise BenchError("learn2learn is not installed (it is the optional extra 'learn2learn': pip install "
                          "'fewshot-bench[learn2learn]' on Python < 3.11; on Python >= 3.11, which it has no wheel "
-                         "for, scripts/install_learn2learn.sh builds it)") from None
+                         "for, bash scripts/setup.sh --learn2learn builds it into .venv)") from None
     return learn2learn
