@@ -11,6 +11,7 @@ whose label is ambiguous.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -110,17 +111,26 @@ def check(dataset: ImageDataset, split: ClassSplit | None = None) -> DuplicateRe
     return report
 
 
-def deduplicated(dataset: ImageDataset, within: np.ndarray | None = None) -> tuple[ImageDataset, dict[str, int]]:
+def deduplicated(dataset: ImageDataset, within: np.ndarray | None = None) -> tuple[ImageDataset, dict[str, Any]]:
     """``dataset`` without exact duplicates: one image kept per same-class group, every image of a
     cross-class group dropped; returns the counts of what was removed. ``within``: only duplicates among these
     indices (one part of a combined dataset)."""
-    labels = dataset.labels.numpy()
-    drop: list[int] = []
-    same_class = cross_class = 0
     if within is None:
         groups = duplicate_groups(dataset.images)
     else:
         groups = [within[g] for g in duplicate_groups(dataset.images[torch.from_numpy(within)])]
+    return without_groups(dataset, groups, "dedup", "dedup", ("same_class_copies", "cross_class_images"))
+
+
+def without_groups(dataset: ImageDataset, groups: list[np.ndarray], key: str, suffix: str,
+                   names: tuple[str, str], extra: dict[str, Any] | None = None) -> tuple[ImageDataset, dict[str, Any]]:
+    """``dataset`` less its copies: of each group of one class the first image stays, every image of a group
+    spanning classes goes (its label is ambiguous). ``names`` label the two counts of what was removed, which are
+    returned (with ``extra``) and kept in ``metadata[key]``; the fingerprint gets ``-suffix``. Exact duplicates
+    (``deduplicated``) and near-duplicates (``near_duplicates.near_deduplicated``) are removed by this one rule."""
+    labels = dataset.labels.numpy()
+    drop: list[int] = []
+    same_class = cross_class = 0
     for group in groups:
         if len(np.unique(labels[group])) > 1:
             drop.extend(group.tolist())
@@ -128,18 +138,18 @@ def deduplicated(dataset: ImageDataset, within: np.ndarray | None = None) -> tup
         else:
             drop.extend(group[1:].tolist())
             same_class += len(group) - 1
-    removed = {"same_class_copies": same_class, "cross_class_images": cross_class}
+    removed = {**(extra or {}), names[0]: same_class, names[1]: cross_class}
     if not drop:
         return dataset, removed
     keep = np.setdiff1d(np.arange(len(labels)), np.asarray(drop))
     index = torch.from_numpy(keep)
-    metadata = {**dataset.metadata, "dedup": removed}
-    for key, value in dataset.metadata.items():
-        # Per-image metadata (file names, usage) follows the kept images.
+    metadata = {**dataset.metadata, key: removed}
+    for name, value in dataset.metadata.items():
+        # Per-image metadata (file names, usage, groups) follows the kept images.
         if isinstance(value, np.ndarray) and len(value) == len(labels):
-            metadata[key] = value[keep]
+            metadata[name] = value[keep]
     return ImageDataset(dataset.images[index].contiguous(), dataset.labels[index], dataset.class_names, dataset.name,
-                        fingerprint=f"{dataset.fingerprint}-dedup", metadata=metadata), removed
+                        fingerprint=f"{dataset.fingerprint}-{suffix}", metadata=metadata), removed
 
 
 def cross_class_groups(dataset: ImageDataset, split: ClassSplit) -> list[np.ndarray]:

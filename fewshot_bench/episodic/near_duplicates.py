@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from fewshot_bench.data import ImageDataset
+from fewshot_bench.episodic.duplicates import without_groups
 from fewshot_bench.errors import ConfigError
 from fewshot_bench.splits import ClassSplit
 
@@ -265,27 +266,7 @@ def near_deduplicated(dataset: ImageDataset, threshold: float = DEFAULT_NEAR_THR
     """``dataset`` without near-duplicates: in each group whose images are of one class only its first image is
     kept; every image of a group spanning several classes is dropped (its label is ambiguous). Returns the
     counts of what was removed, with the threshold."""
-    labels = dataset.labels.numpy()
     pairs, _ = _pairs_and_distances(thumbnails(dataset.images), threshold)
-    drop: list[int] = []
-    same_class = cross_class = 0
-    for group in near_duplicate_groups(pairs, len(labels)):
-        if len(np.unique(labels[group])) > 1:
-            drop.extend(group.tolist())
-            cross_class += len(group)
-        else:
-            drop.extend(group[1:].tolist())
-            same_class += len(group) - 1
-    removed: dict[str, int | float] = {"threshold": float(threshold), "same_class_near_copies": same_class,
-                                       "cross_class_images": cross_class}
-    if not drop:
-        return dataset, removed
-    keep = np.setdiff1d(np.arange(len(labels)), np.asarray(drop))
-    index = torch.from_numpy(keep)
-    metadata = {**dataset.metadata, "near_dedup": removed}
-    for key, value in dataset.metadata.items():
-        # Per-image metadata (file names, usage) follows the kept images.
-        if isinstance(value, np.ndarray) and len(value) == len(labels):
-            metadata[key] = value[keep]
-    return ImageDataset(dataset.images[index].contiguous(), dataset.labels[index], dataset.class_names, dataset.name,
-                        fingerprint=f"{dataset.fingerprint}-near{threshold:g}", metadata=metadata), removed
+    return without_groups(dataset, near_duplicate_groups(pairs, len(dataset.labels)), "near_dedup",
+                          f"near{threshold:g}", ("same_class_near_copies", "cross_class_images"),
+                          extra={"threshold": float(threshold)})

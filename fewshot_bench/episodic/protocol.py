@@ -230,8 +230,10 @@ class Protocol:
                 self._seen_sampler(shot, 0)
             if len(self.seen_selection) and val_episodes:
                 self._seen_sampler(shot, 0, self.seen_selection, "validation (seen-class hold-out, selection part)")
-            EpisodeSampler(self.labels, self.test_ids, self.way, shot, self.query, 0, self.class_names,
-                           purpose="test", groups=self.separating_groups).sample()
+            tester = EpisodeSampler(self.labels, self.test_ids, self.way, shot, self.query, 0, self.class_names,
+                                    purpose="test", groups=self.separating_groups)
+            if tester.groups is not None:
+                tester.sample()  # group-separated requests can be impossible only in the drawing: try one now
             if self.val_ids and val_episodes:
                 EpisodeSampler(self.labels, self.val_ids, min(self.way, len(self.val_ids)), shot, self.query, 0,
                                self.class_names, purpose="validation", groups=self.separating_groups)
