@@ -16,11 +16,22 @@ LOG_WIDTH = 1000
 logger = logging.getLogger("fewshot_bench")
 
 
+_terminal_stderr: tuple[object, Console] | None = None
+
+
 def make_console(stderr: bool = False) -> Console:
-    """A rich console; when its stream is not a terminal, lines are never wrapped or truncated."""
-    console = Console(stderr=stderr, soft_wrap=True)
+    """A rich console. On a terminal, text wraps at words to the terminal's width, and every user of stderr shares
+    one console: the progress bars, the log handler and the messages, so that rich can print each line above
+    the live bars (two consoles on one terminal each redraw over the other: lost lines, stale bars). When the
+    stream is not a terminal (a log, a pipe), lines are never wrapped or truncated."""
+    global _terminal_stderr
+    if stderr and _terminal_stderr is not None and _terminal_stderr[0] is sys.stderr:
+        return _terminal_stderr[1]
+    console = Console(stderr=stderr)
     if not console.is_terminal:
-        console.width = LOG_WIDTH
+        console = Console(stderr=stderr, soft_wrap=True, width=LOG_WIDTH)
+    elif stderr:
+        _terminal_stderr = (sys.stderr, console)
     return console
 
 

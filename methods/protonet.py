@@ -3,7 +3,7 @@
 Each class is represented by the mean of its support embeddings (its prototype); a query is scored by
 the negative squared Euclidean distance to each prototype, and training minimises cross-entropy over
 those scores. ``distance=euclidean`` scores by the plain Euclidean distance instead, as easyfsl does
-(``torch.cdist``); on synthetic-fer it trained faster at short budgets (see the README's Performance).
+(``torch.cdist``); on synthetic-fer it trained faster at short budgets (see docs/performance.md).
 
 @inproceedings{snell2017prototypical,
   title     = {Prototypical Networks for Few-shot Learning},

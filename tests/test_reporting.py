@@ -351,3 +351,40 @@ def test_figures_draw_a_one_point_loss_curve_and_the_seed_interval_with_several_
     bars = ax.containers[0].lines[2][0].get_segments()
     assert [round(float(b[1][1] - b[0][1]) / 2, 6) for b in bars] == [9.0, 9.0]  # the seeds', not the episodes'
     assert "CI over seeds" in ax.get_title()
+
+
+def test_per_class_bars_carry_the_episode_interval_or_the_seed_interval(tmp_path, monkeypatch):
+    from fewshot_bench.reporting import plots
+
+    figures = {}
+    monkeypatch.setattr(plots, "save_figure", lambda fig, out, name: figures.setdefault(name, fig) and [])
+
+    def half_widths(ax):
+        (container,) = [c for c in ax.containers if getattr(c, "errorbar", None)]  # one variant's bars
+        return [round(float(s[1][1] - s[0][1]) / 2, 6) for s in container.errorbar.lines[2][0].get_segments()]
+
+    one = {"label": "protonet", "shot": 1, "class_accuracy": {"angry": 0.5, "fear": 0.7},
+           "class_ci95": {"angry": 0.04, "fear": 0.06}}
+    plots.per_class_accuracy([one], tmp_path)
+    ax = figures.pop("per_class_accuracy").axes[0]
+    assert [round(b.get_height(), 6) for b in ax.patches] == [50.0, 70.0]
+    assert half_widths(ax) == [4.0, 6.0]
+    seeds = [dict(one, seed=s, class_accuracy={"angry": a, "fear": 0.7}) for s, a in enumerate((0.4, 0.6))]
+    plots.per_class_accuracy(seeds, tmp_path)
+    fig = figures.pop("per_class_accuracy")
+    assert half_widths(fig.axes[0])[0] == round(1.96 * 10 / np.sqrt(2), 6)  # std of 40 and 60 is 10
+    assert "over seeds" in fig._suptitle.get_text()
+
+
+def test_the_evaluate_stage_gives_each_class_its_interval_over_episodes():
+    from types import SimpleNamespace
+
+    from fewshot_bench.stages.evaluate import per_class_accuracy
+
+    protocol = SimpleNamespace(test_ids=[4, 5], class_names={4: "angry", 5: "fear"}, query=2)
+    class_ids = np.array([[4, 5], [5, 4], [4, 5]])
+    correct = np.array([[2, 1], [0, 2], [1, 1]])  # angry: 2/2, 2/2, 1/2; fear: 1/2, 0/2, 1/2
+    accuracy, interval = per_class_accuracy(correct, class_ids, protocol)
+    assert accuracy == {"angry": 5 / 6, "fear": 2 / 6}
+    assert interval["angry"] == round(1.96 * np.std([1, 1, 0.5]) / np.sqrt(3), 6)
+    assert interval["fear"] == round(1.96 * np.std([0.5, 0, 0.5]) / np.sqrt(3), 6)

@@ -42,7 +42,8 @@ class ConsoleFormat(ReportFormat):
     def show(self, report: Report, console: Console) -> None:
         console.print(self.table(report))
         if report.caption:
-            console.print(escape(report.caption), soft_wrap=True)
+            # The console decides: wrapped at words on a terminal, one unbroken line in a log or a pipe.
+            console.print(escape(report.caption))
 
     def render(self, report: Report) -> str:
         buffer = io.StringIO()

@@ -104,6 +104,19 @@ def training_curves(cells: Sequence[dict[str, Any]], out: Path) -> list[Path]:
     return save_figure(fig, out, "training_curves")
 
 
+def _class_bars(cells: Sequence[dict[str, Any]], classes: Sequence[str]) -> tuple[list[float], list[float], str]:
+    """Per class: mean accuracy (%) over ``cells`` (one variant and shot), its 95% CI and over what. Several seeds:
+    1.96 · std / √seeds of the seeds' class accuracies; one seed: the class's interval over test episodes
+    (``class_ci95``), or none for a record older than it."""
+    values = np.array([[c["class_accuracy"].get(name, np.nan) for name in classes] for c in cells]) * 100
+    if len(cells) > 1:
+        return list(values.mean(0)), list(1.96 * values.std(0) / np.sqrt(len(cells))), "seeds"
+    interval = cells[0].get("class_ci95")
+    if not interval:
+        return list(values[0]), [np.nan] * len(classes), "none"
+    return list(values[0]), [interval.get(name, np.nan) * 100 for name in classes], "test episodes"
+
+
 def per_class_accuracy(cells: Sequence[dict[str, Any]], out: Path) -> list[Path]:
     plt = pyplot()
     shots = sorted({c["shot"] for c in cells})
@@ -112,14 +125,17 @@ def per_class_accuracy(cells: Sequence[dict[str, Any]], out: Path) -> list[Path]
     fig, axes = plt.subplots(1, len(shots), figsize=(max(4.5, 1.2 * len(classes) * len(labels) / 2) * len(shots) / 1.5,
                                                      3.6), squeeze=False)
     width = 0.8 / len(labels)
+    over: set[str] = set()
     for col, shot in enumerate(shots):
         ax = axes[0][col]
         for i, label in enumerate(labels):
             mine = [c for c in cells if c["label"] == label and c["shot"] == shot]
             if not mine:
                 continue
-            values = [np.mean([c["class_accuracy"].get(name, np.nan) for c in mine]) * 100 for name in classes]
+            values, errors, kind = _class_bars(mine, classes)
+            over.add(kind)
             ax.bar(np.arange(len(classes)) + (i - (len(labels) - 1) / 2) * width, values, width, label=label,
+                   yerr=None if kind == "none" else errors, capsize=2, error_kw={"linewidth": 0.8},
                    color=OKABE_ITO[i % len(OKABE_ITO)], hatch=["", "//", "..", "xx", "\\\\", "--", "++", "oo"][i % 8],
                    edgecolor="white", linewidth=0.5)
         ax.set_xticks(np.arange(len(classes)), classes)
@@ -127,6 +143,11 @@ def per_class_accuracy(cells: Sequence[dict[str, Any]], out: Path) -> list[Path]
         ax.set_title(f"per test class, {shot}-shot", fontsize=10)
         ax.set_ylim(0, 100)
     axes[0][-1].legend(fontsize=8, frameon=False, loc="upper right")
+    shown = sorted(over - {"none"})
+    note = f"mean ± 95% CI over {' or '.join(shown)}" if shown else "no interval: records older than class_ci95"
+    if "none" in over and shown:
+        note += "; bars without one: records older than class_ci95"
+    fig.suptitle(f"Per-class accuracy ({note})", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, out, "per_class_accuracy")
 

@@ -2,7 +2,7 @@
 
 One row per (method variant, dataset, split, way, shot, query, backbone, settings hash, device kind,
 precision): seeds that ran on another kind of device or in another precision are never pooled (see
-``numerics``). Columns (documented in the README): identification, accuracy (mean, ci95 over episodes, std,
+``numerics``). Columns (documented in docs/usage.md): identification, accuracy (mean, ci95 over episodes, std,
 episodes, seeds, seed_std, seed_ci95 over seeds), cost (params,
 train_episodes, train_seconds and eval_seconds per cell), provenance (device, device_kind, precision,
 versions, run ids, timestamp). Rows are sorted by setting, then best first. When several runs hold the same seed of the same

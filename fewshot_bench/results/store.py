@@ -190,6 +190,7 @@ class CellRecord(TypedDict, total=False):
     mean: float                    # percent
     accuracies: list[float]        # per test episode, fractions in [0, 1]
     class_accuracy: dict[str, float]
+    class_ci95: dict[str, float]   # 95% CI of each class's accuracy over its test episodes; older records lack it
     test_episodes_file: str
     test_episodes_sha: str
     settings: dict[str, Any]       # the result-affecting settings (config keys of role "result", resolved)

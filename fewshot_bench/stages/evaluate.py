@@ -10,17 +10,22 @@ import numpy as np
 from fewshot_bench.engine.evaluation import QUERY_ORDER, evaluate
 from fewshot_bench.episodic.protocol import Protocol
 from fewshot_bench.registry import register_stage
+from fewshot_bench.stats import ci95
 from fewshot_bench.stages import CellContext, Stage
 
 
-def per_class_accuracy(class_correct: np.ndarray, class_ids: np.ndarray, protocol: Protocol) -> dict[str, float]:
-    """Accuracy on each test class over all episodes (correct queries / queries of that class)."""
-    totals: dict[str, list[float]] = {}
+def per_class_accuracy(class_correct: np.ndarray, class_ids: np.ndarray,
+                       protocol: Protocol) -> tuple[dict[str, float], dict[str, float]]:
+    """Accuracy on each test class over all episodes (correct queries / queries of that class), and its 95% CI
+    over the episodes that hold the class (1.96 · std / √n of the class's accuracy in each of them)."""
+    accuracy, interval = {}, {}
     for c in sorted(protocol.test_ids):
         mask = class_ids == c
         if mask.any():
-            totals[protocol.class_names[c]] = [float(class_correct[mask].sum()), float(mask.sum() * protocol.query)]
-    return {name: correct / seen for name, (correct, seen) in totals.items()}
+            name = protocol.class_names[c]
+            accuracy[name] = float(class_correct[mask].sum()) / float(mask.sum() * protocol.query)
+            interval[name] = round(ci95(class_correct[mask] / protocol.query), 6)
+    return accuracy, interval
 
 
 @register_stage("evaluate")
@@ -33,8 +38,9 @@ class Evaluate(Stage):
         settings = cell.settings
         result = evaluate(cell.method, cell.builder, cell.test_episodes, progress=cell.observer.evaluated,
                           amp=settings.amp, cuda_graphs=settings.cuda_graphs and not cell.compiled)
+        class_accuracy, class_interval = per_class_accuracy(result.class_correct, cell.test_episodes.class_ids,
+                                                            cell.protocol)
         return {"eval_seconds": round(result.seconds, 3), "eval_steps": result.step_mode, "query_order": QUERY_ORDER,
                 "mean": float(np.mean(result.accuracies) * 100),
                 "accuracies": [round(float(a), 6) for a in result.accuracies],
-                "class_accuracy": per_class_accuracy(result.class_correct, cell.test_episodes.class_ids,
-                                                     cell.protocol)}
+                "class_accuracy": class_accuracy, "class_ci95": class_interval}
