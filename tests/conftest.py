@@ -36,7 +36,8 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 # The longest single tests (20-90 s each on the 2-core machine, mostly `bench` processes): run first, so the two
 # xdist workers end together instead of one finishing a long test alone at the end.
-LONGEST_FIRST = ("test_gpu_script.py::", "test_docs_plugins.py::test_tutorial_commands_all_succeed",
+LONGEST_FIRST = ("test_gpu_script.py::", "test_slurm.py::test_a_cancelled_slurm_run_resumes_byte_identical",
+                 "test_docs_plugins.py::test_tutorial_commands_all_succeed",
                  "test_methods_beat_chance.py::", "test_docs_analysis.py::",
                  "test_launch.py::test_a_killed_worker_is_reported_and_resumed",
                  "test_resume.py::test_sigterm_and_ctrl_c_stop_a_run_and_resume_finishes_it",

@@ -191,7 +191,9 @@ def main_output(args, capsys):
 
 
 def test_slurm_is_refused_cleanly_where_there_is_no_cluster(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    # No Slurm command at all (a real Slurm installed here, as test_slurm.py may do, must not be found).
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     args = ["run", "--launcher", "slurm", "--methods", "protonet", "--shots", "1", "--query", "3",
             "--dataset-option", "total=500", "--image-size", "24", "--output-dir", str(tmp_path)]
     assert main(args) == 3

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from fewshot_bench.config import RunConfig, merge
 from fewshot_bench.engine.progress import LogLinesObserver
+from fewshot_bench.engine.slurm import JobStates, check_controller, live_jobs
 from fewshot_bench.errors import BenchError, ConfigError
 from fewshot_bench.report import Column, Report, Value
 from fewshot_bench.results.store import RunStore, pid_alive
@@ -153,9 +154,11 @@ def make_executor(config: RunConfig, folder: Path):
         except RuntimeError as exc:
             raise BenchError(f"cannot submit to Slurm here ({exc}); run bench on a login node of your cluster, "
                              "or use --launcher local") from None
-        if shutil.which("sbatch") is None:
+        sbatch = shutil.which("sbatch")
+        if sbatch is None:
             raise BenchError("cannot submit to Slurm here (no `sbatch` on PATH); run bench on a login node of your "
                              "cluster, or use --launcher local")
+        check_controller(sbatch)
         parameters = {
             "name": f"fsb-{config.run_id}"[:60],
             "timeout_min": settings.get("time_min", 60),
@@ -265,6 +268,8 @@ def submit_run(config: RunConfig) -> Submission:
 
     if config.run_id:  # before the run folder is touched (its config, plan and environment are written again)
         store = RunStore(Path(config.output_dir) / config.run_id)
+        if config.launcher == "slurm":
+            refuse_live_slurm_jobs(store)
         refuse_live_workers(store, [cell.cell_id for cell in plan_cells(config)])
     started = start_run(config)
     pending = unfinished(started.store, [c.cell_id for c in started.cells])
@@ -279,7 +284,7 @@ def wait_run(submission: Submission, on_poll: Callable[[], None] | None = None) 
     jobs are listed in the result."""
     from fewshot_bench.engine.runner import RunResult
 
-    failures = wait(submission.jobs, on_poll)
+    failures = wait(submission.jobs, on_poll, slurm=submission.config.launcher == "slurm")
     if any(kind in submission.config.context for kind in ("floor", "ceiling")):
         from fewshot_bench.context.rows import compute_context
         from fewshot_bench.engine.runner import CellRunner, plan_cells
@@ -347,11 +352,15 @@ def unfinished(store: RunStore, cell_ids: Sequence[str]) -> list[str]:
     return pending
 
 
-def wait(jobs: Sequence[Any], on_poll: Callable[[], None] | None = None, poll_s: float = 1.0) -> list[str]:
+def wait(jobs: Sequence[Any], on_poll: Callable[[], None] | None = None, poll_s: float = 1.0,
+         slurm: bool = False) -> list[str]:
     """Wait until every job ended, calling ``on_poll`` at each poll (the CLI redraws the cells' states);
-    returns one line per failed job."""
+    returns one line per failed job. Slurm jobs' states come from ``JobStates`` (squeue where accounting cannot
+    say): submitit alone would wait forever for a cancelled job's result where there is no accounting."""
+    states = JobStates() if slurm else None
+    done: Callable[[Any], bool] = states.done if states else (lambda job: job.done())
     try:
-        while not all(job.done() for job in jobs):
+        while not all(done(job) for job in jobs):
             time.sleep(poll_s)
             if on_poll:
                 on_poll()
@@ -362,7 +371,12 @@ def wait(jobs: Sequence[Any], on_poll: Callable[[], None] | None = None, poll_s:
         on_poll()
     failures = []
     for job in jobs:
-        if job.state in ("FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "INTERRUPTED") or (
+        if states is not None:
+            # A Slurm job without a result file has none to read (submitit's exception() would wait for it).
+            state = states.state(job)
+            if states.failed(job) or not job.paths.result_pickle.exists() or _has_exception(job):
+                failures.append(f"job {job.job_id} failed (Slurm: {state}); log: {job.paths.stderr}")
+        elif job.state in ("FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "INTERRUPTED") or (
                 job.done() and _has_exception(job)):
             failures.append(f"job {job.job_id} failed; log: {job.paths.stderr}")
     return failures
@@ -489,6 +503,18 @@ def run_processes(store: RunStore, cell_ids: Sequence[str] | None = None) -> dic
                 and pid_alive(pid):
             found.setdefault(pid, "a worker process")
     return found
+
+
+def refuse_live_slurm_jobs(store: RunStore) -> None:
+    """A Slurm run whose jobs are still queued or running (on any node) is not launched again: its cells
+    would be submitted twice, and the new jobs would race the old ones."""
+    jobs_folder = store.root / "jobs"
+    submitted = [path.name for path in jobs_folder.iterdir() if path.is_dir()] if jobs_folder.is_dir() else []
+    live = live_jobs(submitted) if submitted and shutil.which("squeue") else []
+    if live:
+        arrays = " ".join(sorted({job.split("_")[0] for job in live}))
+        raise BenchError(f"run '{store.run_id}' still has Slurm jobs queued or running ({', '.join(live)}); wait for "
+                         f"them (`squeue`) or cancel them (`scancel {arrays}`), then run it again")
 
 
 def refuse_live_workers(store: RunStore, cell_ids: Sequence[str]) -> None:
