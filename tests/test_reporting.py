@@ -388,3 +388,13 @@ def test_the_evaluate_stage_gives_each_class_its_interval_over_episodes():
     assert accuracy == {"angry": 5 / 6, "fear": 2 / 6}
     assert interval["angry"] == round(1.96 * np.std([1, 1, 0.5]) / np.sqrt(3), 6)
     assert interval["fear"] == round(1.96 * np.std([0.5, 0, 0.5]) / np.sqrt(3), 6)
+
+
+def test_a_per_class_figure_of_more_classes_than_anyone_can_read_is_skipped_with_a_line(tmp_path, caplog):
+    from fewshot_bench.reporting import plots
+
+    many = {f"character{i:04d}": 0.5 for i in range(plots.MAX_CLASSES_PER_FIGURE + 1)}
+    cells = [{"label": "protonet", "shot": 1, "class_accuracy": many}]
+    with caplog.at_level("INFO", logger="fewshot_bench"):
+        assert plots.per_class_accuracy(cells, tmp_path) == []
+    assert "per-class figure not drawn: 61 test classes" in caplog.text and not list(tmp_path.iterdir())

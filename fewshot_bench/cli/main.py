@@ -257,6 +257,18 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output-dir", default=RunConfig().output_dir)
     _add_output_flags(predict)
 
+    site = sub.add_parser("site", parents=[common], help="a static, offline HTML site of results: the leaderboard, one "
+                                                         "page per run and record, the reproduction card")
+    site.add_argument("out", metavar="OUT", help="folder to (re)write (new, empty, or an earlier site); open "
+                                                 "OUT/index.html")
+    site.add_argument("--runs", action="append", metavar="DIR",
+                      help=f"run folders or folders of runs; repeatable (default: {RunConfig().output_dir}, if it "
+                           "exists)")
+    site.add_argument("--records", action="append", metavar="DIR",
+                      help="committed records or folders of them; repeatable (default: results/records, if it exists)")
+    site.add_argument("--card", metavar="FILE", help="the Markdown reproduction card `bench card` writes, one page per "
+                                                     "section (default: results/REPRODUCTION.md, if it exists)")
+
     datasets = sub.add_parser("datasets", parents=[common], help="inspect datasets")
     dsub = datasets.add_subparsers(dest="datasets_command", metavar="ACTION")
     show = dsub.add_parser("show", parents=[common], help="print class counts and split presets; write a contact sheet")
@@ -527,12 +539,9 @@ def _report_failures(failures: Sequence[str], run_id: str, err: Console) -> int:
 
 def _accuracy_report(cells, rows, folder: Path, test: str = "t", correction: str = "holm"):
     """The run's accuracy table, its context rows (``fewshot_bench.context``) below the methods."""
-    from fewshot_bench.reporting.context import context_rows
-    from fewshot_bench.reporting.tables import accuracy_report, table_from_cells
-    from fewshot_bench.results.store import RunStore
+    from fewshot_bench.reporting.tables import run_accuracy_report
 
-    context = context_rows(cells, RunStore(folder).load_context())
-    return accuracy_report(table_from_cells(cells, rows, test=test, correction=correction), context)
+    return run_accuracy_report(cells, rows, folder, test=test, correction=correction)
 
 
 def _show(report, format_name: str, console: Console | None = None) -> None:
@@ -952,6 +961,30 @@ def command_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _given_or_default(given: Sequence[str] | None, default: str, flag: str) -> list[Path]:
+    """The paths named with ``flag``, each of which must exist, or the default one where it exists (a site of
+    runs alone, or of records alone, is fine)."""
+    if given:
+        missing = [p for p in given if not Path(p).exists()]
+        if missing:
+            raise ConfigError(f"{flag} '{missing[0]}' does not exist")
+        return [Path(p) for p in given]
+    return [Path(default)] if Path(default).exists() else []
+
+
+def command_site(args: argparse.Namespace) -> int:
+    from fewshot_bench.reporting.site import build_site
+
+    runs = _given_or_default(args.runs, RunConfig().output_dir, "--runs")
+    records = _given_or_default(args.records, "results/records", "--records")
+    cards = _given_or_default([args.card] if args.card else None, "results/REPRODUCTION.md", "--card")
+    site = build_site(Path(args.out), runs, records, cards[0] if cards else None)
+    make_console().print(f"wrote {site.out}: {len(site.pages)} pages ({site.runs} run and record pages"
+                         + (f", {site.card_sections} card sections" if site.card_sections else "")
+                         + f"), {len(site.figures)} figure files; open {site.out / 'index.html'}")
+    return 0
+
+
 def _class_list(names: Sequence[str], limit: int = 10) -> str:
     if len(names) <= limit:
         return ", ".join(names)
@@ -961,7 +994,8 @@ def _class_list(names: Sequence[str], limit: int = 10) -> str:
 COMMANDS = {"run": command_run, "list": command_list, "datasets": command_datasets,
             "leaderboard": command_leaderboard, "table": command_table, "compare": command_compare, "audit": command_audit,
             "plot": command_plot, "new": command_new, "status": command_status, "card": command_card,
-            "publish": command_publish, "predict": command_predict, "cross": command_cross, "fingerprint": command_fingerprint}
+            "publish": command_publish, "predict": command_predict, "cross": command_cross, "fingerprint": command_fingerprint,
+            "site": command_site}
 
 
 def _interrupt(signum: int, frame: Any) -> None:

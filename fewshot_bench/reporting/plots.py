@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from fewshot_bench.console import logger
 from fewshot_bench.stats import ci95
 
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
@@ -117,11 +118,21 @@ def _class_bars(cells: Sequence[dict[str, Any]], classes: Sequence[str]) -> tupl
     return list(values[0]), [interval.get(name, np.nan) * 100 for name in classes], "test episodes"
 
 
+# More test classes than this (Omniglot's 1692) make a bar chart nobody can read, drawn in minutes: not drawn.
+MAX_CLASSES_PER_FIGURE = 60
+
+
 def per_class_accuracy(cells: Sequence[dict[str, Any]], out: Path) -> list[Path]:
+    """Accuracy on each test class's queries, per shot; none when there are more than ``MAX_CLASSES_PER_FIGURE``
+    classes (the per-class accuracies stay in the cell records)."""
+    classes = sorted({name for c in cells for name in c["class_accuracy"]})
+    if len(classes) > MAX_CLASSES_PER_FIGURE:
+        logger.info(f"per-class figure not drawn: {len(classes)} test classes (more than {MAX_CLASSES_PER_FIGURE}); "
+                    "each class's accuracy and interval are in the cell records (class_accuracy, class_ci95)")
+        return []
     plt = pyplot()
     shots = sorted({c["shot"] for c in cells})
     labels = list(dict.fromkeys(c["label"] for c in cells))
-    classes = sorted({name for c in cells for name in c["class_accuracy"]})
     fig, axes = plt.subplots(1, len(shots), figsize=(max(4.5, 1.2 * len(classes) * len(labels) / 2) * len(shots) / 1.5,
                                                      3.6), squeeze=False)
     width = 0.8 / len(labels)

@@ -8,6 +8,7 @@ per-episode data, two entries are tied when their 95% CIs overlap (stated in the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -316,3 +317,14 @@ def _context_column(row: dict[str, Any], columns: list[tuple]) -> tuple | None:
     ranking, so the episodes' sha does not decide where they are shown)."""
     return next((c for c in columns if (c[0], c[1], c[2], c[4]) == (row["dataset"], row["way"], row["shot"],
                                                                      row.get("query"))), None)
+
+
+def run_accuracy_report(cells: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]], folder: Path,
+                        test: str = "t", correction: str = "holm") -> Report:
+    """A run's accuracy table as ``bench table RUN`` shows it (and the site's run pages): ties from paired tests
+    on its cells, its context rows (``fewshot_bench.context``) below the methods."""
+    from fewshot_bench.reporting.context import context_rows
+    from fewshot_bench.results.store import RunStore
+
+    context = context_rows(cells, RunStore(folder).load_context())
+    return accuracy_report(table_from_cells(cells, rows, test=test, correction=correction), context)
