@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import apt_packages
+
 CANDIDATES = ("chromium", "chromium-headless-shell", "chromium-browser", "google-chrome")
 
 
@@ -34,21 +36,9 @@ def find_chromium() -> str | None:
 
 def install_chromium() -> tuple[str | None, str]:
     """Install Debian's ``chromium`` where the tests run as root; (its path or None, why not)."""
-    if os.geteuid() != 0:
-        return None, "not root, so `apt-get install -y chromium` cannot run; install Debian's chromium package"
-    if shutil.which("apt-get") is None:
-        return None, "no apt-get here (not Debian or Ubuntu); install a Chromium browser on PATH"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    result = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium"], env=env,
-                            capture_output=True, text=True, timeout=900)
-    if result.returncode != 0:
-        # A fresh container has no package lists yet.
-        subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=600)
-        result = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium"], env=env,
-                                capture_output=True, text=True, timeout=900)
-    if result.returncode != 0:
-        last = (result.stderr or result.stdout).strip().splitlines()
-        return None, f"`apt-get install -y chromium` failed: {last[-1] if last else result.returncode}"
+    failed = apt_packages.install(["chromium"])
+    if failed:
+        return None, failed
     return find_chromium(), "installed, yet no chromium on PATH"
 
 

@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import apt_packages
+
 # World-traversable (munged refuses a socket in a folder that others cannot enter, as pytest's tmp folders are).
 BASE = Path(tempfile.gettempdir()) / "fewshot-bench-slurm"
 SBIN = "/usr/sbin:/sbin"
@@ -50,28 +52,11 @@ def ensure_installed() -> None:
     SlurmUnavailable when that cannot be done here (not root, no apt-get, the install fails)."""
     if all(_which(name) for name in DAEMONS + CLIENTS):
         return
-    if os.geteuid() != 0:
-        raise SlurmUnavailable("Slurm is not installed and installing it (apt-get install slurm-wlm munge) needs root")
-    if _which("apt-get") is None:
-        raise SlurmUnavailable("Slurm is not installed and there is no apt-get to install slurm-wlm and munge")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", "PATH": _path()}
-    # Another apt run on the machine holds dpkg's lock for a while: wait for it rather than fail.
-    install = ["apt-get", "-o", "DPkg::Lock::Timeout=300", "install", "-y", "--no-install-recommends",
-               "slurm-wlm", "munge"]
-    output = ""
-    for attempt in ([install], [["apt-get", "-o", "DPkg::Lock::Timeout=300", "update"], install]):
-        try:
-            for command in attempt:
-                done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=INSTALL_TIMEOUT_S)
-                output = done.stdout + done.stderr
-                if done.returncode != 0:
-                    break
-            else:
-                if all(_which(name) for name in DAEMONS + CLIENTS):
-                    return
-        except subprocess.TimeoutExpired:
-            output = f"apt-get did not finish within {INSTALL_TIMEOUT_S} s"
-    raise SlurmUnavailable(f"could not install slurm-wlm and munge with apt-get: {_tail(output)}")
+    failed = apt_packages.install(["slurm-wlm", "munge"], timeout_s=INSTALL_TIMEOUT_S, path=_path())
+    if failed:
+        raise SlurmUnavailable(f"Slurm is not installed and could not be: {failed}")
+    if not all(_which(name) for name in DAEMONS + CLIENTS):
+        raise SlurmUnavailable("slurm-wlm and munge were installed, yet a Slurm daemon or client is not on PATH")
 
 
 def free_port() -> int:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+import apt_packages
+
 BENCH = str(Path(sys.executable).with_name("bench"))
 SIZE = ("100", "30")
 
@@ -23,12 +25,12 @@ def _tmux() -> str:
     found = shutil.which("tmux")
     if found:
         return found
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("tmux is missing and cannot be installed here (needs root and apt-get): apt-get install tmux")
-    subprocess.run(["apt-get", "install", "-y", "-qq", "tmux"], capture_output=True, timeout=600)
+    failed = apt_packages.install(["tmux"])
+    if failed:
+        pytest.skip(f"tmux is missing and could not be installed: {failed}")
     found = shutil.which("tmux")
     if not found:
-        pytest.skip("tmux could not be installed with apt-get (run apt-get update, then apt-get install tmux)")
+        pytest.skip("tmux was installed, yet it is not on PATH")
     return found
 
 
