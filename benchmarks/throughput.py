@@ -258,10 +258,13 @@ def measure_learn2learn(method: str, setting: str, fer_path: str | None, shot: i
         return (x[:, :shot].reshape(-1, *shape).to(dev), y[:, :shot].reshape(-1).to(dev),
                 x[:, shot:].reshape(-1, *shape).to(dev), y[:, shot:].reshape(-1).to(dev))
 
-    def adapt(sx, sy):
+    def adapt(sx, sy, way):
+        # The head has the training way's outputs; a test episode of fewer classes adapts and predicts with its
+        # first `way` of them, as ours does (a softmax over an output no support image belongs to would push
+        # every support image away from it and change the adaptation).
         learner = maml.clone()
         for _ in range(5):
-            learner.adapt(F.cross_entropy(learner(sx), sy))
+            learner.adapt(F.cross_entropy(learner(sx)[:, :way], sy))
         return learner
 
     tasks = taskset(protocol.train_ids, protocol.train_way, n_train + 3)
@@ -274,7 +277,7 @@ def measure_learn2learn(method: str, setting: str, fer_path: str | None, shot: i
             start, data_time = time.perf_counter(), 0.0
         elif i > 3:
             data_time += time.perf_counter() - t0
-        loss = F.cross_entropy(adapt(sx, sy)(qx), qy)
+        loss = F.cross_entropy(adapt(sx, sy, protocol.train_way)(qx), qy)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
@@ -290,7 +293,7 @@ def measure_learn2learn(method: str, setting: str, fer_path: str | None, shot: i
         qx = torch.stack([full[i][0] for i in episode.query]).to(dev)
         sy = torch.arange(way, device=dev).repeat_interleave(shot)
         qy = torch.arange(way, device=dev).repeat_interleave(episode.n_query)
-        learner = adapt(sx, sy)
+        learner = adapt(sx, sy, way)
         with torch.no_grad():
             accuracies.append((learner(qx)[:, :way].argmax(1) == qy).float().mean())
     _sync(dev)
@@ -500,12 +503,14 @@ def main() -> None:
                         help="instead: Baseline/Baseline++'s test-time fitting one episode at a time and batched "
                              "(first of --datasets, --shot, --test episodes; --methods defaults to both)")
     args = parser.parse_args()
+    from fewshot_bench.config import split_method_list
+
     if args.soak:
         soak(args.soak, args.soak_size)
         return
     if args.finetune:
         chosen = args.methods if args.methods != parser.get_default("methods") else "baseline,baselinepp"
-        finetune_speed(chosen.split(","), args.datasets.split(",")[0], args.fer2013, args.shot, args.test, args.device)
+        finetune_speed(split_method_list([chosen]), args.datasets.split(",")[0], args.fer2013, args.shot, args.test, args.device)
         return
     try:
         import easyfsl  # noqa: F401
@@ -525,7 +530,7 @@ def main() -> None:
         if setting == "fer2013" and not Path(args.fer2013).exists():
             print(f"{setting:<14} skipped: {args.fer2013} not found")
             continue
-        for method in args.methods.split(","):
+        for method in split_method_list([args.methods]):  # commas inside a variant's brackets stay its own
             peer = PEER.get(method.split("[")[0])  # methods without a peer implementation are measured alone
             if peer == "easyfsl" and not have_easyfsl:
                 peer = None

@@ -67,7 +67,7 @@ def setting(default: Any, help: str, *, role: str = RESULT, minimum: int | None 
 
 
 SLURM_SETTINGS: dict[str, tuple[type, str]] = {
-    "partition": (str, "Slurm partition"), "time_min": (int, "time limit per job in minutes (default 60)"),
+    "partition": (str, "Slurm partition"), "time_min": (int, "time limit per job in minutes (default: 60)"),
     "gpus": (int, "GPUs per job"), "cpus": (int, "CPUs per job"), "mem_gb": (int, "memory per job in GB"),
     "array_parallelism": (int, "at most this many array jobs at once"), "account": (str, "Slurm account"),
     "qos": (str, "Slurm QOS"), "constraint": (str, "Slurm constraint"),
@@ -90,7 +90,7 @@ def _slurm_settings(value: dict) -> dict:
     return result
 
 
-def _split_method_list(items: list) -> list:
+def split_method_list(items: list) -> list:
     """Split 'crn,crn[js_weight=0,dap=false]' at commas outside brackets; keep mappings as they are."""
     result: list = []
     for item in items:
@@ -233,7 +233,7 @@ class RunConfig:
     """Everything a ``bench run`` needs; each field is one key (``bench run --help``, docs/config.md)."""
 
     methods: list = setting(["protonet"], "method variants, e.g. crn,crn[js_weight=0],protonet", role=GRID,
-                            check=_split_method_list)
+                            check=split_method_list)
     backbone: str | None = setting(None, "put every method on this backbone (`bench list backbones`) with its own "
                                          "head, for a comparison of methods rather than of backbones; a variant "
                                          "that names its backbone keeps it; default: each method's own (its "

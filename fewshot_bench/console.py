@@ -69,10 +69,11 @@ def setup_logging(verbosity: int = 0) -> None:
     if sys.stderr.isatty():
         from rich.logging import RichHandler
 
-        # A terminal: rich's handler (level in colour, long lines wrapped at words, nothing read as markup).
-        handler = RichHandler(console=make_console(stderr=True), show_time=False, show_path=False, markup=False,
-                              highlighter=None)
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        # A terminal: rich's handler on the shared stderr console (lines printed above live bars, wrapped at words,
+        # nothing read as markup); no level column: warnings and errors say so themselves, as in a log.
+        handler = RichHandler(console=make_console(stderr=True), show_time=False, show_path=False, show_level=False,
+                              markup=False, highlighter=None)
+        handler.setFormatter(_LineFormatter(stamp=False))
     else:
         handler = _StderrHandler()  # a log file or a test: plain, greppable, time-stamped lines
         handler.setFormatter(_LineFormatter(stamp=True))

@@ -150,7 +150,7 @@ class DatasetPlugin:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"split presets file {path} is not valid YAML: {exc}") from None
-        presets = {name: ClassSplit.from_mapping(body, where=f"preset '{name}' in {path}")
+        presets = {name: ClassSplit.from_mapping(body, where=f"preset '{name}' in {path}", name=name)
                    for name, body in (data.get("splits") or {}).items()}
         return data.get("default"), presets
 

@@ -81,6 +81,13 @@ WEIGHTS_OPTIONS = (
            "relationnet and crn: csrn)"),
 )
 WEIGHTS_KEYS = tuple(option.name for option in WEIGHTS_OPTIONS)
+# How a method with a feature head embeds an episode in training: one backbone call over support and query
+# (``joint``: batch norm normalises over the whole episode) or one call each (``separate``: each set by its own
+# statistics, as Sung et al.'s and CSRN's code and easyfsl do). In evaluation batch norm uses its running
+# statistics, so the two give the same scores there. Carried by a variant only when it differs from the method's
+# default (``FewShotMethod.embedding_calls``), so existing variants keep their labels and records.
+EMBEDDING_OPTION = "embedding_calls"
+EMBEDDING_CHOICES = ("joint", "separate")
 
 
 @dataclass(frozen=True)
@@ -173,6 +180,9 @@ class FewShotMethod(nn.Module):
     # Adapters from other code's checkpoints (the object torch.load returns) to this method's state_dict, by layout
     # name: ``mymethod[weights=FILE,weights_layout=NAME]`` (the ``load_weights`` stage).
     weight_layouts: ClassVar[dict[str, Callable[[Any], dict[str, torch.Tensor]]]] = {}
+    # The default of the ``embedding_calls`` option (feature-head methods only): what the method's reference code
+    # does, or the documented choice where it has none.
+    embedding_calls: ClassVar[str] = "joint"
 
     def __init__(self, backbone: nn.Module, image_shape: tuple[int, int, int], **options: Any) -> None:
         super().__init__()
@@ -209,7 +219,10 @@ class FewShotMethod(nn.Module):
         return torch.stack([self.loss(task) for task in tasks]).mean()
 
     def embed(self, support: torch.Tensor, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Backbone features of an episode's support and query images, from one backbone call."""
+        """Backbone features of an episode's support and query images: from one backbone call, or from one call
+        each with ``embedding_calls=separate``."""
+        if self.embedding_calls == "separate":
+            return self.backbone(support), self.backbone(query)
         features = self.backbone(torch.cat([support, query]))
         return features[: len(support)], features[len(support):]
 
@@ -272,10 +285,15 @@ class FewShotMethod(nn.Module):
         """
         if not self.supports_batched_episodes() or len(tasks) < 2:
             return self.meta_batch_loss(tasks)
-        parts = [images for task in tasks for images in (task.support, task.query)]
-        features = self.backbone(torch.cat(parts)).split([len(images) for images in parts])
-        return torch.stack([self.loss_features(task, features[2 * i], features[2 * i + 1])
-                            for i, task in enumerate(tasks)]).mean()
+        if self.embedding_calls == "separate":  # every support set in one call, every query set in another (CSRN)
+            supports = self.backbone(torch.cat([task.support for task in tasks])).split([len(t.support) for t in tasks])
+            queries = self.backbone(torch.cat([task.query for task in tasks])).split([len(t.query) for t in tasks])
+            pairs = list(zip(supports, queries))
+        else:
+            parts = [images for task in tasks for images in (task.support, task.query)]
+            features = self.backbone(torch.cat(parts)).split([len(images) for images in parts])
+            pairs = [(features[2 * i], features[2 * i + 1]) for i in range(len(tasks))]
+        return torch.stack([self.loss_features(task, *pair) for task, pair in zip(tasks, pairs)]).mean()
 
     @classmethod
     def all_options(cls) -> tuple[Option, ...]:
@@ -283,7 +301,10 @@ class FewShotMethod(nn.Module):
         the pre-training options when the method declares a pre-training recipe."""
         backbone = Option(BACKBONE_OPTION, str, cls.default_backbone, "feature extractor (see `bench list backbones`)")
         staged = cls.pretraining.as_options() if cls.pretraining is not None else ()
-        return (*cls.options, backbone, *cls.optimisation.as_options(), *staged, *WEIGHTS_OPTIONS)
+        embedding = (Option(EMBEDDING_OPTION, str, cls.embedding_calls, "training-time backbone calls per episode: "
+                            "joint (support and query together) or separate (batch norm statistics per set)",
+                            choices=EMBEDDING_CHOICES),) if cls.has_feature_head() else ()
+        return (*cls.options, backbone, *cls.optimisation.as_options(), *staged, *WEIGHTS_OPTIONS, *embedding)
 
 
 @dataclass(frozen=True)
@@ -343,10 +364,12 @@ def build_method(cls: type[FewShotMethod], options: dict[str, Any], image_shape:
     options = {k: v for k, v in options.items()
                if k not in TRAINING_OPTIONS and k not in PRETRAIN_OPTIONS and k not in WEIGHTS_KEYS}
     backbone_name = options.pop(BACKBONE_OPTION)
+    embedding_calls = options.pop(EMBEDDING_OPTION, cls.embedding_calls)
     if seed is not None:
         torch.manual_seed(seed)
     backbone = BACKBONES.get(backbone_name)(image_shape[0])
     method = cls(backbone, image_shape, **options)
+    method.embedding_calls = embedding_calls
     return method.to(memory_format=method.memory_format)
 
 
@@ -376,6 +399,7 @@ def resolve_variant(spec: Spec) -> MethodVariant:
     if layout != "native" and not resolved["weights"]:
         raise ConfigError(f"method '{spec.name}': weights_layout={layout} needs a file, weights=PATH")
     defaults = {option.name: option.default for option in WEIGHTS_OPTIONS}
+    defaults[EMBEDDING_OPTION] = cls.embedding_calls
     resolved = {k: v for k, v in resolved.items() if k not in defaults or v != defaults[k]}
     label = format_label(spec.name, resolved, declared)
     return MethodVariant(spec.name, tuple(resolved.items()), label)

@@ -282,11 +282,12 @@ def test_images_too_small_for_the_backbone_are_refused_before_training(tmp_path,
 
 
 @pytest.mark.parametrize("line, message", [
-    (["run", "--method", "protonet"], "unrecognized arguments: --method protonet; did you mean '--methods'?"),
+    (["run", "--method", "protonet"], "unrecognized arguments: --method protonet; did you mean '--methods'? "
+                                      "(see `bench run --help`)"),
     (["run", "--train-episode", "5"], "unrecognized arguments: --train-episode 5; did you mean '--train-episodes'?"),
     (["list", "methodz"], "invalid choice: 'methodz' (choose from 'methods', 'datasets', 'backbones', 'formats', "
                           "'settings'); did you mean 'methods'?"),
-    (["table", "--formt", "json", "x"], "did you mean '--format'?"),
+    (["table", "--formt", "json", "x"], "did you mean '--format'? (see `bench table --help`)"),
 ])
 def test_flags_are_never_abbreviated_and_typos_get_the_closest(tmp_path, capsys, line, message):
     # Before: argparse expanded --method to --methods and started a run of the defaults.
@@ -305,10 +306,13 @@ def test_run_help_groups_the_flags_by_what_they_change_and_shows_defaults(capsys
                   "numerics (device and kernels: the last bits of the numbers):",
                   "where and how it runs (never the numbers):"):
         assert title in text
-    assert "--train-episodes N meta-training episodes per cell (0: none, e.g. to evaluate given weights) " \
-           "(default: 400)" in text
+    assert "--train-episodes N meta-training episodes per cell (0: none, e.g. to evaluate given weights; " \
+           "default: 400)" in text
     assert "--shots A,B support images per class (K), one cell per value (default: 1,5)" in text
     assert "--amp true|false" in text
+    # A help that ends in a parenthesis takes the default inside it; an empty list's default is none.
+    assert "--dataset DATASET dataset name (see `bench list datasets`; default: synthetic-fer)" in text
+    assert "default: none)" in text.split("--budget-curve A,B")[-1].split("--")[0]
     grid = text.split("the grid (one cell per value):")[1].split("numerics (")[0]
     assert "--seeds" in grid and "--train-episodes" not in grid
 

@@ -1,3 +1,4 @@
+import os
 import sys
 import textwrap
 import types
@@ -198,6 +199,26 @@ def test_the_method_scaffold_is_a_feature_head_that_conforms(tmp_path):
     assert cls.has_feature_head() and cls.supports_batched_episodes()  # the recommended style
     check_method(cls)
     assert 'check_method(METHODS.get("scaffolded-cosine"))' in test_file.read_text()
+
+
+def test_the_dataset_scaffolds_test_passes_as_written_and_fails_when_load_breaks(tmp_path):
+    import subprocess
+    import sys
+
+    from fewshot_bench.cli.scaffold import scaffold
+
+    plugin, presets, test = scaffold("dataset", "scaffolded-faces", tmp_path)
+
+    def pytest_on_it() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", str(test)],
+                              cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+    done = pytest_on_it()
+    assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout + done.stderr
+    # It tests something: a preset whose test class is also a training class is refused.
+    presets.write_text(presets.read_text().replace("TODO_test_class_a", "TODO_train_class_a"))
+    done = pytest_on_it()
+    assert done.returncode == 1 and "split preset 'default' is invalid" in done.stdout, done.stdout
 
 
 def test_backbone_and_format_scaffolds_conform_and_run(tmp_path, capsys):

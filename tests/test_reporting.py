@@ -344,6 +344,8 @@ def test_figures_draw_a_one_point_loss_curve_and_the_seed_interval_with_several_
     (line,) = figures["training_curves"].axes[0].lines
     assert line.get_marker() not in (None, "None", "") and line.get_markevery() is None
     assert list(line.get_xdata()) == [4]
+    ticks = figures["training_curves"].axes[0].get_xticks()
+    assert all(float(t).is_integer() for t in ticks)  # not 3.85 … 4.15 around the one point
     rows = [{"label": "protonet", "dataset": "toy", "way": 3, "shot": shot, "mean": 60.0, "ci95": 1.5,
              "seed_ci95": 9.0, "seeds": 3} for shot in (1, 5)]
     plots.accuracy_vs_shots(rows, tmp_path)
@@ -398,3 +400,10 @@ def test_a_per_class_figure_of_more_classes_than_anyone_can_read_is_skipped_with
     with caplog.at_level("INFO", logger="fewshot_bench"):
         assert plots.per_class_accuracy(cells, tmp_path) == []
     assert "per-class figure not drawn: 61 test classes" in caplog.text and not list(tmp_path.iterdir())
+
+
+def test_latex_keeps_a_flags_two_hyphens():
+    from fewshot_bench.formats.latex import latex_escape
+
+    # "--group-separation" would otherwise be set with an en dash in the caption.
+    assert latex_escape("--group-separation group") == "-{}-group-separation group"

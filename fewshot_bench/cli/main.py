@@ -38,10 +38,12 @@ def _metavar(spec: Any) -> str | None:
 
 def _with_default(spec: Any) -> str:
     default = spec.default
-    if default is None or default == []:
+    if default is None:  # the help says what happens then (auto, none, the method's own)
         return spec.help
-    shown = ",".join(map(str, default)) if isinstance(default, list) else str(default).lower() if isinstance(
-        default, bool) else default
+    shown = "none" if default == [] else ",".join(map(str, default)) if isinstance(default, list) else str(
+        default).lower() if isinstance(default, bool) else default
+    if spec.help.endswith(")"):  # one parenthesis, not two side by side
+        return f"{spec.help[:-1]}; default: {shown})"
     return f"{spec.help} (default: {shown})"
 
 
@@ -93,17 +95,20 @@ class OneLineErrorParser(argparse.ArgumentParser):
                 hint = did_you_mean(typed.split("=")[0], self._flags_of_command())
         elif choice:
             hint = did_you_mean(choice.group(1), re.findall(r"'([^']*)'", choice.group(2)))
-        self.exit(2, f"error: {message}{'; ' + hint.strip() if hint else ''} (see `{self.prog} --help`)\n")
+        self.exit(2, f"error: {message}{'; ' + hint.strip() if hint else ''} "
+                     f"(see `{self._command_parser().prog} --help`)\n")
 
-    def _flags_of_command(self) -> list[str]:
-        """The long flags of the command being parsed (an unknown flag is reported by the top parser, which does not
+    def _command_parser(self) -> argparse.ArgumentParser:
+        """The parser of the command being parsed (an unknown flag is reported by the top parser, which does not
         know which command it was for: the first word of the command line that names one of its commands)."""
         commands: dict[str, argparse.ArgumentParser] = {}
         for action in self._actions:
             if isinstance(action, argparse._SubParsersAction):
                 commands.update(action.choices)
-        named = next((commands[word] for word in self.command_line if word in commands), self)
-        return [option for option in named._option_string_actions if option.startswith("--")]
+        return next((commands[word] for word in self.command_line if word in commands), self)
+
+    def _flags_of_command(self) -> list[str]:
+        return [option for option in self._command_parser()._option_string_actions if option.startswith("--")]
 
 
 def _verbosity_flags() -> argparse.ArgumentParser:

@@ -197,6 +197,60 @@ def test_{module}_conforms():
     {check}({obj}{extra})
 '''
 
+# The dataset's test generates a few images per class of its split presets in the layout the template's load()
+# reads, so the scaffold's test passes as written and fails when load() or the presets break; once load() reads
+# the dataset's own format, the test points at a small copy of the real data instead.
+DATASET_SAMPLE = '''
+
+def sample_root(folder: Path, presets: Path) -> Path:
+    """Four generated 32×32 images per class named in the split presets, as <class>/<image>.png (the layout the
+    template's load() reads). When load() reads your dataset's own format, return a small copy of it instead."""
+    splits = yaml.safe_load(presets.read_text())["splits"]
+    classes = sorted({{name for split in splits.values() for part in split.values() for name in part}})
+    rng = np.random.default_rng(0)
+    for name in classes:
+        (folder / name).mkdir(parents=True)
+        for index in range(4):
+            Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(folder / name / f"{{index}}.png")
+    return folder
+'''
+
+DATASET_FILE_TEST = '''"""Conformance test of the {name} plugin (run with pytest)."""
+
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from fewshot_bench.registry import DATASETS, load_plugin_file
+from fewshot_bench.testing import check_dataset
+
+load_plugin_file(Path(__file__).with_name("{module}.py"))
+''' + DATASET_SAMPLE + '''
+
+def test_{module}_conforms(tmp_path):
+    root = sample_root(tmp_path, Path(__file__).with_name("{module}.yaml"))
+    check_dataset(DATASETS.get("{name}"), root=root)
+'''
+
+DATASET_PACKAGE_TEST = '''"""Conformance test of the {name} plugin (run with pytest)."""
+
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from {package} import {module} as plugin_module
+from fewshot_bench.testing import check_dataset
+''' + DATASET_SAMPLE + '''
+
+def test_{module}_conforms(tmp_path):
+    root = sample_root(tmp_path, Path(plugin_module.__file__).with_name("{module}.yaml"))
+    check_dataset(plugin_module.{cls}, root=root)
+'''
+
 PYPROJECT = '''[build-system]
 requires = ["setuptools>=77"]
 build-backend = "setuptools.build_meta"
@@ -259,7 +313,7 @@ def _check_name_is_free(kind: str, name: str, dist: str | None) -> None:
 # registry holds (a class, or the backbone's factory function).
 KINDS = {
     "method": (METHOD_TEMPLATE, "check_method", "METHODS", "", "{cls}"),
-    "dataset": (DATASET_TEMPLATE, "check_dataset", "DATASETS", ', root="TODO/path/to/a/small/copy"', "{cls}"),
+    "dataset": (DATASET_TEMPLATE, "check_dataset", "DATASETS", "", "{cls}"),
     "backbone": (BACKBONE_TEMPLATE, "check_backbone", "BACKBONES", "", "{module}"),
     "format": (FORMAT_TEMPLATE, "check_format", "FORMATS", "", "{cls}"),
 }
@@ -279,7 +333,8 @@ def scaffold(kind: str, name: str, out: Path, package: bool = False) -> list[Pat
         written.append(_write(out / f"{module}.py", template.format(**fields)))
         if kind == "dataset":
             written.append(_write(out / f"{module}.yaml", DATASET_PRESETS.format(**fields)))
-        written.append(_write(out / f"test_{module}.py", FILE_TEST.format(**fields)))
+        test = DATASET_FILE_TEST if kind == "dataset" else FILE_TEST
+        written.append(_write(out / f"test_{module}.py", test.format(**fields)))
         return written
     dist = f"fewshot-bench-{name}"
     package_name = f"fewshot_bench_{module}"
@@ -293,5 +348,6 @@ def scaffold(kind: str, name: str, out: Path, package: bool = False) -> list[Pat
     written.append(_write(root / package_name / f"{module}.py", body))
     if kind == "dataset":
         written.append(_write(root / package_name / f"{module}.yaml", DATASET_PRESETS.format(**fields)))
-    written.append(_write(root / "tests" / f"test_{module}.py", PACKAGE_TEST.format(**fields)))
+    test = DATASET_PACKAGE_TEST if kind == "dataset" else PACKAGE_TEST
+    written.append(_write(root / "tests" / f"test_{module}.py", test.format(**fields)))
     return written

@@ -10,7 +10,8 @@ def latex_escape(text: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("&", r"\&"), ("%", r"\%"), ("#", r"\#"),
                  ("[", "{[}"), ("]", "{]}")):
         text = text.replace(a, b)
-    return text
+    # A flag (--group-separation) stays two hyphens: LaTeX would set "--" as an en dash.
+    return text.replace("--", "-{}-")
 
 
 def _math(text: str) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from fewshot_bench.console import logger
 from fewshot_bench.stats import ci95
@@ -93,6 +94,8 @@ def training_curves(cells: Sequence[dict[str, Any]], out: Path) -> list[Path]:
                 axes[1][col].plot(mine[0]["val_curve"]["episode"], np.array(mine[0]["val_curve"]["accuracy"]) * 100,
                                   label=label, **style)
         axes[0][col].set_yscale("log")
+        for row in axes[:, col]:  # episodes are whole numbers, also when one logged loss is all there is
+            row.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         axes[0][col].set_title(f"{shot}-shot", fontsize=10)
         axes[0][col].set_xlabel("training episodes")
         axes[0][col].set_ylabel("training loss (log scale, mean over seeds)")
