@@ -75,10 +75,10 @@ COMMON_OPTIONS = (BACKBONE_OPTION, *TRAINING_OPTIONS)
 WEIGHTS_OPTIONS = (
     Option("weights", str, "", "start from the weights in this file (a state dict saved with torch.save, read "
            "with weights_only=True so nothing in it runs; a run's cell checkpoint works too); recorded by content "
-           "hash. With --train-episodes 0 the cell evaluates them as they are"),
+           "hash. With --train-episodes 0 the cell evaluates them as they are", omitted_at_default=True),
     Option("weights_layout", str, "native", "how the file's tensors map onto the method: native (its own "
            "state_dict) or an adapter the method declares for another code's checkpoints (weight_layouts; "
-           "relationnet and crn: csrn)"),
+           "relationnet and crn: csrn)", omitted_at_default=True),
 )
 WEIGHTS_KEYS = tuple(option.name for option in WEIGHTS_OPTIONS)
 # How a method with a feature head embeds an episode in training: one backbone call over support and query
@@ -303,7 +303,7 @@ class FewShotMethod(nn.Module):
         staged = cls.pretraining.as_options() if cls.pretraining is not None else ()
         embedding = (Option(EMBEDDING_OPTION, str, cls.embedding_calls, "training-time backbone calls per episode: "
                             "joint (support and query together) or separate (batch norm statistics per set)",
-                            choices=EMBEDDING_CHOICES),) if cls.has_feature_head() else ()
+                            choices=EMBEDDING_CHOICES, omitted_at_default=True),) if cls.has_feature_head() else ()
         return (*cls.options, backbone, *cls.optimisation.as_options(), *staged, *WEIGHTS_OPTIONS, *embedding)
 
 
@@ -361,6 +361,8 @@ def build_method(cls: type[FewShotMethod], options: dict[str, Any], image_shape:
     """``cls`` with resolved ``options`` (every option of ``all_options``) for images of ``image_shape``: the
     backbone by name, the recipe options left to the stages; weights drawn after ``torch.manual_seed(seed)`` when
     a seed is given."""
+    # Options a variant omits at their default (``Option.omitted_at_default``) are given to the method as declared.
+    options = {**{o.name: o.default for o in cls.all_options() if o.omitted_at_default}, **options}
     options = {k: v for k, v in options.items()
                if k not in TRAINING_OPTIONS and k not in PRETRAIN_OPTIONS and k not in WEIGHTS_KEYS}
     backbone_name = options.pop(BACKBONE_OPTION)
@@ -398,9 +400,8 @@ def resolve_variant(spec: Spec) -> MethodVariant:
         raise ConfigError(f"method '{spec.name}' has no weights layout '{layout}'; {hint}layouts: {known}")
     if layout != "native" and not resolved["weights"]:
         raise ConfigError(f"method '{spec.name}': weights_layout={layout} needs a file, weights=PATH")
-    defaults = {option.name: option.default for option in WEIGHTS_OPTIONS}
-    defaults[EMBEDDING_OPTION] = cls.embedding_calls
-    resolved = {k: v for k, v in resolved.items() if k not in defaults or v != defaults[k]}
+    omitted = {option.name: option.default for option in declared if option.omitted_at_default}
+    resolved = {k: v for k, v in resolved.items() if k not in omitted or v != omitted[k]}
     label = format_label(spec.name, resolved, declared)
     return MethodVariant(spec.name, tuple(resolved.items()), label)
 

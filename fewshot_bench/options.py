@@ -15,7 +15,9 @@ _FALSE = {"false", "0", "no", "off"}
 @dataclass(frozen=True)
 class Option:
     """One declared option: its name, type (bool, int, float or str), default, help, allowed values and
-    (for numbers) the smallest allowed value."""
+    (for numbers) the smallest allowed value. An option with ``omitted_at_default`` (one added after results were
+    published) is carried by a variant only when it differs from its default, so variants that do not use it keep
+    their resolved options, labels, records and behavioural fingerprints."""
 
     name: str
     type: type
@@ -23,6 +25,7 @@ class Option:
     help: str
     choices: tuple[Any, ...] | None = None
     minimum: float | None = None
+    omitted_at_default: bool = False
 
     def coerce(self, value: Any, owner: str) -> Any:
         """Convert ``value`` (a YAML value or a command-line string) to this option's type, or raise."""

@@ -34,13 +34,17 @@ from fewshot_bench.registry import register_method
 
 
 def attention_log_probs(query: torch.Tensor, support: torch.Tensor, support_labels: torch.Tensor, n_way: int,
-                        scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+                        scale: float, similarity: str = "cosine") -> tuple[torch.Tensor, torch.Tensor]:
     """Cosine attention of each query over the support set and the resulting class log-probabilities.
 
     Returns ``(attention (n_query, n_support), log_probs (n_query, n_way))``; each attention row sums to 1
     and the class probability is the attention mass on that class's support images (a weighted vote).
+    ``similarity="support-unit"`` leaves the query unnormalised (dot products with unit support embeddings), so
+    the query's norm sets the softmax's sharpness.
     """
-    similarity = F.normalize(query, dim=1) @ F.normalize(support, dim=1).t()
+    if similarity == "cosine":
+        query = F.normalize(query, dim=1)
+    similarity = query @ F.normalize(support, dim=1).t()
     attention = torch.softmax(scale * similarity, dim=1)
     one_hot = F.one_hot(support_labels, n_way).to(attention.dtype)
     probs = attention @ one_hot
@@ -90,6 +94,10 @@ class MatchingNet(FewShotMethod):
     options = (
         Option("fce", bool, True, "Full Context Embeddings (support BiLSTM + query attention LSTM)"),
         Option("scale", float, 10.0, "multiplier of cosine similarities before the attention softmax"),
+        Option("similarity", str, "cosine", "attention logits: cosine (query and support embeddings normalised, "
+               "the paper's c) or support-unit (the raw query against unit support embeddings, as easyfsl and the "
+               "TensorFlow re-implementation it follows: the query's norm acts as a learned temperature)",
+               ("cosine", "support-unit"), omitted_at_default=True),
     )
 
     def __init__(self, backbone: nn.Module, image_shape: tuple[int, int, int], **options) -> None:
@@ -113,4 +121,5 @@ class MatchingNet(FewShotMethod):
         if self.config["fce"]:
             support_features = self.support_context(support_features)
             query_features = self.query_context(query_features, support_features)
-        return attention_log_probs(query_features, support_features, support_labels, n_way, self.config["scale"])[1]
+        return attention_log_probs(query_features, support_features, support_labels, n_way, self.config["scale"],
+                                   self.config["similarity"])[1]

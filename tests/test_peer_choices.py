@@ -1,6 +1,9 @@
-"""``embedding_calls``: one backbone call per episode (support and query together) or one per set, which is
-what Sung et al.'s and CSRN's training code and easyfsl do. With batch norm in training mode the two differ:
-each set is normalised by its own statistics."""
+"""Options that reproduce a peer implementation's choices where they differ from a method's default
+(docs/performance.md traces each accuracy difference to one of them).
+
+``embedding_calls``: one backbone call per episode (support and query together) or one per set, which is what
+Sung et al.'s and CSRN's training code and easyfsl do. With batch norm in training mode the two differ: each set
+is normalised by its own statistics. ``matchingnet[similarity=support-unit]``: easyfsl's attention logits."""
 
 from __future__ import annotations
 
@@ -67,3 +70,26 @@ def test_a_meta_batch_with_separate_calls_embeds_all_supports_then_all_queries()
     tasks = [_task(0), _task(1)]
     loss = model.batched_loss(tasks)
     assert calls == [6, 12] and torch.isfinite(loss)
+
+
+def test_options_added_later_are_carried_only_when_given_and_reach_the_method_at_their_default():
+    plain = _variant("matchingnet")
+    assert "similarity" not in plain.option_dict and plain.label == "matchingnet"
+    assert plain.build((1, 24, 24), seed=0).config["similarity"] == "cosine"
+    given = _variant("matchingnet[similarity=support-unit]")
+    assert given.option_dict["similarity"] == "support-unit" and given.label == "matchingnet[similarity=support-unit]"
+
+
+def test_support_unit_similarity_is_the_raw_query_against_unit_support_embeddings():
+    import torch.nn.functional as F
+
+    from fewshot_bench.methods.matchingnet import attention_log_probs
+
+    generator = torch.Generator().manual_seed(0)
+    query, support = torch.randn(4, 8, generator=generator) * 5, torch.randn(3, 8, generator=generator)
+    labels = torch.arange(3)
+    attention, _ = attention_log_probs(query, support, labels, 3, scale=1.0, similarity="support-unit")
+    torch.testing.assert_close(attention, torch.softmax(query @ F.normalize(support, dim=1).t(), dim=1))
+    cosine, _ = attention_log_probs(query, support, labels, 3, scale=1.0)
+    torch.testing.assert_close(cosine, torch.softmax(F.normalize(query, dim=1) @ F.normalize(support, dim=1).t(), 1))
+    assert not torch.allclose(attention, cosine)  # the query's norm (about 14 here) sharpens the softmax
