@@ -15,6 +15,7 @@ import pytest
 
 from conftest import REPO
 from fewshot_bench.cli.main import main
+from waiting import wait_for
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/cmdline").exists() or sys.platform == "win32",
                                 reason="reads processes from /proc")
@@ -41,17 +42,6 @@ def _start(runs, run_id, *extra):
                                 start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
-def _wait_for(condition, what, timeout=180.0, process=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        assert process is None or process.poll() is None, f"the run ended while waiting for {what}"
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _running(folder):
     """pid of each cell a worker marked running."""
     pids = {}
@@ -67,7 +57,7 @@ def _running(folder):
 
 def _both_workers_computing(folder, process):
     """{cell: pid} once both workers of a ``--jobs 2`` run are computing a cell."""
-    return _wait_for(lambda: len(_running(folder)) == 2 and _running(folder), "both workers computing",
+    return wait_for(lambda: len(_running(folder)) == 2 and _running(folder), "both workers computing",
                      process=process)
 
 
@@ -133,7 +123,7 @@ def test_a_signal_stops_the_jobs_workers_and_nothing_writes_after_the_run_exited
             os.killpg(process.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
             if how == "ctrl-c-twice":  # again as soon as the run is stopping its workers
                 logs = folder / "jobs"
-                _wait_for(lambda: process.poll() is not None or any(
+                wait_for(lambda: process.poll() is not None or any(
                     "stopped" in p.read_text() for p in logs.rglob("*.err")), "the workers being stopped")
                 try:
                     os.killpg(process.pid, signal.SIGINT)
@@ -191,7 +181,7 @@ def test_workers_of_a_killed_run_stop_themselves(tmp_path):
         _both_workers_computing(folder, process)
         process.send_signal(signal.SIGKILL)
         process.wait()
-        _wait_for(lambda: not _processes_of(folder), "the workers to stop", timeout=30)
+        wait_for(lambda: not _processes_of(folder), "the workers to stop", timeout=30)
     finally:
         _kill_all(process, folder)
 

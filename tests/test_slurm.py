@@ -20,6 +20,7 @@ from fewshot_bench.cli.main import main
 from fewshot_bench.results.store import RunStore
 from inprocess import bench_here
 from slurm_cluster import SlurmCluster, SlurmUnavailable, ensure_installed, free_port, start_cluster
+from waiting import wait_for
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs Linux (/proc)")
 
@@ -65,17 +66,6 @@ def on_cluster(slurm_cluster, monkeypatch) -> SlurmCluster:
     return slurm_cluster
 
 
-def _wait_for(condition, what: str, timeout: float, process: subprocess.Popen | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        assert process is None or process.poll() is None, f"the run ended while waiting for {what}"
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def _accuracies(folder: Path):
     return {(c["label"], c["shot"], c["seed"]): c["accuracies"] for c in RunStore(folder).load_cells()}
 
@@ -113,7 +103,7 @@ def test_a_cancelled_slurm_run_resumes_byte_identical_to_the_local_run(tmp_path,
     first = subprocess.Popen([sys.executable, "-m", "fewshot_bench", "run", *GRID, *SLURM, "--output-dir", str(runs),
                               "--run-id", "cluster"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        job, worker = _wait_for(lambda: _one_done_one_computing(folder), "one cell done and the other computing",
+        job, worker = wait_for(lambda: _one_done_one_computing(folder), "one cell done and the other computing",
                                 180, first)
         # Cancelled as a user or an administrator would. Slurm's SIGTERM is ignored by submitit's workers, and
         # its SIGKILL comes seconds later (KillWait), when the cell may have finished: the test kills the
