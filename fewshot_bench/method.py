@@ -189,6 +189,8 @@ class FewShotMethod(nn.Module):
         self.backbone = backbone
         self.image_shape = image_shape
         self.config = options
+        # A variant's choice, else the method's default (the option exists on feature-head methods only).
+        self.embedding_calls = options.get(EMBEDDING_OPTION, type(self).embedding_calls)
 
     def predict(self, support: torch.Tensor, support_labels: torch.Tensor, query: torch.Tensor,
                 n_way: int) -> torch.Tensor:
@@ -366,12 +368,10 @@ def build_method(cls: type[FewShotMethod], options: dict[str, Any], image_shape:
     options = {k: v for k, v in options.items()
                if k not in TRAINING_OPTIONS and k not in PRETRAIN_OPTIONS and k not in WEIGHTS_KEYS}
     backbone_name = options.pop(BACKBONE_OPTION)
-    embedding_calls = options.pop(EMBEDDING_OPTION, cls.embedding_calls)
     if seed is not None:
         torch.manual_seed(seed)
     backbone = BACKBONES.get(backbone_name)(image_shape[0])
     method = cls(backbone, image_shape, **options)
-    method.embedding_calls = embedding_calls
     return method.to(memory_format=method.memory_format)
 
 
