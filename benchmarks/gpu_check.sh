@@ -6,7 +6,8 @@
 #   2. tests/test_gpu.py: no host sync in the episode loops; CUDA-graph steps equal eager steps;
 #   3. the FER2013 paper grid (configs/fer2013-grid.yaml, 63 cells) with --jobs $JOBS, stopped after
 #      $GRID_S seconds if unfinished (it resumes with the same command: finished cells are kept);
-#   4. benchmarks/throughput.py --device cuda against easyfsl and learn2learn (steady state, one process);
+#   4. benchmarks/throughput.py --device cuda against easyfsl and learn2learn (steady state, one process), and
+#      MAML with meta-batches of 4 (the task-batched program) against learn2learn's loop ($MAML_BATCH_ARGS);
 #   optional stage "modern": configs/fer2013-modern.yaml (Baseline, Baseline++, SimpleShot, FEAT) beside the
 #   grid, --jobs $MODERN_JOBS, stopped after $MODERN_S seconds;
 #   optional stage "context": the context issue's runs at the GPU budget, each stopped after a third of $CONTEXT_S
@@ -30,8 +31,10 @@ CURVE_ARGS=${CURVE_ARGS:-}; CHECKPOINT_ARGS=${CHECKPOINT_ARGS:-}  # dry runs: sm
 STAGES=${STAGES:-tests grid throughput}; JOBS=${JOBS:-4}; GRID_S=${GRID_S:-400}; THROUGHPUT_S=${THROUGHPUT_S:-120}; RUN_ID=${RUN_ID:-fer2013-grid-gpu}; RUNS=${RUNS:-/tmp/runs}
 # The CPU dry run (tests/test_gpu_script.py): DEVICE=cpu INSTALL=0 PY=<a python with the project installed>
 # GPU=<folder of tiny data> PROJ=<scratch> RUNS=<scratch>, tiny budgets through GRID_ARGS=--tiny, MODERN_ARGS,
-# CONTEXT_ARGS, CHECKPOINT_ARGS, CURVE_ARGS and THROUGHPUT_ARGS (flags given later override earlier ones).
+# CONTEXT_ARGS, CHECKPOINT_ARGS, CURVE_ARGS, THROUGHPUT_ARGS and MAML_BATCH_ARGS (flags given later override
+# earlier ones).
 GPU=${GPU:-$REPO/.gpu}; PY=${PY:-python3}; PROJ=${PROJ:-/tmp/proj}; INSTALL=${INSTALL:-1}; THROUGHPUT_ARGS=${THROUGHPUT_ARGS:-}
+MAML_BATCH_ARGS=${MAML_BATCH_ARGS:-}
 export PYTHONUNBUFFERED=1 COLUMNS=200
 if command -v nvidia-smi > /dev/null; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee "$OUT/gpu.txt"
@@ -121,6 +124,11 @@ if [[ " $STAGES " == *" throughput "* ]]; then
   timeout "$THROUGHPUT_S" $PY benchmarks/throughput.py --device "$DEVICE" --datasets fer2013 \
     --methods protonet,relationnet,matchingnet,maml --fer2013 "$GPU/data/fer2013-gpu.npz" \
     --train 150 --test 150 $THROUGHPUT_ARGS 2>&1 | tee "$OUT/throughput.log"
+  # MAML at Finn's miniImageNet 1-shot meta-batch (4 tasks a step): ours as one task-batched program on CUDA
+  # against learn2learn's task loop.
+  timeout "$THROUGHPUT_S" $PY benchmarks/throughput.py --device "$DEVICE" --datasets fer2013 \
+    --methods maml --meta-batch 4 --fer2013 "$GPU/data/fer2013-gpu.npz" \
+    --train 160 --test 50 $MAML_BATCH_ARGS 2>&1 | tee -a "$OUT/throughput.log"
 fi
 if [[ " $STAGES " == *" scaling "* ]]; then
   for jobs in ${SCALING_JOBS:-1 2 4 8}; do

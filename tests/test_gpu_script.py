@@ -44,7 +44,8 @@ def test_the_gpu_script_dry_runs_on_the_cpu(tmp_path):
            "CONTEXT_ARGS": f"--methods protonet --ceiling-epochs 1 {TINY}", "CONTEXT_S": "300",
            "CURVE_ARGS": "--split lake --way 3 --train-way 3 --query 1 --train-query 1 --shots 1 --train-episodes 4 "
                          "--budget-curve 2 --test-episodes 3 --context none",
-           "THROUGHPUT_ARGS": "--methods protonet --train 2 --test 2", "OMP_NUM_THREADS": "1"}
+           "THROUGHPUT_ARGS": "--methods protonet --train 2 --test 2", "MAML_BATCH_ARGS": "--train 8 --test 2",
+           "OMP_NUM_THREADS": "1"}
     result = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh")], env=env, capture_output=True,
                             text=True, timeout=900)
     logs = "".join(f"\n--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(out.glob("*.log")))
@@ -56,4 +57,6 @@ def test_the_gpu_script_dry_runs_on_the_cpu(tmp_path):
     assert (out / "runs.tgz").stat().st_size > 0
     for run in ("fer2013-grid-gpu", "fer2013-modern-gpu", "fer2013-context-gpu", "omniglot-curve-gpu"):
         assert list((tmp_path / "runs" / run / "cells").glob("*.json")), run
-    assert "protonet" in (out / "throughput.log").read_text()
+    throughput = (out / "throughput.log").read_text()
+    assert "protonet" in throughput and "meta-batch 4" in throughput
+    assert any(line.split()[1:3] == ["maml", "ours"] for line in throughput.splitlines() if line.strip()), throughput
