@@ -65,7 +65,7 @@ def load_setting(name: str, fer_path: str | None):
 
 # ------------------------------------------------------------------------------------------- ours
 def measure_ours(method: str, setting: str, fer_path: str | None, shot: int, n_train: int, n_test: int,
-                 device: str, seed: int) -> dict[str, Any]:
+                 device: str, seed: int, meta_batch: int = 1) -> dict[str, Any]:
     from fewshot_bench.device import prepare_device
     from fewshot_bench.engine.cell import run_cell
     from fewshot_bench.engine.training import TrainSettings
@@ -83,7 +83,8 @@ def measure_ours(method: str, setting: str, fer_path: str | None, shot: int, n_t
     variant = resolve(Spec.parse(method))  # pre-training options too (protonet[pretrain_epochs=2])
     # The runner's own cell pipeline (CUDA-graph replays on a GPU). Like the peers' loops, its first `warmup`
     # training episodes are not timed: on a GPU they are the eager warm-up steps and the capture.
-    warmup = 3 if variant.method_class.meta_trained else 0
+    # (With a meta-batch of B, the first 3 optimiser steps: 3·B episodes.)
+    warmup = 3 * meta_batch if variant.method_class.meta_trained else 0
     marks = {"seen": 0, "started": time.perf_counter(), "trained": None}
 
     class Timer:
@@ -98,7 +99,8 @@ def measure_ours(method: str, setting: str, fer_path: str | None, shot: int, n_t
 
         def evaluated(self, episodes: int) -> None: ...
 
-    settings = TrainSettings(episodes=n_train + warmup, log_interval=n_train + warmup, amp=True, seed=seed)
+    settings = TrainSettings(episodes=n_train + warmup, log_interval=n_train + warmup, amp=True, seed=seed,
+                             meta_batch=meta_batch)
     record = run_cell(variant, protocol, builder, settings, shot, seed, shared_test_episodes(protocol, shot, n_test),
                       None, dev, Timer())
     train_s = (marks["trained"] or marks["started"]) - marks["started"]
@@ -141,7 +143,9 @@ class _ArrayDataset(torch.utils.data.Dataset):
 
 
 def measure_easyfsl(method: str, setting: str, fer_path: str | None, shot: int, n_train: int, n_test: int,
-                    device: str, seed: int) -> dict[str, Any]:
+                    device: str, seed: int, meta_batch: int = 1) -> dict[str, Any]:
+    if meta_batch != 1:
+        raise ValueError("easyfsl trains one episode per optimiser step; --meta-batch applies to MAML only")
     from easyfsl.methods import MatchingNetworks, PrototypicalNetworks, RelationNetworks
     from easyfsl.samplers import TaskSampler
 
@@ -220,7 +224,7 @@ def measure_easyfsl(method: str, setting: str, fer_path: str | None, shot: int, 
 
 
 def measure_learn2learn(method: str, setting: str, fer_path: str | None, shot: int, n_train: int, n_test: int,
-                        device: str, seed: int) -> dict[str, Any]:
+                        device: str, seed: int, meta_batch: int = 1) -> dict[str, Any]:
     from fewshot_bench.backbones import feature_shape
     from fewshot_bench.peers import import_learn2learn
     from fewshot_bench.registry import BACKBONES
@@ -267,19 +271,23 @@ def measure_learn2learn(method: str, setting: str, fer_path: str | None, shot: i
             learner.adapt(F.cross_entropy(learner(sx)[:, :way], sy))
         return learner
 
-    tasks = taskset(protocol.train_ids, protocol.train_way, n_train + 3)
+    # 3 warm-up steps, then n_train episodes in steps of `meta_batch` tasks: each task's query loss over the
+    # meta-batch, back-propagated task by task (gradients accumulate), as learn2learn's MAML examples do.
+    steps = 3 + n_train // meta_batch
+    tasks = taskset(protocol.train_ids, protocol.train_way, steps * meta_batch)
     data_time = 0.0
-    for i in range(n_train + 3):
-        t0 = time.perf_counter()
-        sx, sy, qx, qy = split(tasks.sample(), protocol.train_way)
+    for i in range(steps):
         if i == 3:
             _sync(dev)
             start, data_time = time.perf_counter(), 0.0
-        elif i > 3:
-            data_time += time.perf_counter() - t0
-        loss = F.cross_entropy(adapt(sx, sy, protocol.train_way)(qx), qy)
         optimiser.zero_grad(set_to_none=True)
-        loss.backward()
+        for _ in range(meta_batch):
+            t0 = time.perf_counter()
+            sx, sy, qx, qy = split(tasks.sample(), protocol.train_way)
+            if i >= 3:
+                data_time += time.perf_counter() - t0
+            loss = F.cross_entropy(adapt(sx, sy, protocol.train_way)(qx), qy) / meta_batch
+            loss.backward()
         optimiser.step()
     _sync(dev)
     train_s = time.perf_counter() - start
@@ -469,11 +477,11 @@ def summarise(repeats: list[dict[str, Any]]) -> dict[str, Any]:
 
 def format_row(setting: str, method: str, impl: str, row: dict[str, Any], ours: dict[str, Any] | None) -> str:
     """A printed table line; peer lines carry ours/peer speed ratios and the paired accuracy difference."""
-    from fewshot_bench.stats import ci95, paired_test
+    from fewshot_bench.stats import ci95, paired_test, seed_difference
 
     acc = row["accuracies"] * 100
     accuracy = f"{acc.mean():5.1f} ± {ci95(acc):3.1f}"
-    ratio_train = ratio_eval = difference = ""
+    ratio_train = ratio_eval = difference = across_seeds = ""
     if ours is not None:
         per_train = [o / p for o, p in zip(ours["train_eps_each"], row["train_eps_each"])]
         per_eval = [o / p for o, p in zip(ours["eval_eps_each"], row["eval_eps_each"])]
@@ -484,9 +492,15 @@ def format_row(setting: str, method: str, impl: str, row: dict[str, Any], ours: 
             ratio_eval += f" [{min(per_eval):.2f}-{max(per_eval):.2f}]"
         paired = paired_test(ours["accuracies"], row["accuracies"])
         difference = f"{paired.mean_diff:+5.1f} ± {paired.ci95:3.1f}"
+        # The verdict uses the interval over independent trainings: the paired one above is over shared test
+        # episodes only, and two trainings of one implementation land points apart.
+        seeds = seed_difference(ours["seed_means"], row["seed_means"])
+        if seeds.ci95 == seeds.ci95:  # not NaN: at least two seeds a side
+            verdict = "agree" if abs(seeds.mean_diff) <= seeds.ci95 else "differ"
+            across_seeds = f"{seeds.mean_diff:+5.1f} ± {seeds.ci95:3.1f} {verdict}"
     return (f"{setting:<14} {method:<12} {impl:<12} {row['train_eps']:>10.2f} {row['eval_eps']:>10.2f} "
             f"{row['s_per_1000']:>10.1f} {row['rss_mb']:>8.0f} {row['cuda_mb']:>8.0f} {100 * row['data_share']:>6.1f}% "
-            f"{accuracy:>12} {difference:>12} {ratio_train:>17} {ratio_eval:>17} {row['steps']:<14} "
+            f"{accuracy:>12} {difference:>12} {across_seeds:>19} {ratio_train:>17} {ratio_eval:>17} {row['steps']:<14} "
             f"{'/'.join(f'{m:.1f}' for m in row['seed_means'])}")
 
 
@@ -500,6 +514,9 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=100, help="training episodes per measurement")
     parser.add_argument("--test", type=int, default=100, help="evaluation episodes per measurement")
     parser.add_argument("--repeats", type=int, default=1, help="alternate ours and the peer this many times")
+    parser.add_argument("--meta-batch", type=int, default=1,
+                        help="tasks per optimiser step (MAML and learn2learn; the papers': 4 for miniImageNet 1-shot, "
+                             "32 for Omniglot 5-way); a multiple of it is trained")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--soak", type=int, default=0, help="instead: RSS over this many training episodes")
     parser.add_argument("--soak-size", type=int, default=48)
@@ -523,10 +540,13 @@ def main() -> None:
         have_easyfsl = False
         print("note: easyfsl is not installed (scripts/setup.sh --dev installs it, or pip install easyfsl==1.5.0); "
               "its peers are skipped")
+    if args.meta_batch < 1 or args.train % args.meta_batch:
+        parser.error(f"--train ({args.train}) must be a multiple of --meta-batch ({args.meta_batch})")
     print(f"device {args.device}, torch {torch.__version__}, {os.cpu_count()} CPU cores, {args.shot}-shot, "
-          f"{args.train} training + {args.test} test episodes per measurement, {args.repeats} repeat(s)\n")
+          f"{args.train} training + {args.test} test episodes per measurement, {args.repeats} repeat(s), "
+          f"meta-batch {args.meta_batch}, {torch.get_num_threads()} thread(s) per process\n")
     header = (f"{'setting':<14} {'method':<12} {'impl':<12} {'train ep/s':>10} {'eval ep/s':>10} {'s/1000 ep':>10} "
-              f"{'RSS MB':>8} {'CUDA MB':>8} {'data %':>7} {'acc %':>12} {'Δ acc':>12} {'ratio train':>17} "
+              f"{'RSS MB':>8} {'CUDA MB':>8} {'data %':>7} {'acc %':>12} {'Δ acc':>12} {'Δ over seeds':>19} {'ratio train':>17} "
               f"{'ratio eval':>17} {'steps (tr/ev)':<14} acc % per seed")
     print(header)
     print("-" * len(header))
@@ -536,14 +556,14 @@ def main() -> None:
             continue
         for method in split_method_list([args.methods]):  # commas inside a variant's brackets stay its own
             peer = PEER.get(method.split("[")[0])  # methods without a peer implementation are measured alone
-            if peer == "easyfsl" and not have_easyfsl:
-                peer = None
+            if peer == "easyfsl" and (not have_easyfsl or args.meta_batch > 1):
+                peer = None  # (easyfsl trains one episode per optimiser step: no meta-batch to compare)
             impls = ["ours"] + ([peer] if peer else [])
             runs: dict[str, list[dict[str, Any]]] = {impl: [] for impl in impls}
             for seed in range(args.repeats):
                 for impl in impls:
                     runs[impl].append(in_fresh_process(impl, method, setting, args.fer2013, args.shot, args.train,
-                                                       args.test, args.device, seed))
+                                                       args.test, args.device, seed, args.meta_batch))
             ours = None
             for impl in impls:
                 errors = [r["error"] for r in runs[impl] if "error" in r]
@@ -556,7 +576,9 @@ def main() -> None:
                     ours = row
     print("\nratio = ours / peer episodes per second (higher is better for us; median over repeats, [lowest-highest]"
           " per-repeat ratio); acc % = mean test accuracy ± 95% CI on the same test episodes for every "
-          "implementation; Δ acc = paired mean difference ours − peer in points ± 95% CI; data % = share of the "
+          "implementation; Δ acc = paired mean difference ours − peer in points ± 95% CI over the shared test episodes; "
+          "Δ over seeds = difference of the implementations' mean per-seed accuracies ± Welch's 95% CI over the "
+          "independent trainings (needs --repeats 2 or more), 'agree' when that interval contains 0; data % = share of the "
           "training step spent building episodes (sampling, gathering, normalising); acc % per seed = each training "
           "seed's mean test accuracy (the spread between trainings, which the paired CI does not include).")
 

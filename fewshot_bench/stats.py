@@ -112,6 +112,46 @@ def paired_test(a: np.ndarray, b: np.ndarray, test: str = "t") -> PairedResult:
     return PairedResult(float(diff.mean()), half, p, n, test)
 
 
+@dataclass(frozen=True)
+class SeedDifference:
+    """The difference between two implementations' (or methods') accuracies across independent trainings.
+
+    Each side is a set of per-seed mean accuracies from separate trainings; the trainings of the two sides are
+    not paired (each draws its own initial weights and episodes), so the interval is Welch's: it carries the
+    training-to-training spread that a paired interval over shared test episodes leaves out.
+
+    Attributes:
+        mean_diff: mean of ``a``'s seed means minus mean of ``b``'s, in the inputs' unit.
+        ci95: half-width of Welch's 95% CI of ``mean_diff`` (NaN with fewer than two seeds on a side).
+        p_value: two-sided p-value of Welch's t-test (NaN likewise).
+        dof: Welch–Satterthwaite degrees of freedom.
+    """
+
+    mean_diff: float
+    ci95: float
+    p_value: float
+    dof: float
+
+
+def seed_difference(a: np.ndarray, b: np.ndarray) -> SeedDifference:
+    """Welch's comparison of two sets of per-seed mean accuracies (independent trainings)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    diff = float(a.mean() - b.mean()) if a.size and b.size else float("nan")
+    if a.size < 2 or b.size < 2:
+        return SeedDifference(diff, float("nan"), float("nan"), float("nan"))
+    from scipy import stats
+
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    se = math.sqrt(va + vb)
+    if se == 0.0:  # both sides constant: the difference is exact
+        return SeedDifference(diff, 0.0, 1.0 if diff == 0.0 else 0.0, float("inf"))
+    dof = (va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1))
+    half = float(stats.t.ppf(0.975, dof) * se)
+    p = float(2 * stats.t.sf(abs(diff) / se, dof))
+    return SeedDifference(diff, half, p, float(dof))
+
+
 def adjust_pvalues(pvalues: list[float], method: str = "holm") -> list[float]:
     """Multiple-comparison correction: Holm (step-down, default), Bonferroni, or none."""
     p = np.asarray(pvalues, dtype=np.float64)
