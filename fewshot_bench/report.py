@@ -16,6 +16,9 @@ from fewshot_bench.errors import ConfigError
 
 # Marks a value can carry; machine formats keep them as data, human formats show them.
 BEST, TIED = "best", "tied"
+# How the caption names the best-in-column mark: bold where the format can show it, a star where it cannot
+# (a console printed to a pipe or a log file has no bold).
+BEST_NOTE, PLAIN_BEST_NOTE, PLAIN_BEST_MARK = "Bold: best in column", "*: best in column", " *"
 
 
 @dataclass(frozen=True)

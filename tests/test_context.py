@@ -9,6 +9,7 @@ images of its training classes) show that it learnt.
 """
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -219,3 +220,19 @@ def test_a_split_without_validation_classes_selects_on_part_of_the_seen_holdout(
     assert cell["val_curve"]["selected_episode"] in (20, 40) and len(cell["seen"]["accuracies"]) == 10
     # A split with validation classes keeps selecting on them, and its records are unchanged (no source).
     assert prepare(merge(None, flags(tmp_path, data, "plain", context=["seen"]))).validation_source is None
+
+
+def test_each_context_row_says_when_it_starts_and_what_it_gave(tmp_path, caplog):
+    """Context rows are computed after the cells, a ceiling training a classifier first (minutes on a CPU): each
+    row says when it starts, the ceiling when its classifier is trained, and each row its accuracy and time."""
+    data = coded_faces(tmp_path / "t.npz", True)
+    with caplog.at_level("INFO", logger="fewshot_bench"):
+        run(merge(None, flags(tmp_path, data, "said", train_episodes=2, test_episodes=5, ceiling_epochs=1,
+                              context=["floor", "ceiling"])))
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("context row ")]
+    rows = sorted({m.split(":")[0].removeprefix("context row ") for m in said})
+    assert len(rows) == 3 and sum(r.startswith("floor") for r in rows) == 2 and rows[0].startswith("ceiling"), rows
+    for row in rows:
+        mine = [m for m in said if m.startswith(f"context row {row}:")]
+        assert mine[0].endswith(": computing") and re.search(r": \d+\.\d\d % \(\d+\.\d s\)$", mine[-1]), mine
+    assert any("ceiling classifier trained (1 epoch(s)" in m for m in said)

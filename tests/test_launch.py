@@ -185,6 +185,37 @@ def test_slurm_array_is_submitted_with_the_requested_parameters(tmp_path, monkey
     assert "0 done, 0 running, 0 failed, 0 interrupted, 2 pending" in status
 
 
+def test_status_asks_slurm_about_a_cell_running_on_another_node(tmp_path, monkeypatch, capsys):
+    """A cell marked running by a Slurm job on another node: its process cannot be checked from here, so squeue
+    is asked; a job it no longer lists as queued or running (killed with its node, cancelled) is interrupted."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sbatch").write_text('#!/bin/sh\necho "Submitted batch job 4242"\n')
+    (fake / "squeue").write_text("#!/bin/sh\necho '4242_0|RUNNING'\necho '4242_1|CANCELLED'\necho '4243|RUNNING'\n")
+    for tool in fake.iterdir():
+        tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    runs = tmp_path / "runs"
+    args = ["run", "--launcher", "slurm", "--methods", "protonet,crn,maml", "--shots", "1", "--query", "3",
+            "--dataset-option", "total=500", "--image-size", "24", "--output-dir", str(runs), "--run-id", "cluster"]
+    assert main(args) == 0
+    capsys.readouterr()
+    cells = [entry["cell"] for entry in json.loads((runs / "cluster" / "plan.json").read_text())]
+    (runs / "cluster" / "state").mkdir(exist_ok=True)
+    for cell, job in zip(cells, ("4242_0", "4242_1", "4242_2")):
+        (runs / "cluster" / "state" / f"{cell}.json").write_text(json.dumps(
+            {"state": "running", "host": "node-elsewhere", "pid": 1, "since": "2026-12-07T05:00:00+00:00",
+             "job": job}))
+    status = " ".join(main_output(["status", "cluster", "--output-dir", str(runs)], capsys).split())
+    assert "0 done, 1 running, 0 failed, 2 interrupted, 0 pending" in status, status
+    assert "its Slurm job 4242_1 on node-elsewhere is gone (cancelled in squeue)" in status, status
+    assert "its Slurm job 4242_2 on node-elsewhere is gone (no longer listed in squeue)" in status, status
+    # Where squeue cannot answer, nothing is known: the cells stay as their markers say.
+    (fake / "squeue").write_text("#!/bin/sh\nexit 1\n")
+    status = " ".join(main_output(["status", "cluster", "--output-dir", str(runs)], capsys).split())
+    assert "0 done, 3 running" in status, status
+
+
 def main_output(args, capsys):
     assert main(args) == 0
     return capsys.readouterr().out
@@ -195,9 +226,10 @@ def test_slurm_is_refused_cleanly_where_there_is_no_cluster(tmp_path, monkeypatc
     (tmp_path / "empty").mkdir()
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     args = ["run", "--launcher", "slurm", "--methods", "protonet", "--shots", "1", "--query", "3",
-            "--dataset-option", "total=500", "--image-size", "24", "--output-dir", str(tmp_path)]
+            "--dataset-option", "total=500", "--image-size", "24", "--output-dir", str(tmp_path / "runs")]
     assert main(args) == 3
     assert "cannot submit to Slurm here" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # refused before any run folder was written
 
 
 def test_cells_job_requeues_itself_on_preemption(tmp_path):

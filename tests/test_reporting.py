@@ -122,6 +122,28 @@ def test_markdown_table_snapshot_with_best_bold_and_paired_ties():
     ]
 
 
+def test_console_table_in_a_pipe_stars_the_best_and_says_so_and_a_terminal_shows_bold():
+    """A console table printed to a pipe or a log has no bold: the best entry is starred and the caption names
+    the star; on a terminal (colours on) the best entry is bold and the caption says bold."""
+    import io
+
+    from rich.console import Console
+
+    report = accuracy_report(table_from_cells(*run_cells()))
+    plain = render(report, "console")
+    lines = plain.splitlines()
+    assert any("66.25 ± 10.92 *" in line and line.lstrip("│ ").startswith("protonet") for line in lines)
+    assert "*: best in column" in plain and "Bold" not in plain
+    assert sum(line.count(" *") for line in lines if "±" in line) == 2  # one per column
+    terminal = io.StringIO()
+    from fewshot_bench.registry import FORMATS
+
+    FORMATS.get("console")().show(report, Console(file=terminal, force_terminal=True, color_system="standard",
+                                               width=200))
+    shown = terminal.getvalue()
+    assert "\x1b[1" in shown and "Bold: best in column" in shown and "10.92 *" not in shown
+
+
 def test_latex_table_snapshot():
     cells = [make_cell("protonet", 1, 0, A), make_cell("crn[js_weight=0]", 1, 0, A - np.array([0.1, 0, 0, 0, 0, 0, 0, 0.1]))]
     latex = render(accuracy_report(table_from_cells(cells, summary_rows(cells))), "latex")
@@ -376,6 +398,24 @@ def test_per_class_bars_carry_the_episode_interval_or_the_seed_interval(tmp_path
     fig = figures.pop("per_class_accuracy")
     assert half_widths(fig.axes[0])[0] == round(1.96 * 10 / np.sqrt(2), 6)  # std of 40 and 60 is 10
     assert "over seeds" in fig._suptitle.get_text()
+
+
+def test_a_long_variant_label_is_broken_into_legend_lines_and_the_layout_fits(tmp_path):
+    """A checkpoint's label carries its path: one unbroken legend line is wider than the figure and matplotlib
+    gives up on its layout ("Tight layout not applied"). It is broken after commas and slashes instead."""
+    import warnings
+
+    from fewshot_bench.reporting import plots
+
+    label = "crn[weights=../CSRN/weights/fer2013/CRN_fer2013_feature_encoder_model_best.pth,weights_layout=csrn]"
+    cell = {"label": label, "shot": 1, "class_accuracy": {"angry": 0.35, "disgust": 0.3, "fear": 0.33},
+            "class_ci95": {"angry": 0.02, "disgust": 0.03, "fear": 0.02}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert plots.per_class_accuracy([cell], tmp_path)
+    lines = plots.legend_label(label).splitlines()
+    assert len(lines) > 1 and all(len(line) <= plots.LEGEND_WIDTH for line in lines)
+    assert "".join(lines) == label and plots.legend_label("protonet") == "protonet"
 
 
 def test_the_evaluate_stage_gives_each_class_its_interval_over_episodes():

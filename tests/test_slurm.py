@@ -170,6 +170,7 @@ def test_sbatch_without_a_reachable_controller_is_one_line_at_once(tmp_path, mon
     assert "Slurm's controller cannot be reached" in lines[0] and "DOWN" in lines[0], err
     assert "sinfo" in lines[0] and "--launcher local" in lines[0], err
     assert took < 15, f"took {took:.1f} s"  # sbatch itself retries for about 10 s before it gives up
+    assert not (tmp_path / "runs").exists()  # refused before any run folder was written
 
 
 class _Job:

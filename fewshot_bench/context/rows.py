@@ -64,10 +64,15 @@ def compute_context(runner: "CellRunner", cells: list["Cell"]) -> list[str]:
             continue
         for kind, backbone in todo:
             rid = context_id(kind, backbone, protocol.way, shot, protocol.query, seed)
+            # Said as each row starts and ends: a ceiling trains a classifier first, minutes on a CPU.
+            started = time.perf_counter()
+            logger.info(f"context row {rid}: computing")
             try:
                 if kind == "ceiling" and (backbone, seed) not in trained:
                     trained[(backbone, seed)] = train_ceiling(backbone, protocol, runner.builder, seed,
                                                               config.ceiling_epochs, amp=runner.settings.amp)
+                    logger.info(f"context row {rid}: ceiling classifier trained ({config.ceiling_epochs} epoch(s), "
+                                f"{time.perf_counter() - started:.0f} s)")
                 record = _context_record(runner, kind, backbone, shot, seed, episodes,
                                          trained[(backbone, seed)] if kind == "ceiling" else None)
             except Exception as exc:
@@ -77,6 +82,8 @@ def compute_context(runner: "CellRunner", cells: list["Cell"]) -> list[str]:
             if kind == "floor":
                 record.update(test_episodes_file=f"episodes/{setting}.npz")
             store.save_context(rid, record)
+            logger.info(f"context row {rid}: {record['mean']:.2f} % "
+                        f"({time.perf_counter() - started:.1f} s)")
     return failures
 
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from fewshot_bench.config import RunConfig, merge
 from fewshot_bench.engine.progress import LogLinesObserver
-from fewshot_bench.engine.slurm import JobStates, check_controller, live_jobs
+from fewshot_bench.engine.slurm import ACTIVE, JobStates, check_controller, live_jobs, queue_states
 from fewshot_bench.errors import BenchError, ConfigError
 from fewshot_bench.report import Column, Report, Value
 from fewshot_bench.results.store import RunStore, pid_alive
@@ -154,11 +154,6 @@ def make_executor(config: RunConfig, folder: Path):
         except RuntimeError as exc:
             raise BenchError(f"cannot submit to Slurm here ({exc}); run bench on a login node of your cluster, "
                              "or use --launcher local") from None
-        sbatch = shutil.which("sbatch")
-        if sbatch is None:
-            raise BenchError("cannot submit to Slurm here (no `sbatch` on PATH); run bench on a login node of your "
-                             "cluster, or use --launcher local")
-        check_controller(sbatch)
         parameters = {
             "name": f"fsb-{config.run_id}"[:60],
             "timeout_min": settings.get("time_min", 60),
@@ -176,6 +171,16 @@ def make_executor(config: RunConfig, folder: Path):
         parameters = {"name": f"fsb-{config.run_id}"[:60], "timeout_min": settings.get("time_min", 24 * 60)}
     executor.update_parameters(**{k: v for k, v in parameters.items() if v is not None})
     return executor
+
+
+def require_slurm() -> None:
+    """Refuse at once, in one line, where no Slurm job can be submitted: no ``sbatch`` on PATH, or a controller that
+    does not answer. Called before the run folder is touched, so a refused run leaves nothing behind."""
+    sbatch = shutil.which("sbatch")
+    if sbatch is None:
+        raise BenchError("cannot submit to Slurm here (no `sbatch` on PATH); run bench on a login node of your "
+                         "cluster, or use --launcher local")
+    check_controller(sbatch)
 
 
 def submit(config: RunConfig, store: RunStore, cell_ids: Sequence[str]) -> list[Any]:
@@ -266,6 +271,8 @@ def submit_run(config: RunConfig) -> Submission:
     interrupted cells are retried."""
     from fewshot_bench.engine.runner import plan_cells, start_run
 
+    if config.launcher == "slurm":
+        require_slurm()
     if config.run_id:  # before the run folder is touched (its config, plan and environment are written again)
         store = RunStore(Path(config.output_dir) / config.run_id)
         if config.launcher == "slurm":
@@ -548,11 +555,34 @@ def _has_exception(job: Any) -> bool:
 STATE_STYLE = {"done": "green", "running": "cyan", "failed": "red", "interrupted": "yellow", "pending": "white"}
 
 
+def _check_remote_jobs(states: dict[str, dict[str, Any]]) -> None:
+    """A cell marked running on another machine by a Slurm job: its process cannot be looked up from here, but
+    Slurm can say whether the job still runs. One that squeue no longer lists as queued or running (it was
+    cancelled, killed with its node, or ran out of time) is interrupted; nothing is changed where squeue
+    cannot answer."""
+    here = socket.gethostname()
+    remote = {cid: state for cid, state in states.items()
+              if state["state"] == "running" and state.get("job") and state.get("host") != here}
+    if not remote:
+        return
+    queue = queue_states()
+    if queue is None:
+        return
+    for state in remote.values():
+        job = str(state["job"])
+        if queue.get(job) not in ACTIVE:
+            seen = queue.get(job, "no longer listed")
+            state["state"] = "interrupted"
+            state["error"] = (f"its Slurm job {job} on {state['host']} is gone ({seen.lower()} in squeue); "
+                              "--resume runs the cell")
+
+
 def status_report(store: RunStore) -> Report:
     """Every planned cell's state (where it runs, or its error and log), with the counts in the title."""
     states = store.cell_states()
     if not states:
         raise BenchError(f"run '{store.run_id}' has no plan.json; it was not started by this version of bench")
+    _check_remote_jobs(states)
     counts: dict[str, int] = {}
     for state in states.values():
         counts[state["state"]] = counts.get(state["state"], 0) + 1

@@ -9,14 +9,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from fewshot_bench.registry import register_format
-from fewshot_bench.report import BEST, EMPTY, TIED, Report, ReportFormat
+from fewshot_bench.report import BEST, BEST_NOTE, EMPTY, PLAIN_BEST_MARK, PLAIN_BEST_NOTE, TIED, Report, ReportFormat
 
 
 @register_format("console")
 class ConsoleFormat(ReportFormat):
-    """A table for the terminal: best in bold green, ties marked †, states in colour."""
+    """A table for the terminal: best in bold green, ties marked †, states in colour. Printed where styles do not
+    show (a pipe, a log file), the best entry is starred instead and the caption says so."""
 
-    def table(self, report: Report) -> Table:
+    def table(self, report: Report, styled: bool = True) -> Table:
         table = Table(title=escape(report.title) if report.title else None, title_justify="left")
         for index, column in enumerate(report.columns):
             table.add_column(escape(column.name), justify=column.align, style="bold" if index == 0 else None)
@@ -30,7 +31,7 @@ class ConsoleFormat(ReportFormat):
                 # Labels contain brackets (crn[dap=false]) that rich would read as markup.
                 text = escape(value.text)
                 if value.mark == BEST:
-                    text = f"[bold green]{text}[/]"
+                    text = f"[bold green]{text}[/]" if styled else text + PLAIN_BEST_MARK
                 elif value.mark == TIED:
                     text += " †"
                 if value.style:
@@ -40,10 +41,12 @@ class ConsoleFormat(ReportFormat):
         return table
 
     def show(self, report: Report, console: Console) -> None:
-        console.print(self.table(report))
+        styled = console.color_system is not None and not console.no_color
+        console.print(self.table(report, styled))
         if report.caption:
+            caption = report.caption if styled else report.caption.replace(BEST_NOTE, PLAIN_BEST_NOTE)
             # The console decides: wrapped at words on a terminal, one unbroken line in a log or a pipe.
-            console.print(escape(report.caption))
+            console.print(escape(caption))
 
     def render(self, report: Report) -> str:
         buffer = io.StringIO()

@@ -15,6 +15,21 @@ from matplotlib.ticker import MaxNLocator
 from fewshot_bench.console import logger
 from fewshot_bench.stats import ci95
 
+# A legend entry wider than this many characters is broken into lines: a variant label can carry a checkpoint's
+# path, and one unbroken line would be wider than the figure (matplotlib then gives up on its layout).
+LEGEND_WIDTH = 40
+
+
+def legend_label(label: str) -> str:
+    """A variant label for a legend, broken after its commas and slashes into lines of at most ``LEGEND_WIDTH``."""
+    import textwrap
+
+    if len(label) <= LEGEND_WIDTH:
+        return label
+    spaced = label.replace(",", ", ").replace("/", "/ ")
+    lines = textwrap.wrap(spaced, LEGEND_WIDTH, break_long_words=True, break_on_hyphens=False)
+    return "\n".join(line.replace(", ", ",").replace("/ ", "/") for line in lines)
+
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 
@@ -58,7 +73,7 @@ def accuracy_vs_shots(rows: Sequence[dict[str, Any]], out: Path) -> list[Path]:
     for i, label in enumerate(labels):
         mine = sorted((r for r in rows if r["label"] == label), key=lambda r: r["shot"])
         ax.errorbar([r["shot"] for r in mine], [r["mean"] for r in mine], yerr=[_interval(r) for r in mine],
-                    label=label, color=OKABE_ITO[i % len(OKABE_ITO)], marker=MARKERS[i % len(MARKERS)],
+                    label=legend_label(label), color=OKABE_ITO[i % len(OKABE_ITO)], marker=MARKERS[i % len(MARKERS)],
                     capsize=3, linewidth=1.5)
     way = rows[0]["way"]
     ax.axhline(100 / way, color="grey", linestyle=":", linewidth=1, label=f"chance ({100 / way:.1f} %)")
@@ -89,10 +104,10 @@ def training_curves(cells: Sequence[dict[str, Any]], out: Path) -> list[Path]:
             # is a point, which a line alone does not draw.
             style = dict(color=OKABE_ITO[i % len(OKABE_ITO)], marker=MARKERS[i % len(MARKERS)],
                          markevery=0.2 if len(episodes) >= 5 else None)
-            axes[0][col].plot(episodes, losses, label=label, **style)
+            axes[0][col].plot(episodes, losses, label=legend_label(label), **style)
             if has_val and mine[0]["val_curve"]["episode"]:
                 axes[1][col].plot(mine[0]["val_curve"]["episode"], np.array(mine[0]["val_curve"]["accuracy"]) * 100,
-                                  label=label, **style)
+                                  label=legend_label(label), **style)
         axes[0][col].set_yscale("log")
         for row in axes[:, col]:  # episodes are whole numbers, also when one logged loss is all there is
             row.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
@@ -148,7 +163,7 @@ def per_class_accuracy(cells: Sequence[dict[str, Any]], out: Path) -> list[Path]
                 continue
             values, errors, kind = _class_bars(mine, classes)
             over.add(kind)
-            ax.bar(np.arange(len(classes)) + (i - (len(labels) - 1) / 2) * width, values, width, label=label,
+            ax.bar(np.arange(len(classes)) + (i - (len(labels) - 1) / 2) * width, values, width, label=legend_label(label),
                    yerr=None if kind == "none" else errors, capsize=2, error_kw={"linewidth": 0.8},
                    color=OKABE_ITO[i % len(OKABE_ITO)], hatch=["", "//", "..", "xx", "\\\\", "--", "++", "oo"][i % 8],
                    edgecolor="white", linewidth=0.5)
@@ -191,7 +206,7 @@ def accuracy_vs_budget(cells: Sequence[dict[str, Any]], out: Path) -> list[Path]
                 error = 1.96 * means.std(axis=0) / np.sqrt(len(mine))
             else:
                 error = np.array([*mine[0]["budget_curve"]["ci95"], 100 * ci95(mine[0]["accuracies"])])
-            ax.errorbar(budgets, means.mean(axis=0), yerr=error, label=label, color=OKABE_ITO[i % len(OKABE_ITO)],
+            ax.errorbar(budgets, means.mean(axis=0), yerr=error, label=legend_label(label), color=OKABE_ITO[i % len(OKABE_ITO)],
                         marker=MARKERS[i % len(MARKERS)], capsize=3, linewidth=1.5)
         way = curved[0]["way"]
         ax.axhline(100 / way, color="grey", linestyle=":", linewidth=1, label=f"chance ({100 / way:.1f} %)")

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fewshot_bench.report import BEST, TIED, Column, Report, Value
+from fewshot_bench.report import BEST, BEST_NOTE, TIED, Column, Report, Value
 from fewshot_bench.stats import CI_FORMULA, SEED_CI_FORMULA, adjust_pvalues, paired_test
 
 ALPHA = 0.05
@@ -88,7 +88,7 @@ def _caption(rows: Sequence[dict[str, Any]], tie_rule: str) -> str:
         columns, key=lambda c: tuple(str(part) for part in c))))
     return (f"{tested}. Accuracy (%) on {'/'.join(map(str, ways))}-way episodes with {'/'.join(map(str, queries))} queries per "
             f"class, {'/'.join(map(str, episodes))} test episodes × {'/'.join(map(str, seeds))} seed(s), "
-            f"{identical}{grouped}; {CI_FORMULA}{seed_rule}. Bold: best in column; †: {tie_rule}.")
+            f"{identical}{grouped}; {CI_FORMULA}{seed_rule}. {BEST_NOTE}; †: {tie_rule}.")
 
 
 def _best(table: AccuracyTable, column: tuple) -> list[str]:
