@@ -139,7 +139,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", default=str(REPO / "results" / "records"))
     parser.add_argument("--out", default=str(REPO / "results" / "fingerprints" / "baselines.json"))
-    parser.add_argument("--commits", nargs="*", help="only these of the records' commits")
+    parser.add_argument("--commits", nargs="*", help="only these of the records' commits (the other commits' "
+                        "baselines in --out are kept)")
     parser.add_argument("--compare-at", help="also probe this commit (not stored) and compare every baseline with it")
     args = parser.parse_args()
 
@@ -173,7 +174,15 @@ def main() -> int:
     versions = sorted(probe_versions)
     if len(versions) > 1:
         raise SystemExit(f"the probe reported several versions: {versions}")
-    document = {"probe": versions[0] if versions else None, "tolerance": DEFAULT_TOLERANCE, "commits": commits}
+    stored = commits
+    if args.commits and out.exists():
+        # Only some commits were probed: the other commits' baselines stay (from the same probe only).
+        earlier = json.loads(out.read_text())
+        if versions and earlier.get("probe") != versions[0]:
+            raise SystemExit(f"{out} was made by probe {earlier.get('probe')}, this one is {versions[0]}: rerun "
+                             "without --commits to baseline every record's commit again")
+        stored = {**earlier.get("commits", {}), **commits}
+    document = {"probe": versions[0] if versions else None, "tolerance": DEFAULT_TOLERANCE, "commits": stored}
     out.write_text(json.dumps(document, sort_keys=True, indent=1) + "\n")
     print(f"wrote {out}")
 

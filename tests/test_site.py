@@ -78,6 +78,50 @@ def test_the_site_has_the_leaderboard_a_page_per_run_and_per_card_section(site):
         assert f'<select data-filter="{key}">' in index
 
 
+def test_the_leaderboard_says_whether_each_row_is_what_todays_code_computes(site):
+    """The code column: the tiny run, made by today's code, is current; the committed record's rows carry the
+    state its fingerprints give (with why, on hover); context rows, computed by no method variant, have none."""
+    index = (site / "index.html").read_text()
+    body = index.split('<table class="sortable compact" id="leaderboard">')[1].split("</table>")[0]
+    assert "<th data-type=\"text\">code</th>" in body and "whether a row's cells are what today's code computes" in index
+    rows = body.split("<tr ")[1:]  # the data rows (the header's is a bare <tr>)
+    states = {}
+    for row in rows:
+        dataset = re.search(r'data-dataset="([^"]+)"', row).group(1)
+        method = re.search(r'data-method="([^"]+)"', row).group(1)
+        code = re.search(r'<td class="code ([a-z]*)" title="([^"]*)">([^<]*)</td>', row)
+        states[(dataset, method, 'class="context"' in row)] = code.group(1, 2, 3)
+    assert states[("synthetic-fer", "protonet", False)] == ("current", "", "current")
+    assert states[("synthetic-fer", "matchingnet", False)] == ("current", "", "current")
+    record = states[("omniglot", "protonet", False)]
+    assert record[2] in ("current (refactored)", "stale", "unverified") and record[0] == record[2].split()[0]
+    assert record[1]  # why: the fingerprint it was compared with, or what is missing
+    assert all(code == ("", "", "") for (_, _, context), code in states.items() if context)
+
+
+def test_a_stale_row_is_marked_on_the_leaderboard(tmp_path):
+    from fewshot_bench.fingerprint.status import STALE, RecordState
+    from fewshot_bench.reporting.site import board_entries, build_site, collect_pages
+
+    class Stale:
+        """Every row stale, as when today's code behaves differently from the code that computed it."""
+
+        def prepare(self, labels):
+            self.labels = sorted(set(labels))
+
+        def row_state(self, records):
+            assert records  # the row's own cells
+            return RecordState(STALE, f"{records[0]['label']} behaves differently")
+
+    states = Stale()
+    entries = board_entries(collect_pages([], [RECORD]), states)
+    assert states.labels == ["protonet", "relationnet"]
+    assert {e["code"] for e in entries if not e.get("context")} == {STALE}
+    site = build_site(tmp_path / "site", [], [RECORD], None, states)
+    index = (site.out / "index.html").read_text()
+    assert '<td class="code stale" title="protonet behaves differently">stale</td>' in index
+
+
 def test_a_run_page_has_its_table_figures_config_and_provenance(site):
     from fewshot_bench.results.leaderboard import load_cells
 

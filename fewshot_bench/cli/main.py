@@ -273,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="committed records or folders of them; repeatable (default: results/records, if it exists)")
     site.add_argument("--card", metavar="FILE", help="the Markdown reproduction card `bench card` writes, one page per "
                                                      "section (default: results/REPRODUCTION.md, if it exists)")
+    site.add_argument("--fingerprints", default="results/fingerprints", metavar="DIR",
+                      help="committed behavioural fingerprints that decide whether a leaderboard row is what today's "
+                           "code computes (default: %(default)s); variants without one are probed now, seconds each")
 
     datasets = sub.add_parser("datasets", parents=[common], help="inspect datasets")
     dsub = datasets.add_subparsers(dest="datasets_command", metavar="ACTION")
@@ -978,12 +981,15 @@ def _given_or_default(given: Sequence[str] | None, default: str, flag: str) -> l
 
 
 def command_site(args: argparse.Namespace) -> int:
+    from fewshot_bench.fingerprint.book import FingerprintBook
+    from fewshot_bench.fingerprint.status import CodeStates
     from fewshot_bench.reporting.site import build_site
 
     runs = _given_or_default(args.runs, RunConfig().output_dir, "--runs")
     records = _given_or_default(args.records, "results/records", "--records")
     cards = _given_or_default([args.card] if args.card else None, "results/REPRODUCTION.md", "--card")
-    site = build_site(Path(args.out), runs, records, cards[0] if cards else None)
+    states = CodeStates(FingerprintBook.load(args.fingerprints))
+    site = build_site(Path(args.out), runs, records, cards[0] if cards else None, states)
     make_console().print(f"wrote {site.out}: {len(site.pages)} pages ({site.runs} run and record pages"
                          + (f", {site.card_sections} card sections" if site.card_sections else "")
                          + f"), {len(site.figures)} figure files; open {site.out / 'index.html'}")

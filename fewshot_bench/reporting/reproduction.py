@@ -13,11 +13,11 @@ import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Iterable, Protocol
 
 from fewshot_bench.config import LOGISTICS, SETTINGS, RunConfig, load_yaml, merge
 from fewshot_bench.errors import ConfigError
-from fewshot_bench.results.leaderboard import leaderboard_rows, load_cells, render_csv
+from fewshot_bench.results.leaderboard import leaderboard_rows, load_cells, render_csv, row_cells
 from fewshot_bench.stats import CI_FORMULA, SEED_CI_FORMULA
 
 # "gpu": a budget sized for a GPU session (no paper's: each row states its episodes); "reduced": cut to fit a 2-core CPU;
@@ -135,6 +135,8 @@ def load_card(path: str | Path) -> Card:
 class StateOfCells(Protocol):
     """Tells whether cell records are what today's code computes (``fewshot_bench.fingerprint.status``)."""
 
+    def prepare(self, labels: Iterable[str]) -> None: ...
+
     def row_state(self, records: list[dict[str, Any]]) -> Any: ...
 
 
@@ -245,16 +247,6 @@ class SectionResult:
     environments: dict[Path, dict[str, Any]]
 
 
-def _row_cells(cells: list[dict[str, Any]], row: dict[str, Any]) -> list[dict[str, Any]]:
-    """The cell records pooled into leaderboard ``row``."""
-    from fewshot_bench.results.numerics import record_numerics
-
-    return [c for c in cells if c.get("label") == row["label"] and c.get("way") == row["way"]
-            and c.get("shot") == row["shot"] and c.get("query") == row["query"]
-            and c.get("settings_hash") == row.get("settings_hash")
-            and record_numerics(c) == {"device_kind": row.get("device_kind"), "precision": row.get("precision")}]
-
-
 def fill_section(section: CardSection, states: StateOfCells) -> SectionResult:
     """Read every run of a section and pair its rows with the published ones; ``states`` says whether each row's
     cells are what today's code computes."""
@@ -282,7 +274,7 @@ def fill_section(section: CardSection, states: StateOfCells) -> SectionResult:
             if paper_index is not None:
                 matched.add(paper_index)
             paper = section.paper[paper_index] if paper_index is not None else None
-            state = states.row_state(_row_cells(cells, row))
+            state = states.row_state(row_cells(cells, row))
             rows.append(CardRow(row["label"], method, row["way"], row["shot"], paper, row, run.budget,
                                 run.config_path, state.state, state.detail))
     for index, paper in enumerate(section.paper):

@@ -21,7 +21,8 @@ from typing import Any, Sequence
 
 from fewshot_bench.errors import ConfigError
 from fewshot_bench.report import Report
-from fewshot_bench.results.leaderboard import leaderboard_rows, load_cells, load_context, run_folders
+from fewshot_bench.results.leaderboard import leaderboard_rows, load_cells, load_context, row_cells, run_folders
+from fewshot_bench.reporting.reproduction import StateOfCells
 
 # Written into every site: a folder holding it may be replaced by the next build, any other folder is refused.
 MARKER = ".bench-site"
@@ -95,17 +96,27 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
-def board_entries(pages: Sequence[RunPage]) -> list[dict[str, Any]]:
-    """The leaderboard rows of every page's cells and context rows, each with the pages of its runs."""
+def board_entries(pages: Sequence[RunPage], states: StateOfCells | None = None) -> list[dict[str, Any]]:
+    """The leaderboard rows of every page's cells and context rows, each with the pages of its runs and, given
+    ``states``, whether its cells are what today's code computes (``code``, ``code_detail``; context rows, which no
+    method variant computed, have none)."""
     cells = [cell for page in pages for cell in page.cells]
     rows = leaderboard_rows(cells, context=load_context([page.folder for page in pages], cells))
     by_name: dict[str, list[RunPage]] = {}
     for page in pages:
         by_name.setdefault(page.name, []).append(page)
-    return [{**row, "mean": _number(row["mean"]), "ci95": _number(row["ci95"]),
-             "seed_ci95": _number(row["seed_ci95"]) if row.get("seeds", 1) > 1 else None,
-             "pages": [p for run in str(row["run_ids"]).split(";") for p in by_name.get(run, [])]}
-            for row in rows]
+    if states is not None:  # every variant's fingerprint at once (those without a committed one are probed)
+        states.prepare([row["label"] for row in rows if not row.get("context")])
+    entries = []
+    for row in rows:
+        code = None
+        if states is not None and not row.get("context"):
+            code = states.row_state(row_cells(cells, row))
+        entries.append({**row, "mean": _number(row["mean"]), "ci95": _number(row["ci95"]),
+                        "seed_ci95": _number(row["seed_ci95"]) if row.get("seeds", 1) > 1 else None,
+                        "code": code.state if code else "", "code_detail": code.detail if code else "",
+                        "pages": [p for run in str(row["run_ids"]).split(";") for p in by_name.get(run, [])]})
+    return entries
 
 
 def _report_view(report: Report) -> dict[str, Any]:
@@ -200,9 +211,11 @@ def _prepare_out(out: Path) -> Path:
     return staging
 
 
-def build_site(out: Path, runs: Sequence[Path], records: Sequence[Path], card: Path | None = None) -> Site:
+def build_site(out: Path, runs: Sequence[Path], records: Sequence[Path], card: Path | None = None,
+               states: StateOfCells | None = None) -> Site:
     """Write the site of every run under ``runs`` and record under ``records`` (and of ``card``, the Markdown
-    reproduction card, when given) to ``out``, replacing an earlier build there as a whole."""
+    reproduction card, when given) to ``out``, replacing an earlier build there as a whole. With ``states`` the
+    leaderboard says of each row whether its cells are what today's code computes."""
     from fewshot_bench.reporting.markdown_html import markdown_to_html
     from fewshot_bench.reporting.tables import run_accuracy_report
     from fewshot_bench.results.store import summary_rows
@@ -232,7 +245,7 @@ def build_site(out: Path, runs: Sequence[Path], records: Sequence[Path], card: P
             (staging / asset).write_bytes(resources.files("fewshot_bench.reporting").joinpath(
                 "templates", asset).read_bytes())
         (staging / MARKER).write_text("written by `bench site`; the next build replaces this folder\n")
-        entries = board_entries(pages)
+        entries = board_entries(pages, states)
         for page in pages:
             drawn = _figures(page, staging / "runs" / page.slug)
             figures += [out / p.relative_to(staging) for p in drawn]

@@ -40,6 +40,17 @@ def cell_settings_hash(cell: dict[str, Any]) -> str:
     return cell.get("settings_hash") or f"run:{cell.get('run_id', '?')}"
 
 
+def row_cells(cells: Iterable[dict[str, Any]], row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The cell records that ``leaderboard_rows`` pooled into ``row``: same dataset, setting, variant, settings
+    hash and numerics."""
+    from fewshot_bench.results.numerics import record_numerics
+
+    numerics = {"device_kind": row.get("device_kind"), "precision": row.get("precision")}
+    return [c for c in cells if c.get("label") == row["label"] and c.get("dataset") == row["dataset"]
+            and c.get("way") == row["way"] and c.get("shot") == row["shot"] and c.get("query") == row["query"]
+            and cell_settings_hash(c) == row.get("settings_hash") and record_numerics(c) == numerics]
+
+
 def run_folders(paths: Iterable[Path]) -> list[Path]:
     """Run folders (those holding ``cells/``) at or directly below each path."""
     found = []
