@@ -160,7 +160,7 @@ def meta_batch(args: argparse.Namespace) -> None:
                 times.append(time.perf_counter() - started)
         label = "task loop" if vmap == "off" else "task-batched"
         print(f"{label:<14} {1000 * min(times):8.1f} ms per meta-step of {args.tasks} tasks (best of {args.repeats}), "
-              f"loss {float(loss):.6f}", flush=True)
+              f"loss {float(loss.detach()):.6f}", flush=True)
     worst = max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
                 for a, b in zip(gradients["on"], gradients["off"]) if b.abs().max() > 1e-6)
     print(f"largest relative difference of a meta-gradient (parameters with a non-zero one): {worst:.2e}")

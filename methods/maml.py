@@ -15,7 +15,7 @@ and the head is one batched matrix product. Its losses and first- and second-ord
 task loop's (float64, in the tests). It needs a backbone of plain layers (convolutions, batch norm with
 ``bn=batch``, ReLU, max-pooling: every Conv-4) and tasks of one shape. ``vmap=auto`` uses it on CUDA only:
 on a 2-core CPU the grouped convolutions made a 32-task second-order Omniglot meta-step 1.7× slower than the
-loop. (``torch.func.vmap``, the earlier first-order-only vectorisation, gave a wrong second-order gradient
+loop (benchmarks/maml_step.py). (``torch.func.vmap``, the earlier first-order-only vectorisation, gave a wrong second-order gradient
 through the conv/batch-norm blocks in torch 2.14: off by 1e-3 relative even in float64.)
 
 Choices, all options:
