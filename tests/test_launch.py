@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+from fake_commands import fake_commands
 from fewshot_bench.cli.main import main
 from fewshot_bench.results.store import RunStore
 from inprocess import bench_here
@@ -160,13 +161,7 @@ def test_without_jobs_a_failing_cell_also_leaves_the_others_to_finish(tmp_path):
 
 
 def test_slurm_array_is_submitted_with_the_requested_parameters(tmp_path, monkeypatch, capsys):
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "sbatch").write_text('#!/bin/sh\necho "Submitted batch job 4242"\n')
-    (fake / "srun").write_text("#!/bin/sh\nexit 0\n")
-    for tool in fake.iterdir():
-        tool.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    fake_commands(tmp_path, monkeypatch, sbatch='echo "Submitted batch job 4242"\n', srun="exit 0\n")
     config = tmp_path / "slurm.yaml"
     config.write_text("launcher: slurm\nslurm: {partition: gpu, time_min: 45, gpus: 1, cpus: 8, mem_gb: 32, "
                       "array_parallelism: 2, account: fsl}\n")
@@ -188,13 +183,8 @@ def test_slurm_array_is_submitted_with_the_requested_parameters(tmp_path, monkey
 def test_status_asks_slurm_about_a_cell_running_on_another_node(tmp_path, monkeypatch, capsys):
     """A cell marked running by a Slurm job on another node: its process cannot be checked from here, so squeue
     is asked; a job it no longer lists as queued or running (killed with its node, cancelled) is interrupted."""
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "sbatch").write_text('#!/bin/sh\necho "Submitted batch job 4242"\n')
-    (fake / "squeue").write_text("#!/bin/sh\necho '4242_0|RUNNING'\necho '4242_1|CANCELLED'\necho '4243|RUNNING'\n")
-    for tool in fake.iterdir():
-        tool.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    fake_commands(tmp_path, monkeypatch, sbatch='echo "Submitted batch job 4242"\n',
+                  squeue="echo '4242_0|RUNNING'\necho '4242_1|CANCELLED'\necho '4243|RUNNING'\n")
     runs = tmp_path / "runs"
     args = ["run", "--launcher", "slurm", "--methods", "protonet,crn,maml", "--shots", "1", "--query", "3",
             "--dataset-option", "total=500", "--image-size", "24", "--output-dir", str(runs), "--run-id", "cluster"]
@@ -211,7 +201,7 @@ def test_status_asks_slurm_about_a_cell_running_on_another_node(tmp_path, monkey
     assert "its Slurm job 4242_1 on node-elsewhere is gone (cancelled in squeue)" in status, status
     assert "its Slurm job 4242_2 on node-elsewhere is gone (no longer listed in squeue)" in status, status
     # Where squeue cannot answer, nothing is known: the cells stay as their markers say.
-    (fake / "squeue").write_text("#!/bin/sh\nexit 1\n")
+    fake_commands(tmp_path, monkeypatch, squeue="exit 1\n")
     status = " ".join(main_output(["status", "cluster", "--output-dir", str(runs)], capsys).split())
     assert "0 done, 3 running" in status, status
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+from fake_commands import fake_commands
 from fewshot_bench.cli.main import main
 from waiting import wait_for
 
@@ -196,16 +197,10 @@ SBATCH_ERRORS = {
 
 @pytest.mark.parametrize("case", ["no-sbatch", *SBATCH_ERRORS])
 def test_every_slurm_failure_is_one_line(tmp_path, monkeypatch, capsys, case):
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "srun").write_text("#!/bin/sh\nexit 1\n")  # submitit looks for srun to detect Slurm
+    tools = {"srun": "exit 1\n"}  # submitit looks for srun to detect Slurm
     if case != "no-sbatch":
-        message, _ = SBATCH_ERRORS[case]
-        (fake / "sbatch").write_text(f"#!/bin/sh\necho '{message}' >&2\nexit 1\n")
-    for tool in fake.iterdir():
-        tool.chmod(0o755)
-    # Only the fake tools: a real Slurm installed here (test_slurm.py installs one) must not answer instead.
-    monkeypatch.setenv("PATH", str(fake))
+        tools["sbatch"] = f"echo '{SBATCH_ERRORS[case][0]}' >&2\nexit 1\n"
+    fake_commands(tmp_path, monkeypatch, only=True, **tools)
     code = main(["run", "--methods", "protonet", "--shots", "1", "--train-episodes", "2", *TINY,
                  "--output-dir", str(tmp_path / "runs"), "--run-id", "slurm", "--launcher", "slurm"])
     err = capsys.readouterr().err

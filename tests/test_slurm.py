@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import REPO
+from fake_commands import fake_commands
 from fewshot_bench.cli.main import main
 from fewshot_bench.results.store import RunStore
 from inprocess import bench_here
@@ -186,15 +187,10 @@ class _Job:
 def test_job_states_come_from_squeue_and_missing_accounting_is_said_once(tmp_path, monkeypatch, capsys):
     from fewshot_bench.engine.slurm import SACCT_NOTE, JobStates
 
-    fake = tmp_path / "bin"
-    fake.mkdir()
     listing = ["7_0|COMPLETED", "7_1|RUNNING", "7_2|CANCELLED", "7_3|COMPLETED", "8|PENDING"]
-    (fake / "squeue").write_text("#!/bin/sh\n" + "".join(f"echo '{line}'\n" for line in listing))
-    # As sacct answers on a cluster without accounting: its error on stderr, exit status 1.
-    (fake / "sacct").write_text("#!/bin/sh\necho 'Slurm accounting storage is disabled' >&2\nexit 1\n")
-    for tool in fake.iterdir():
-        tool.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    # sacct as it answers on a cluster without accounting: its error on stderr, exit status 1.
+    fake_commands(tmp_path, monkeypatch, squeue="".join(f"echo '{line}'\n" for line in listing),
+                  sacct="echo 'Slurm accounting storage is disabled' >&2\nexit 1\n")
     states = JobStates(interval_s=0)
     finished, running, cancelled, queued, gone, also_gone = (
         _Job("7_0", tmp_path, finished=True), _Job("7_1", tmp_path), _Job("7_2", tmp_path), _Job("8", tmp_path),
@@ -211,5 +207,5 @@ def test_job_states_come_from_squeue_and_missing_accounting_is_said_once(tmp_pat
     assert err.count(SACCT_NOTE) == 1 and "accounting storage is disabled" not in err, err
 
     # Where there is accounting, it names how a job squeue forgot ended.
-    (fake / "sacct").write_text("#!/bin/sh\necho 'TIMEOUT'\n")
+    fake_commands(tmp_path, monkeypatch, sacct="echo 'TIMEOUT'\n")
     assert JobStates(interval_s=0).state(gone) == "TIMEOUT"
