@@ -195,11 +195,16 @@ def test_status_asks_slurm_about_a_cell_running_on_another_node(tmp_path, monkey
     for cell, job in zip(cells, ("4242_0", "4242_1", "4242_2")):
         (runs / "cluster" / "state" / f"{cell}.json").write_text(json.dumps(
             {"state": "running", "host": "node-elsewhere", "pid": 1, "since": "2026-12-07T05:00:00+00:00",
-             "job": job}))
+             "job": job, "slurm": True}))
     status = " ".join(main_output(["status", "cluster", "--output-dir", str(runs)], capsys).split())
     assert "0 done, 1 running, 0 failed, 2 interrupted, 0 pending" in status, status
     assert "its Slurm job 4242_1 on node-elsewhere is gone (cancelled in squeue)" in status, status
     assert "its Slurm job 4242_2 on node-elsewhere is gone (no longer listed in squeue)" in status, status
+    # A local worker's job on another machine (submitit's local id, unknown to squeue) is not Slurm's to judge.
+    local = runs / "cluster" / "state" / f"{cells[2]}.json"
+    local.write_text(json.dumps({**json.loads(local.read_text()), "job": "31337", "slurm": False}))
+    status = " ".join(main_output(["status", "cluster", "--output-dir", str(runs)], capsys).split())
+    assert "0 done, 2 running, 0 failed, 1 interrupted, 0 pending" in status, status
     # Where squeue cannot answer, nothing is known: the cells stay as their markers say.
     fake_commands(tmp_path, monkeypatch, squeue="exit 1\n")
     status = " ".join(main_output(["status", "cluster", "--output-dir", str(runs)], capsys).split())

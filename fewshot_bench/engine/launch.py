@@ -562,7 +562,7 @@ def _check_remote_jobs(states: dict[str, dict[str, Any]]) -> None:
     cannot answer."""
     here = socket.gethostname()
     remote = {cid: state for cid, state in states.items()
-              if state["state"] == "running" and state.get("job") and state.get("host") != here}
+              if state["state"] == "running" and state.get("slurm") and state.get("job") and state.get("host") != here}
     if not remote:
         return
     queue = queue_states()

@@ -343,8 +343,9 @@ class RunStore:
         """Note that this process works on the cell (host, pid, time; a Slurm job id when there is one)."""
         record = {"state": "running", "host": socket.gethostname(), "pid": os.getpid(),
                   "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                  # The array task's id (1234_5), as squeue and scancel name it.
-                  "job": _job_id() or os.environ.get("SUBMITIT_LOCAL_JOB_ID"), **info}
+                  # The array task's id (1234_5), as squeue and scancel name it; `slurm` says squeue knows it.
+                  "job": _job_id() or os.environ.get("SUBMITIT_LOCAL_JOB_ID"), "slurm": _job_id() is not None,
+                  **info}
         atomic_write_text(self.root / "state" / f"{cell_id}.json", json.dumps(record) + "\n")
 
     def mark_failed(self, cell_id: str, error: str, **info: Any) -> None:
