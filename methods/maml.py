@@ -80,6 +80,8 @@ class MAML(FewShotMethod):
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.track_running_stats = False
                     module.running_mean = module.running_var = module.num_batches_tracked = None
+        # Found once: the meta-batch check and every batched forward of the inner loop read it.
+        self._batched_layers = self._find_batched_layers()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(images).flatten(1))
@@ -138,7 +140,7 @@ class MAML(FewShotMethod):
         """Logits (T, N, n_way) of T tasks' images (T, N, C, H, W), task t under its own weights ``params[name][t]``."""
         count, n = images.shape[:2]
         x = images.transpose(0, 1).reshape(n, count * images.shape[2], *images.shape[3:])
-        for name, layer in self.batched_layers():
+        for name, layer in self._batched_layers or ():
             if isinstance(layer, nn.Conv2d):
                 weight, bias = params[f"{name}.weight"], params.get(f"{name}.bias")
                 x = F.conv2d(x, weight.reshape(-1, *weight.shape[2:]), None if bias is None else bias.reshape(-1),
@@ -153,7 +155,7 @@ class MAML(FewShotMethod):
         logits = torch.baddbmm(params["head.bias"].unsqueeze(1), features, params["head.weight"].transpose(1, 2))
         return logits[..., :n_way]
 
-    def batched_layers(self) -> list[tuple[str, nn.Module]] | None:
+    def _find_batched_layers(self) -> list[tuple[str, nn.Module]] | None:
         """The backbone's layers with their parameter-name prefixes when the task-batched program can run them
         (plain convolutions, batch norm on batch statistics, ReLU, max-pooling), else None."""
         layers = []
@@ -170,7 +172,7 @@ class MAML(FewShotMethod):
     def vectorisable(self, tasks: list[Task]) -> bool:
         """Whether a meta-batch can run as one task-batched program: several tasks of one shape, batch BN, a
         backbone of plain layers, and ``vmap`` on (or auto, on CUDA)."""
-        if len(tasks) < 2 or self.config["bn"] != "batch" or self.batched_layers() is None:
+        if len(tasks) < 2 or self.config["bn"] != "batch" or self._batched_layers is None:
             return False
         if self.config["vmap"] == "off" or (self.config["vmap"] == "auto" and tasks[0].support.device.type != "cuda"):
             return False
